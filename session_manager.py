@@ -1,0 +1,2022 @@
+"""Session manager for an agent gateway: list, prune, delete and restore sessions.
+
+Every deletion has two layers. The session's keys leave ``<agent>/sessions/sessions.json`` under
+the gateway's own lock and its transcripts are archived beside it; then its row in the history
+service (aria-api) is marked ended. The functions raise ``SessionManagerError`` subclasses or
+return plain dicts; only ``run_skill.py`` prints and picks exit codes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+INDEX_NAME = "sessions.json"
+LOCK_SUFFIX = ".lock"
+TRANSCRIPT_SUFFIX = ".jsonl"
+TOPIC_MARK = "-topic-"
+NEWER_STORE = os.path.join("agent", "openclaw-agent.sqlite")
+ARCHIVE_PATTERN = re.compile(r"\.(deleted|reset)\.(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z)$")
+SESSION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$", re.IGNORECASE)
+SESSION_KEY_PATTERN = re.compile(r"^agent:[a-z0-9][a-z0-9_-]{0,63}:[^\x00-\x1f]{1,512}$")
+AGENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+DEFAULT_AGENTS_DIR = "/app/agents"
+DEFAULT_API_URL = "http://aria-api:8000"
+DEFAULT_STALE_MINUTES = 60
+DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
+LOCK_STALE_SECONDS = 30.0
+LOCK_RETRY_STEP_SECONDS = 0.05
+LOCK_RETRY_MAX_SECONDS = 1.0
+STATE_DIR_NAME = ".session-manager"
+AUDIT_LOG_NAME = "audit.jsonl"
+
+HISTORY_PAGE_LIMIT = 100
+HISTORY_MAX_PAGES = 50
+HISTORY_CONNECT_TIMEOUT = 2.0
+HISTORY_READ_TIMEOUT = 5.0
+HISTORY_CONCURRENCY = 8
+HISTORY_BUDGET_SECONDS = 8.0
+
+PROTECTED_KINDS = ("main", "global")
+PRUNABLE_MAIN_AGENT_TYPES = ("cron", "cron_run", "subagent")
+MAIN_AGENT = "main"
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+class SessionManagerError(Exception):
+    """Base of every error the skill reports; the dispatcher turns it into JSON."""
+
+    error_type = "error"
+    exit_code = 1
+
+
+class InvalidArgument(SessionManagerError, ValueError):
+    """An argument has the wrong name, type or value."""
+
+    error_type = "invalid_argument"
+    exit_code = 2
+
+
+class UnknownAgent(InvalidArgument):
+    """The named agent has no sessions folder under the agents root."""
+
+    error_type = "unknown_agent"
+
+
+class UnsafePath(InvalidArgument):
+    """A name would build a path outside the agents root."""
+
+    error_type = "unsafe_path"
+
+
+class ProtectedSession(SessionManagerError):
+    """The session must not be deleted (running conversation, main session, live transcript)."""
+
+    error_type = "protected_session"
+    exit_code = 2
+
+
+class ConfigurationError(SessionManagerError):
+    """The environment does not describe a usable deployment."""
+
+    error_type = "configuration_error"
+
+
+class StoreUnreadable(SessionManagerError):
+    """An agent's sessions.json cannot be read or is not a JSON object; it is left untouched."""
+
+    error_type = "store_unreadable"
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreNotLive(SessionManagerError):
+    """The agent runs a newer gateway that keeps sessions in SQLite; sessions.json is a leftover."""
+
+    error_type = "store_not_live"
+
+
+class StoreWriteFailed(SessionManagerError, OSError):
+    """Writing sessions.json failed (disk full, read-only folder); the old index is intact."""
+
+    error_type = "store_write_failed"
+
+
+class LockTimeout(SessionManagerError, TimeoutError):
+    """The gateway's lock on sessions.json stayed held by a live process for too long."""
+
+    error_type = "lock_timeout"
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class NothingToRestore(SessionManagerError):
+    """No deletion of that session is recorded in the audit log, or it cannot be undone."""
+
+    error_type = "nothing_to_restore"
+    exit_code = 2
+
+
+class RestoreConflict(SessionManagerError):
+    """A key or transcript of the deleted session exists again, so restoring would overwrite it."""
+
+    error_type = "restore_conflict"
+    exit_code = 2
+
+
+# --- Configuration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the deployment's environment says; read once per call."""
+
+    agents_root: str
+    api_url: str
+    api_key: str | None
+    running_session_id: str | None
+    stale_minutes: float
+    lock_timeout: float
+    state_dir: str
+    history_budget: float
+
+    @classmethod
+    def from_environment(cls) -> Config:
+        """Read the variables of FORMATS.md section 6 (and the skill's own tuning knobs)."""
+        root = os.environ.get("ARIA_AGENTS_DIR") or DEFAULT_AGENTS_DIR
+        if not os.path.isdir(root):
+            raise ConfigurationError(
+                f"agents root {root!r} is not a directory; set ARIA_AGENTS_DIR to the folder "
+                "that holds <agent>/sessions/sessions.json"
+            )
+        root = os.path.realpath(root)
+        return cls(
+            agents_root=root,
+            api_url=normalise_api_url(os.environ.get("ARIA_API_URL") or DEFAULT_API_URL),
+            api_key=os.environ.get("ARIA_API_KEY") or None,
+            running_session_id=os.environ.get("ARIA_SESSION_ID") or None,
+            stale_minutes=_number_from_environment("SESSION_STALE_MINUTES", DEFAULT_STALE_MINUTES),
+            lock_timeout=_number_from_environment(
+                "SESSION_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS
+            ),
+            state_dir=os.environ.get("SESSION_MANAGER_STATE_DIR") or os.path.join(root, STATE_DIR_NAME),
+            history_budget=_number_from_environment("SESSION_HISTORY_BUDGET_SECONDS", HISTORY_BUDGET_SECONDS),
+        )
+
+
+def _number_from_environment(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigurationError(f"{name}={raw!r} must be a finite number of at least 0")
+    return value
+
+
+def normalise_api_url(url: str) -> str:
+    """Return the history service base URL ending in ``/api``, whichever way it was set."""
+    url = url.strip().rstrip("/")
+    return url if url.endswith("/api") else url + "/api"
+
+
+# --- Argument checks ----------------------------------------------------------------------------
+
+
+def _check_agent_name(agent: Any) -> str:
+    if not isinstance(agent, str):
+        raise InvalidArgument(f"agent must be a string such as 'main', not {_type_name(agent)}")
+    if not AGENT_ID_PATTERN.match(agent):
+        raise UnsafePath(
+            f"agent {agent!r} is not an agent id: use a lower-case slug such as 'main' or 'aria-talk'"
+        )
+    return agent
+
+
+def _check_session_reference(value: Any) -> str:
+    """A sessionId or a full session key; anything else is refused before it reaches a path."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"session_id must be a string, not {_type_name(value)}")
+    text: str = value.strip()
+    if text == "global" or SESSION_KEY_PATTERN.match(text) or SESSION_ID_PATTERN.match(text):
+        return text
+    value = text
+    if not value:
+        raise InvalidArgument("session_id must not be empty")
+    if "/" in value or "\\" in value or value.startswith("."):
+        raise UnsafePath(f"session_id {value!r} looks like a path; give a sessionId or a session key")
+    raise InvalidArgument(
+        f"session_id {value!r} is neither a sessionId (letters, digits, '.', '_', '-') "
+        "nor a session key ('agent:<agent>:<rest>')"
+    )
+
+
+def _check_minutes(name: str, value: Any, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{name} must be a number of minutes, not {_type_name(value)}")
+    if not value >= 0 or value == float("inf"):
+        raise InvalidArgument(f"{name} must be a finite number of minutes of at least 0, not {value}")
+    return value
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false, not {_type_name(value)}")
+    return value
+
+
+def _check_count(name: str, value: Any, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be a whole number, not {_type_name(value)}")
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def _check_session_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^[a-z0-9_-]{1,64}$", value):
+        raise InvalidArgument(
+            f"session_type must be a type such as 'cron', 'cron_run' or 'subagent', not {value!r}"
+        )
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+# --- Paths --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentPaths:
+    """The resolved files of one agent; every path here lies inside the agents root."""
+
+    agent: str
+    folder: str
+
+    @property
+    def index(self) -> str:
+        return os.path.join(self.folder, INDEX_NAME)
+
+    @property
+    def index_lock(self) -> str:
+        return self.index + LOCK_SUFFIX
+
+    def file(self, name: str) -> str:
+        """Path of a file directly in the sessions folder; ``name`` must be a plain file name."""
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise UnsafePath(f"{name!r} is not a plain file name in {self.folder}")
+        return os.path.join(self.folder, name)
+
+
+def _is_inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def agent_paths(config: Config, agent: str) -> AgentPaths:
+    """Resolve an agent's sessions folder, refusing names or symlinks that lead out of the root."""
+    _check_agent_name(agent)
+    folder = os.path.realpath(os.path.join(config.agents_root, agent, "sessions"))
+    if not _is_inside(folder, config.agents_root):
+        raise UnsafePath(f"the sessions folder of agent {agent!r} leads outside the agents root")
+    if not os.path.isdir(folder):
+        raise UnknownAgent(
+            f"agent {agent!r} has no sessions folder under {config.agents_root}; "
+            f"known agents: {', '.join(discover_agents(config)) or 'none'}"
+        )
+    return AgentPaths(agent, folder)
+
+
+def discover_agents(config: Config) -> list[str]:
+    """Agent ids under the root: every directory that has a ``sessions`` folder inside the root."""
+    found = []
+    try:
+        entries = sorted(os.scandir(config.agents_root), key=lambda entry: entry.name)
+    except OSError as error:
+        raise ConfigurationError(f"cannot list agents root {config.agents_root}: {error.strerror}") from None
+    for entry in entries:
+        if not AGENT_ID_PATTERN.match(entry.name):
+            continue
+        folder = os.path.realpath(os.path.join(entry.path, "sessions"))
+        if os.path.isdir(folder) and _is_inside(folder, config.agents_root):
+            found.append(entry.name)
+    return found
+
+
+def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
+    if agent is not None:
+        return [agent_paths(config, agent)]
+    return [agent_paths(config, name) for name in discover_agents(config)]
+
+
+def _uses_newer_store(config: Config, paths: AgentPaths) -> bool:
+    return os.path.exists(os.path.join(config.agents_root, paths.agent, NEWER_STORE))
+
+
+def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
+    if _uses_newer_store(config, paths):
+        raise StoreNotLive(
+            f"agent {paths.agent!r} keeps its sessions in {NEWER_STORE}; its sessions.json is a "
+            "leftover the gateway no longer reads, so it is not changed"
+        )
+
+
+# --- The store: reading -------------------------------------------------------------------------
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+@dataclass
+class IndexDocument:
+    """A parsed sessions.json that remembers each entry's original text.
+
+    Rewriting joins the untouched entries' original text, so a diff of the file before and after
+    shows only the removed or added entries, whatever number formatting the gateway used.
+    """
+
+    entries: dict[str, Any]
+    key_texts: dict[str, str]
+    value_texts: dict[str, str]
+    changed: bool = False
+
+    def remove(self, key: str) -> Any:
+        self.changed = True
+        self.key_texts.pop(key, None)
+        self.value_texts.pop(key, None)
+        return self.entries.pop(key)
+
+    def add(self, key: str, entry: Any) -> None:
+        self.changed = True
+        self.entries[key] = entry
+        self.key_texts[key] = json.dumps(key, ensure_ascii=False)
+        self.value_texts[key] = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+
+    def render(self) -> bytes:
+        """The index in the gateway's ``JSON.stringify(store, null, 2)`` layout."""
+        if not self.entries:
+            return b"{}"
+        body = ",\n".join(f"  {self.key_texts[key]}: {self.value_texts[key]}" for key in self.entries)
+        return ("{\n" + body + "\n}").encode("utf-8")
+
+
+def _parse_index_text(text: str, path: str) -> IndexDocument:
+    """Parse an index, keeping every entry's source text; refuse anything but a JSON object."""
+    try:
+        document = _scan_object(text)
+    except (ValueError, IndexError):
+        document = None
+    if document is not None:
+        return document
+    # The fast scanner refused it: let the standard parser say what is wrong, or, for valid JSON
+    # it cannot splice (duplicate keys), fall back to re-serialising every entry.
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise StoreUnreadable(
+            f"{path} is not valid JSON ({error}); it was left as it is. Repair it by hand or "
+            "restore it from a backup before sessions can be managed",
+            path,
+        ) from None
+    if not isinstance(parsed, dict):
+        raise StoreUnreadable(
+            f"{path} holds {_type_name(parsed)} instead of an object of sessions; it was left as it is",
+            path,
+        )
+    fallback = IndexDocument({}, {}, {})
+    for key, entry in parsed.items():
+        fallback.add(key, entry)
+    fallback.changed = False
+    return fallback
+
+
+def _scan_object(text: str) -> IndexDocument | None:
+    """Walk a top-level object entry by entry; None when it is not one or repeats a key."""
+    position = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if text[position : position + 1] != "{":
+        return None
+    entries: dict[str, Any] = {}
+    key_texts: dict[str, str] = {}
+    value_texts: dict[str, str] = {}
+    position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+    if text[position] == "}":
+        return _end_of_document(text, position, entries, key_texts, value_texts)
+    while True:
+        if text[position] != '"':
+            return None
+        key_start = position
+        key, position = json.decoder.scanstring(text, position + 1)  # type: ignore[attr-defined]
+        if key in entries:
+            return None
+        key_end = position
+        position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+        if text[position] != ":":
+            return None
+        position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+        value_start = position
+        entries[key], position = _DECODER.raw_decode(text, position)
+        key_texts[key] = text[key_start:key_end]
+        value_texts[key] = text[value_start:position]
+        position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+        if text[position] == "}":
+            return _end_of_document(text, position, entries, key_texts, value_texts)
+        if text[position] != ",":
+            return None
+        position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+
+
+def _end_of_document(
+    text: str,
+    position: int,
+    entries: dict[str, Any],
+    key_texts: dict[str, str],
+    value_texts: dict[str, str],
+) -> IndexDocument | None:
+    if _WHITESPACE.match(text, position + 1).end() != len(text):  # type: ignore[union-attr]
+        return None
+    return IndexDocument(entries, key_texts, value_texts)
+
+
+def _read_text(path: str) -> str | None:
+    """The file's text, or None when it does not exist (an agent that never had a session)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise StoreUnreadable(f"cannot read {path}: {error.strerror}", path) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StoreUnreadable(
+            f"{path} is not UTF-8 text (byte {error.start}); it was left as it is", path
+        ) from None
+
+
+def read_index_document(paths: AgentPaths) -> IndexDocument:
+    """Read an agent's index for a rewrite; a missing file is an empty index."""
+    text = _read_text(paths.index)
+    if text is None:
+        return IndexDocument({}, {}, {})
+    return _parse_index_text(text, paths.index)
+
+
+def load_index(paths: AgentPaths) -> dict[str, Any]:
+    """Read an agent's index for a listing: key -> entry."""
+    text = _read_text(paths.index)
+    if text is None:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise StoreUnreadable(
+            f"{paths.index} is not valid JSON ({error}); it was left as it is. Repair it by hand "
+            "or restore it from a backup before sessions can be managed",
+            paths.index,
+        ) from None
+    if not isinstance(parsed, dict):
+        raise StoreUnreadable(
+            f"{paths.index} holds {_type_name(parsed)} instead of an object of sessions; "
+            "it was left as it is",
+            paths.index,
+        )
+    return parsed
+
+
+# --- The store: the gateway's lock --------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """What a lock file says about its holder, and whether that holder is gone."""
+
+    pid: int | None
+    created_at: str | None
+    stale: bool
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" if self.pid is not None else "an unknown process"
+        since = f" since {self.created_at}" if self.created_at else ""
+        return who + since
+
+
+def inspect_lock(path: str, stale_after: float = LOCK_STALE_SECONDS) -> LockHolder | None:
+    """Read a gateway lock file; None when there is none. Staleness follows FORMATS.md section 3."""
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            raw = handle.read(4096)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return LockHolder(None, None, stale=False)
+    pid, created_at, created = _parse_lock_content(raw)
+    if pid is None or created is None:
+        return LockHolder(pid, created_at, stale=time.time() - info.st_mtime > stale_after)
+    too_old = (_utc_now() - created).total_seconds() > stale_after
+    return LockHolder(pid, created_at, stale=too_old or not _pid_alive(pid))
+
+
+def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | None]:
+    try:
+        content = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None, None, None
+    if not isinstance(content, dict):
+        return None, None, None
+    pid = content.get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    created_at = content.get("createdAt") if isinstance(content.get("createdAt"), str) else None
+    return pid, created_at, parse_timestamp(created_at) if created_at else None
+
+
+def _try_create_lock(path: str) -> int | None:
+    """Create the lock file exclusively; its inode, or None when another process holds it."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return None
+    try:
+        content = json.dumps({"pid": os.getpid(), "createdAt": _iso_utc(_utc_now())})
+        os.write(descriptor, content.encode("ascii"))
+        return os.fstat(descriptor).st_ino
+    finally:
+        os.close(descriptor)
+
+
+def _break_stale_lock(path: str) -> None:
+    """Remove a stale lock without removing a fresh one that replaced it in the meantime."""
+    aside = f"{path}.stale.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    holder = inspect_lock(aside)
+    if holder is not None and not holder.stale:
+        # Another process broke the stale lock and took a fresh one between our read and our
+        # rename: give its lock back (link fails if yet another lock appeared; it keeps its own).
+        try:
+            os.link(aside, path)
+        except OSError:
+            pass
+    os.unlink(aside)
+
+
+@contextmanager
+def gateway_lock(path: str, timeout: float) -> Iterator[None]:
+    """Hold the gateway's ``sessions.json.lock``: exclusive create, stale-lock breaking, back-off."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        inode = _try_create_lock(path)
+        if inode is not None:
+            break
+        holder = inspect_lock(path)
+        if holder is not None and holder.stale:
+            _break_stale_lock(path)
+            continue
+        if time.monotonic() >= deadline:
+            who = holder.describe() if holder else "another process"
+            raise LockTimeout(
+                f"{path} is held by {who}; gave up after {timeout:g} s. The gateway is writing; "
+                "try again shortly",
+                path,
+            )
+        attempt += 1
+        pause = min(LOCK_RETRY_STEP_SECONDS * attempt, LOCK_RETRY_MAX_SECONDS)
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+    try:
+        yield
+    finally:
+        _release_lock(path, inode)
+
+
+def _release_lock(path: str, inode: int) -> None:
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- The store: writing -------------------------------------------------------------------------
+
+
+def _fsync_folder(folder: str) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it, and rename it over ``path``."""
+    folder = os.path.dirname(path)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(descriptor, view)
+                view = view[written:]
+            os.fchmod(descriptor, mode)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(folder)
+
+
+def rewrite_index(
+    paths: AgentPaths,
+    config: Config,
+    change: Callable[[IndexDocument], Any],
+) -> Any:
+    """Run ``change`` on a fresh read of the index under the gateway's lock, and write the result.
+
+    The one path through which the skill changes sessions.json: lock, re-read, change, atomic
+    write, release. ``change`` must be quick: the gateway's own writes wait while it runs.
+    """
+    with gateway_lock(paths.index_lock, config.lock_timeout):
+        document = read_index_document(paths)
+        result = change(document)
+        if document.changed:
+            try:
+                write_atomic(paths.index, document.render())
+            except OSError as error:
+                raise StoreWriteFailed(
+                    f"could not write {paths.index}: {error.strerror or error}; the index was left as it was"
+                ) from None
+    return result
+
+
+# --- Sessions: times, kinds, grouping -----------------------------------------------------------
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An aware UTC time from epoch ms, epoch seconds or an ISO-8601 string; None if it is none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return parse_timestamp(float(text))
+        from dateutil.parser import isoparse
+
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        try:
+            return moment.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        seconds = value / 1000.0 if abs(value) >= 1e11 else float(value)
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+def session_type_of(key: str) -> str:
+    """The kind of session a key names: main, cron, cron_run, subagent, or its first segment."""
+    if key == "global":
+        return "global"
+    parts = key.split(":")
+    if len(parts) < 3 or parts[0] != "agent" or not parts[2]:
+        return "other"
+    rest = parts[2:]
+    if rest == ["main"]:
+        return "main"
+    if rest[0] == "cron":
+        return "cron_run" if "run" in rest[2::2] and len(rest) >= 4 else "cron"
+    return rest[0]
+
+
+def _label_of(entry: dict[str, Any]) -> str | None:
+    for name in ("label", "displayName", "subject"):
+        if isinstance(entry.get(name), str) and entry[name]:
+            return str(entry[name])
+    origin = entry.get("origin")
+    if isinstance(origin, dict) and isinstance(origin.get("label"), str) and origin["label"]:
+        return str(origin["label"])
+    context = entry.get("deliveryContext")
+    if isinstance(context, dict) and isinstance(context.get("to"), str) and context["to"]:
+        return str(context["to"])
+    return None
+
+
+@dataclass
+class FolderListing:
+    """The files of one sessions folder, listed once per call."""
+
+    transcripts: dict[str, os.stat_result] = field(default_factory=dict)
+    archives: dict[str, os.stat_result] = field(default_factory=dict)
+    locks: set[str] = field(default_factory=set)
+    index_bytes: int = 0
+
+
+def list_folder(paths: AgentPaths) -> FolderListing:
+    """Sort a sessions folder's files into transcripts, archives and locks, with one scan."""
+    listing = FolderListing()
+    with os.scandir(paths.folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if name == INDEX_NAME:
+                listing.index_bytes = _stat_size(entry)
+            elif name.endswith(TRANSCRIPT_SUFFIX):
+                info = _stat_entry(entry)
+                if info is not None:
+                    listing.transcripts[name] = info
+            elif name.endswith(TRANSCRIPT_SUFFIX + LOCK_SUFFIX):
+                listing.locks.add(name[: -len(LOCK_SUFFIX)])
+            elif ARCHIVE_PATTERN.search(name):
+                info = _stat_entry(entry)
+                if info is not None:
+                    listing.archives[name] = info
+    return listing
+
+
+def _stat_entry(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        return entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _stat_size(entry: os.DirEntry[str]) -> int:
+    info = _stat_entry(entry)
+    return info.st_size if info else 0
+
+
+@dataclass
+class Session:
+    """One session of one agent: its sessionId and every key that points to it."""
+
+    agent: str
+    session_id: str
+    keys: list[str]
+    entries: dict[str, Any]
+    last_active: datetime | None = None
+    transcripts: list[str] = field(default_factory=list)
+    protected: str | None = None
+
+    @property
+    def primary_key(self) -> str:
+        return self.keys[0]
+
+    @property
+    def session_type(self) -> str:
+        return session_type_of(self.primary_key)
+
+    @property
+    def types(self) -> set[str]:
+        return {session_type_of(key) for key in self.keys}
+
+    def idle_minutes(self, now: datetime) -> float | None:
+        if self.last_active is None:
+            return None
+        return (now - self.last_active).total_seconds() / 60.0
+
+    def is_stale(self, now: datetime, threshold_minutes: float) -> bool:
+        idle = self.idle_minutes(now)
+        return idle is None or idle > threshold_minutes
+
+
+def _session_id_of(key: str, entry: Any) -> str:
+    """The id that groups aliases; an entry without a usable sessionId stands alone under its key."""
+    if isinstance(entry, dict):
+        session_id = entry.get("sessionId")
+        if isinstance(session_id, str) and session_id:
+            return session_id
+    return key
+
+
+def group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
+    """Fold an index's keys into sessions by sessionId, keys in index order."""
+    sessions: dict[str, Session] = {}
+    for key, entry in store.items():
+        session_id = _session_id_of(key, entry)
+        session = sessions.get(session_id)
+        if session is None:
+            sessions[session_id] = Session(agent, session_id, [key], {key: entry})
+        else:
+            session.keys.append(key)
+            session.entries[key] = entry
+    for session in sessions.values():
+        session.last_active = _newest_update(session.entries.values())
+    return sessions
+
+
+def _newest_update(entries: Any) -> datetime | None:
+    newest = None
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        raw = entry.get("updatedAt")
+        if type(raw) is int and 1e11 <= raw < 1e14:
+            moment: datetime | None = datetime.fromtimestamp(raw / 1000.0, tz=timezone.utc)
+        else:
+            moment = parse_timestamp(raw)
+        if moment is not None and (newest is None or moment > newest):
+            newest = moment
+    return newest
+
+
+def _transcript_name_of(paths: AgentPaths, session_file: Any) -> str | None:
+    """The file name a ``sessionFile`` names in this folder, or None if it points elsewhere."""
+    if not isinstance(session_file, str) or not session_file or "\0" in session_file:
+        return None
+    if os.path.isabs(session_file):
+        parent, name = os.path.split(os.path.normpath(session_file))
+        relocated = parent.endswith(os.sep + os.path.join(paths.agent, "sessions"))
+        if os.path.realpath(parent) != paths.folder and not relocated:
+            return None
+    else:
+        name = os.path.normpath(session_file)
+        if os.sep in name or name in (".", ".."):
+            return None
+    return name if name.endswith(TRANSCRIPT_SUFFIX) else None
+
+
+def attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing: FolderListing) -> None:
+    """Give each session its transcript files: sessionFile, <id>.jsonl and <id>-topic-*.jsonl."""
+    topics: dict[str, list[str]] = {}
+    for name in listing.transcripts:
+        stem = name[: -len(TRANSCRIPT_SUFFIX)]
+        owner, mark, _ = stem.partition(TOPIC_MARK)
+        if mark:
+            topics.setdefault(owner, []).append(name)
+    for session in sessions.values():
+        names: list[str] = []
+        for entry in session.entries.values():
+            if isinstance(entry, dict):
+                linked = _transcript_name_of(paths, entry.get("sessionFile"))
+                if linked and linked in listing.transcripts and linked not in names:
+                    names.append(linked)
+        if SESSION_ID_PATTERN.match(session.session_id):
+            own = session.session_id + TRANSCRIPT_SUFFIX
+            if own in listing.transcripts and own not in names:
+                names.append(own)
+            names.extend(sorted(n for n in topics.get(session.session_id, ()) if n not in names))
+        session.transcripts = names
+        if session.last_active is None and names:
+            newest = max(listing.transcripts[name].st_mtime for name in names)
+            session.last_active = datetime.fromtimestamp(newest, tz=timezone.utc)
+
+
+def referenced_transcripts(paths: AgentPaths, store: dict[str, Any], listing: FolderListing) -> set[str]:
+    """Names of transcripts that some key of the index still points to."""
+    session_ids = {_session_id_of(key, entry) for key, entry in store.items()}
+    referenced = set()
+    for entry in store.values():
+        if isinstance(entry, dict):
+            name = _transcript_name_of(paths, entry.get("sessionFile"))
+            if name:
+                referenced.add(name)
+    for name in listing.transcripts:
+        stem = name[: -len(TRANSCRIPT_SUFFIX)]
+        if stem in session_ids or stem.partition(TOPIC_MARK)[0] in session_ids:
+            referenced.add(name)
+    return referenced
+
+
+def transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
+    """Whether a run is writing the transcript: its ``.lock`` exists and is not stale."""
+    holder = inspect_lock(paths.file(transcript + LOCK_SUFFIX))
+    return holder is not None and not holder.stale
+
+
+def protection_of(config: Config, session: Session, listing: FolderListing, paths: AgentPaths) -> str | None:
+    """Why a session must not be pruned, or None. A session is protected when any key is."""
+    running = config.running_session_id
+    if running and (running == session.session_id or running in session.keys):
+        return "running_conversation"
+    for key in session.keys:
+        kind = session_type_of(key)
+        if kind in PROTECTED_KINDS:
+            return "main_session" if kind == "main" else "global_session"
+    if session.agent == MAIN_AGENT and not session.types <= set(PRUNABLE_MAIN_AGENT_TYPES):
+        return "main_agent_conversation"
+    for name in session.transcripts:
+        if name in listing.locks and transcript_lock_held(paths, name):
+            return "transcript_locked"
+    return None
+
+
+@dataclass
+class AgentView:
+    """One agent's index and folder as read at the start of a call."""
+
+    paths: AgentPaths
+    store: dict[str, Any]
+    listing: FolderListing
+    sessions: dict[str, Session]
+    newer_store: bool
+
+
+def read_agent(config: Config, paths: AgentPaths) -> AgentView:
+    """Read one agent: index, folder listing, sessions with their transcripts and protections."""
+    store = load_index(paths)
+    listing = list_folder(paths)
+    sessions = group_sessions(paths.agent, store)
+    attach_transcripts(paths, sessions, listing)
+    for session in sessions.values():
+        session.protected = protection_of(config, session, listing, paths)
+    return AgentView(paths, store, listing, sessions, _uses_newer_store(config, paths))
+
+
+def _read_agents(config: Config, agent: str | None) -> tuple[list[AgentView], list[dict[str, Any]]]:
+    """Read the selected agents; an unreadable index is reported, and fatal only when named."""
+    views, errors = [], []
+    for paths in _selected_agents(config, agent):
+        try:
+            views.append(read_agent(config, paths))
+        except StoreUnreadable as error:
+            if agent is not None:
+                raise
+            errors.append(_error_record(error, agent=paths.agent))
+    return views, errors
+
+
+def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
+    return {**context, "error": str(error), "error_type": error.error_type}
+
+
+# --- Transcripts --------------------------------------------------------------------------------
+
+
+def archive_stamp(moment: datetime) -> str:
+    """The gateway's archive stamp: ISO-8601 UTC with milliseconds, ':' replaced by '-'."""
+    return _iso_utc(moment).replace(":", "-")
+
+
+def stamp_time(archive_name: str) -> datetime | None:
+    """When an archive was made, read from the stamp in its name (a rename keeps the old mtime)."""
+    match = ARCHIVE_PATTERN.search(archive_name)
+    if not match:
+        return None
+    date, _, clock = match.group(2).partition("T")
+    return parse_timestamp(f"{date}T{clock[:8].replace('-', ':')}{clock[8:]}")
+
+
+def archive_transcript(paths: AgentPaths, name: str, moment: datetime) -> str:
+    """Rename a transcript to ``<name>.deleted.<stamp>`` without overwriting any file."""
+    source = paths.file(name)
+    for step in range(1000):
+        target = f"{name}.deleted.{archive_stamp(moment + timedelta(milliseconds=step))}"
+        if _rename_without_overwrite(source, paths.file(target)):
+            return target
+    raise FileExistsError(errno.EEXIST, "no free archive name", source)
+
+
+def _rename_without_overwrite(source: str, target: str) -> bool:
+    """Rename ``source`` to ``target``; False when ``target`` exists. Uses link + unlink."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(source)
+    return True
+
+
+# --- History service ----------------------------------------------------------------------------
+
+
+@dataclass
+class HistoryOutcome:
+    """What happened to one session's history row."""
+
+    status: str  # marked, no_history_row, failed, skipped
+    reason: str | None = None
+    row_ids: list[str] = field(default_factory=list)
+
+    @property
+    def updated(self) -> bool:
+        return self.status == "marked"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "row_ids": self.row_ids}
+
+
+def _history_client(config: Config) -> httpx.Client:
+    import httpx
+
+    headers = {"X-API-Key": config.api_key} if config.api_key else {}
+    timeout = httpx.Timeout(HISTORY_READ_TIMEOUT, connect=HISTORY_CONNECT_TIMEOUT)
+    limits = httpx.Limits(max_connections=HISTORY_CONCURRENCY)
+    return httpx.Client(base_url=config.api_url, headers=headers, timeout=timeout, limits=limits)
+
+
+def _row_session_id(row: Any) -> str | None:
+    metadata = row.get("metadata") if isinstance(row, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    for name in ("aria_session_id", "openclaw_session_id"):
+        if isinstance(metadata.get(name), str):
+            return str(metadata[name])
+    return None
+
+
+def find_history_rows(client: httpx.Client, session_ids: set[str], deadline: float) -> dict[str, list[str]]:
+    """Read pages of active rows until every session's row is found; session id -> row ids."""
+    found: dict[str, list[str]] = {}
+    for page in range(1, HISTORY_MAX_PAGES + 1):
+        if time.monotonic() > deadline:
+            break
+        response = client.get(
+            "/sessions",
+            params={
+                "page": page,
+                "limit": HISTORY_PAGE_LIMIT,
+                "status": "active",
+                "include_cron_events": "true",
+                "include_runtime_events": "true",
+            },
+        )
+        response.raise_for_status()
+        body = response.json()
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ValueError("the history service answered a page without an 'items' list")
+        for row in items:
+            session_id = _row_session_id(row)
+            if session_id in session_ids and isinstance(row.get("id"), str):
+                found.setdefault(session_id, []).append(row["id"])
+        pages = body.get("pages")
+        if not items or (isinstance(pages, int) and page >= pages) or set(found) >= session_ids:
+            break
+    return found
+
+
+def mark_history(config: Config, session_ids: list[str], status: str = "ended") -> dict[str, HistoryOutcome]:
+    """Set the history rows of these sessions to ``status``; never raises, reports per session."""
+    outcomes: dict[str, HistoryOutcome] = {}
+    if not session_ids:
+        return outcomes
+    import httpx
+
+    deadline = time.monotonic() + config.history_budget
+    try:
+        with _history_client(config) as client:
+            rows = find_history_rows(client, set(session_ids), deadline)
+            for session_id in session_ids:
+                outcomes[session_id] = _patch_rows(client, rows.get(session_id, []), status)
+    except (httpx.HTTPError, ValueError) as error:
+        reason = _describe_http_error(error)
+        for session_id in session_ids:
+            outcomes.setdefault(session_id, HistoryOutcome("failed", reason))
+    return outcomes
+
+
+def _patch_rows(client: httpx.Client, row_ids: list[str], status: str) -> HistoryOutcome:
+    if not row_ids:
+        return HistoryOutcome("no_history_row", "no active row in the history service")
+    for row_id in row_ids:
+        response = client.patch(f"/sessions/{row_id}", json={"status": status})
+        if not response.is_success:
+            return HistoryOutcome("failed", f"HTTP {response.status_code}", row_ids)
+    return HistoryOutcome("marked", None, row_ids)
+
+
+def _describe_http_error(error: Exception) -> str:
+    import httpx
+
+    if isinstance(error, httpx.HTTPStatusError):
+        return f"HTTP {error.response.status_code} from {error.request.url.path}"
+    if isinstance(error, httpx.TimeoutException):
+        return "the history service did not answer in time"
+    if isinstance(error, httpx.ConnectError):
+        return "the history service refused the connection or could not be reached"
+    if isinstance(error, httpx.HTTPError):
+        return f"{type(error).__name__} talking to the history service"
+    return str(error)
+
+
+# --- Audit trail --------------------------------------------------------------------------------
+
+
+def _state_path(config: Config, name: str) -> str:
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    return os.path.join(config.state_dir, name)
+
+
+def append_audit(config: Config, records: list[dict[str, Any]]) -> None:
+    """Append records to the audit log and flush them to disk before anything they describe."""
+    if not records:
+        return
+    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    descriptor = os.open(_state_path(config, AUDIT_LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(descriptor, data.encode("utf-8"))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_audit(config: Config) -> list[dict[str, Any]]:
+    """Every readable record of the audit log, oldest first; a torn last line is ignored."""
+    path = os.path.join(config.state_dir, AUDIT_LOG_NAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+@dataclass
+class Deletion:
+    """One recorded deletion, assembled from its audit records."""
+
+    txn: str
+    agent: str
+    session_id: str
+    reason: str
+    time: str
+    entries: dict[str, Any] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+    transcripts: dict[str, str] = field(default_factory=dict)
+    committed: bool = False
+    restored: bool = False
+
+
+def recorded_deletions(config: Config) -> list[Deletion]:
+    """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
+    deletions: dict[tuple[str, str], Deletion] = {}
+    for record in read_audit(config):
+        event, txn = record.get("event"), record.get("txn")
+        for session_id, part in (record.get("sessions") or {}).items():
+            slot = (str(txn), session_id)
+            deletion = deletions.get(slot)
+            if deletion is None:
+                deletion = deletions[slot] = Deletion(
+                    str(txn),
+                    str(record.get("agent")),
+                    session_id,
+                    str(record.get("reason")),
+                    str(record.get("time")),
+                )
+            if event == "intent":
+                deletion.entries.update(part.get("entries", {}))
+            elif event == "commit":
+                deletion.committed = True
+                deletion.keys = list(part.get("keys", []))
+                deletion.entries.update(part.get("entries", {}))
+            elif event == "archived":
+                deletion.committed = True
+                deletion.transcripts.update(part.get("transcripts", {}))
+            elif event == "restored":
+                deletion.restored = True
+    return [deletion for deletion in deletions.values() if deletion.committed]
+
+
+# --- Deleting -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Removal:
+    """What one deletion did to one session on the filesystem."""
+
+    session: Session
+    removed_keys: list[str] = field(default_factory=list)
+    archived: dict[str, str] = field(default_factory=dict)
+    kept_transcripts: list[str] = field(default_factory=list)
+    skipped: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _fresh_session(document: IndexDocument, planned: Session) -> Session:
+    """The planned session as the index holds it now: every key that points to its sessionId."""
+    keys = [key for key in planned.keys if key in document.entries]
+    if planned.session_id not in planned.keys:
+        keys = [
+            key for key, entry in document.entries.items() if _session_id_of(key, entry) == planned.session_id
+        ]
+    session = Session(planned.agent, planned.session_id, keys, {k: document.entries[k] for k in keys})
+    session.transcripts = planned.transcripts
+    session.protected = planned.protected
+    return session
+
+
+def remove_sessions(
+    config: Config,
+    paths: AgentPaths,
+    planned: list[Session],
+    reason: str,
+    *,
+    only_if_unchanged: bool,
+    recheck: Callable[[Session], None] | None = None,
+) -> list[Removal]:
+    """Remove sessions' keys under the gateway's lock, then archive their transcripts.
+
+    With ``only_if_unchanged`` (prunes), a session that the gateway touched after it was planned
+    is left alone. The audit log gets the entries before the index changes, so every deletion
+    can be undone; a crash at any point leaves at worst an orphaned transcript for cleanup.
+    """
+    _refuse_if_not_live(config, paths)
+    txn, moment = uuid.uuid4().hex, _utc_now()
+    header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
+    append_audit(
+        config,
+        [
+            {
+                **header,
+                "event": "intent",
+                "sessions": {s.session_id: {"entries": s.entries} for s in planned},
+            }
+        ],
+    )
+    removals = [Removal(session) for session in planned]
+
+    def change(document: IndexDocument) -> set[str]:
+        committed: dict[str, Any] = {}
+        for removal in removals:
+            fresh = _fresh_session(document, removal.session)
+            if recheck is not None:
+                recheck(fresh)
+            if only_if_unchanged and (
+                set(fresh.keys) != set(removal.session.keys)
+                or any(fresh.entries[k] != removal.session.entries[k] for k in fresh.keys)
+            ):
+                removal.skipped = "changed since it was read" if fresh.keys else "already gone"
+                continue
+            amended = {k: v for k, v in fresh.entries.items() if removal.session.entries.get(k) != v}
+            committed[fresh.session_id] = {"keys": fresh.keys, "entries": amended}
+            removal.removed_keys = fresh.keys
+        if committed:
+            append_audit(config, [{**header, "event": "commit", "sessions": committed}])
+        for removal in removals:
+            for key in removal.removed_keys:
+                document.remove(key)
+        return referenced_transcripts(paths, document.entries, list_folder(paths))
+
+    try:
+        still_referenced = rewrite_index(paths, config, change)
+    except StoreWriteFailed:
+        append_audit(config, [{**header, "event": "abort", "sessions": {}}])
+        raise
+    archived: dict[str, Any] = {}
+    for removal in removals:
+        if removal.removed_keys:
+            _archive_session_transcripts(paths, removal, still_referenced, moment)
+            archived[removal.session.session_id] = {"transcripts": removal.archived}
+    append_audit(config, [{**header, "event": "archived", "sessions": archived}])
+    return removals
+
+
+def _archive_session_transcripts(
+    paths: AgentPaths, removal: Removal, still_referenced: set[str], moment: datetime
+) -> None:
+    for name in removal.session.transcripts:
+        if name in still_referenced:
+            removal.kept_transcripts.append(name)
+            continue
+        try:
+            removal.archived[name] = archive_transcript(paths, name, moment)
+        except FileNotFoundError:
+            pass  # the gateway archived or removed it first
+        except OSError as error:
+            removal.errors.append(f"could not archive {name}: {error.strerror or error}")
+
+
+def _dry_run_removal(session: Session) -> Removal:
+    removal = Removal(session, removed_keys=list(session.keys))
+    removal.archived = {name: "" for name in session.transcripts}
+    return removal
+
+
+# --- Public functions ---------------------------------------------------------------------------
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _first_field(session: Session, name: str) -> Any:
+    for key in session.keys:
+        entry = session.entries[key]
+        if isinstance(entry, dict) and entry.get(name) is not None:
+            return entry[name]
+    return None
+
+
+def _session_row(session: Session, now: datetime) -> dict[str, Any]:
+    newest = _newest_update(session.entries.values())
+    idle = session.idle_minutes(now)
+    label = None
+    for key in session.keys:
+        if isinstance(session.entries[key], dict):
+            label = _label_of(session.entries[key])
+            if label:
+                break
+    return {
+        "id": session.session_id,
+        "sessionId": session.session_id,
+        "key": session.primary_key,
+        "keys": session.keys,
+        "agentId": session.agent,
+        "session_type": session.session_type,
+        "label": label,
+        "updatedAt": _iso_or_none(newest),
+        "last_activity": _iso_or_none(session.last_active),
+        "idle_minutes": round(idle, 1) if idle is not None else None,
+        "contextTokens": _first_field(session, "contextTokens"),
+        "model": _first_field(session, "model"),
+        "transcripts": session.transcripts,
+        "protected": session.protected,
+    }
+
+
+def _activity_order(session: Session) -> float:
+    return session.last_active.timestamp() if session.last_active else float("-inf")
+
+
+def _agents_summary(views: list[AgentView]) -> dict[str, dict[str, Any]]:
+    return {
+        view.paths.agent: {"sessions": len(view.sessions), "live_index": not view.newer_store}
+        for view in views
+    }
+
+
+def list_sessions(agent: str | None = None, session_type: str | None = None) -> dict[str, Any]:
+    """List sessions, newest first, one row per sessionId with its alias keys folded in."""
+    session_type = _check_session_type(session_type)
+    config = Config.from_environment()
+    views, errors = _read_agents(config, agent)
+    now = _utc_now()
+    sessions = [
+        session
+        for view in views
+        for session in view.sessions.values()
+        if session_type is None or session_type in session.types
+    ]
+    sessions.sort(key=_activity_order, reverse=True)
+    return {
+        "session_count": len(sessions),
+        "sessions": [_session_row(session, now) for session in sessions],
+        "agents": _agents_summary(views),
+        "errors": errors,
+    }
+
+
+def _disk_usage(view: AgentView) -> dict[str, Any]:
+    referenced = referenced_transcripts(view.paths, view.store, view.listing)
+    orphans = [name for name in view.listing.transcripts if name not in referenced]
+    transcripts = view.listing.transcripts.values()
+    archives = view.listing.archives.values()
+    return {
+        "index_bytes": view.listing.index_bytes,
+        "transcript_files": len(view.listing.transcripts),
+        "transcript_bytes": sum(info.st_size for info in transcripts),
+        "archive_files": len(view.listing.archives),
+        "archive_bytes": sum(info.st_size for info in archives),
+        "orphaned_transcripts": len(orphans),
+        "orphaned_bytes": sum(view.listing.transcripts[name].st_size for name in orphans),
+    }
+
+
+def get_session_stats(
+    agent: str | None = None, stale_threshold_minutes: float | None = None
+) -> dict[str, Any]:
+    """Counts of sessions (stale, active, by agent and type), the oldest one, and disk use."""
+    config = Config.from_environment()
+    threshold = _check_minutes("stale_threshold_minutes", stale_threshold_minutes, config.stale_minutes)
+    views, errors = _read_agents(config, agent)
+    now = _utc_now()
+    sessions = [session for view in views for session in view.sessions.values()]
+    stale = [session for session in sessions if session.is_stale(now, threshold)]
+    by_type: dict[str, int] = {}
+    for session in sessions:
+        by_type[session.session_type] = by_type.get(session.session_type, 0) + 1
+    oldest = min(sessions, key=_activity_order, default=None)
+    disk = {view.paths.agent: _disk_usage(view) for view in views}
+    return {
+        "total_sessions": len(sessions),
+        "stale_sessions": len(stale),
+        "active_sessions": len(sessions) - len(stale),
+        "by_agent": {view.paths.agent: len(view.sessions) for view in views},
+        "stale_threshold_minutes": threshold,
+        "by_type": dict(sorted(by_type.items(), key=lambda item: (-item[1], item[0]))),
+        "protected_sessions": sum(1 for session in sessions if session.protected),
+        "stale_unprotected_sessions": sum(1 for session in stale if not session.protected),
+        "oldest_session": _session_row(oldest, now) if oldest else None,
+        "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
+        "disk": disk,
+        "agents": _agents_summary(views),
+        "errors": errors,
+    }
+
+
+def _history_summary(outcomes: dict[str, HistoryOutcome]) -> dict[str, int]:
+    summary: dict[str, int] = {}
+    for outcome in outcomes.values():
+        summary[outcome.status] = summary.get(outcome.status, 0) + 1
+    return summary
+
+
+def prune_sessions(
+    max_age_minutes: float | None = None,
+    dry_run: bool = False,
+    agent: str | None = None,
+    session_type: str | None = None,
+) -> dict[str, Any]:
+    """Delete every unprotected session idle for longer than the threshold (two layers each)."""
+    _check_flag("dry_run", dry_run)
+    session_type = _check_session_type(session_type)
+    config = Config.from_environment()
+    threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
+    views, errors = _read_agents(config, agent)
+    now = _utc_now()
+    total, protected, removals = 0, [], []
+    for view in views:
+        chosen = [s for s in view.sessions.values() if session_type is None or session_type in s.types]
+        total += len(chosen)
+        stale = [s for s in chosen if s.is_stale(now, threshold)]
+        protected += [
+            {"id": s.session_id, "agentId": s.agent, "key": s.primary_key, "reason": s.protected}
+            for s in stale
+            if s.protected
+        ]
+        doomed = [s for s in stale if not s.protected]
+        if not doomed:
+            continue
+        if dry_run:
+            removals += [_dry_run_removal(s) for s in doomed]
+            continue
+        try:
+            removals += remove_sessions(config, view.paths, doomed, "prune", only_if_unchanged=True)
+        except SessionManagerError as error:
+            errors.append(_error_record(error, agent=view.paths.agent))
+    done = [r for r in removals if r.removed_keys]
+    for removal in removals:
+        errors += [
+            {
+                "agent": removal.session.agent,
+                "id": removal.session.session_id,
+                "error": text,
+                "error_type": "archive_failed",
+            }
+            for text in removal.errors
+        ]
+    outcomes = {} if dry_run else mark_history(config, [r.session.session_id for r in done])
+    return {
+        "total_sessions": total,
+        "pruned_count": len(done),
+        "kept_count": total - len(done),
+        "dry_run": dry_run,
+        "deleted_ids": [r.session.session_id for r in done],
+        "errors": errors,
+        "threshold_minutes": threshold,
+        "protected": protected,
+        "skipped": [
+            {"id": r.session.session_id, "agentId": r.session.agent, "reason": r.skipped}
+            for r in removals
+            if r.skipped
+        ],
+        "archived_transcripts": sum(len(r.archived) for r in done),
+        "history": _history_summary(outcomes),
+        "history_by_session": {sid: outcome.as_dict() for sid, outcome in outcomes.items()},
+    }
+
+
+def _find_session(
+    config: Config, reference: str, agent: str | None
+) -> tuple[AgentView | None, Session | None, list[AgentPaths]]:
+    """Find a session by sessionId or key, reading as few indexes as possible."""
+    is_key = reference == "global" or reference.startswith("agent:")
+    if is_key and agent is None and reference != "global":
+        owner = reference.split(":")[1]
+        scope = [agent_paths(config, owner)] if owner in discover_agents(config) else []
+        scope = scope or _selected_agents(config, None)
+    else:
+        scope = _selected_agents(config, agent)
+    if not is_key:
+        # The agent whose folder holds <id>.jsonl almost always owns the session: read it first.
+        scope.sort(key=lambda p: not os.path.exists(os.path.join(p.folder, reference + TRANSCRIPT_SUFFIX)))
+    found: list[tuple[AgentView, Session]] = []
+    for paths in scope:
+        view = read_agent(config, paths)
+        if is_key:
+            entry = view.store.get(reference, None)
+            session = view.sessions.get(_session_id_of(reference, entry)) if reference in view.store else None
+        else:
+            session = view.sessions.get(reference)
+        if session is not None:
+            found.append((view, session))
+            if agent is not None or is_key or (len(found) == 1 and found[0][0].paths is scope[0]):
+                break
+    if len(found) > 1:
+        names = ", ".join(view.paths.agent for view, _ in found)
+        raise InvalidArgument(f'session {reference!r} exists in agents {names}; pass "agent" to choose one')
+    if found:
+        return found[0][0], found[0][1], scope
+    return None, None, scope
+
+
+def _refuse_protected(config: Config, session: Session, force: bool) -> None:
+    if session.protected == "running_conversation":
+        raise ProtectedSession(
+            f"session {session.session_id} is the conversation running this skill "
+            "(ARIA_SESSION_ID); it cannot be deleted, not even with force"
+        )
+    if session.protected and not force:
+        reasons = {
+            "main_session": "is an agent's main session",
+            "global_session": "is the shared 'global' session",
+            "main_agent_conversation": "is one of the main agent's own conversations",
+            "transcript_locked": "has a transcript that a live run is writing right now",
+        }
+        raise ProtectedSession(
+            f"session {session.session_id} ({session.primary_key}) "
+            f'{reasons.get(session.protected, "is protected")}; pass "force": true to delete it anyway'
+        )
+
+
+def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) -> dict[str, Any]:
+    reference = _check_session_reference(session_id)
+    if agent is not None:
+        _check_agent_name(agent)
+    _check_flag("dry_run", dry_run)
+    _check_flag("force", force)
+    config = Config.from_environment()
+    view, session, scope = _find_session(config, reference, agent)
+    if view is None or session is None:
+        return _delete_missing(config, reference, scope, dry_run)
+    _refuse_protected(config, session, force)
+    if dry_run:
+        removal = _dry_run_removal(session)
+    else:
+
+        def recheck(fresh: Session) -> None:
+            fresh.protected = protection_of(config, fresh, view.listing, view.paths)
+            _refuse_protected(config, fresh, force)
+
+        (removal,) = remove_sessions(
+            config, view.paths, [session], reason, only_if_unchanged=False, recheck=recheck
+        )
+    outcomes = {} if dry_run else mark_history(config, [session.session_id])
+    outcome = outcomes.get(session.session_id)
+    archived = bool(removal.archived)
+    history_text = "history not touched (dry run)" if dry_run else _history_phrase(outcome)
+    verb = "would be removed" if dry_run else "removed"
+    return {
+        "deleted": session.session_id,
+        "removed_keys": removal.removed_keys,
+        "transcript_archived": archived,
+        "pg_status_updated": bool(outcome and outcome.updated),
+        "message": (
+            f"Session {session.session_id} {verb} from agent {session.agent} "
+            f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), "
+            f"{history_text}"
+        ),
+        "agentId": session.agent,
+        "dry_run": dry_run,
+        "archived_files": removal.archived if not dry_run else {},
+        "would_archive": list(removal.archived) if dry_run else [],
+        "kept_transcripts": removal.kept_transcripts,
+        "history": outcome.as_dict() if outcome else None,
+        "errors": removal.errors,
+    }
+
+
+def _history_phrase(outcome: HistoryOutcome | None) -> str:
+    if outcome is None:
+        return "history not touched"
+    if outcome.status == "marked":
+        return "PG marked ended"
+    if outcome.status == "no_history_row":
+        return "no history row to mark"
+    return f"PG mark failed ({outcome.reason})"
+
+
+def _delete_missing(config: Config, reference: str, scope: list[AgentPaths], dry_run: bool) -> dict[str, Any]:
+    """A session no index holds: archive any transcript it left, and still mark its history ended."""
+    archived: dict[str, str] = {}
+    if SESSION_ID_PATTERN.match(reference) and not dry_run:
+        for paths in scope:
+            if _uses_newer_store(config, paths):
+                continue
+            listing = list_folder(paths)
+            leftover = Session(paths.agent, reference, [], {})
+            attach_transcripts(paths, {reference: leftover}, listing)
+            unlocked = [n for n in leftover.transcripts if not transcript_lock_held(paths, n)]
+            moment = _utc_now()
+            for name in unlocked:
+                try:
+                    archived[name] = archive_transcript(paths, name, moment)
+                except FileNotFoundError:
+                    pass
+            if unlocked:
+                append_audit(
+                    config,
+                    [
+                        {
+                            "event": "archived",
+                            "txn": uuid.uuid4().hex,
+                            "agent": paths.agent,
+                            "reason": "leftover",
+                            "time": _iso_utc(moment),
+                            "sessions": {
+                                reference: {
+                                    "transcripts": {
+                                        name: archived[name] for name in unlocked if name in archived
+                                    }
+                                }
+                            },
+                        }
+                    ],
+                )
+    is_id = not (reference == "global" or reference.startswith("agent:"))
+    outcome = mark_history(config, [reference]).get(reference) if is_id and not dry_run else None
+    return {
+        "deleted": reference,
+        "removed_keys": [],
+        "transcript_archived": bool(archived),
+        "pg_status_updated": bool(outcome and outcome.updated),
+        "message": (
+            f"Session {reference} is not in any index (already removed); "
+            f"{len(archived)} leftover transcripts archived, "
+            + ("nothing changed (dry run)" if dry_run else _history_phrase(outcome))
+        ),
+        "agentId": None,
+        "dry_run": dry_run,
+        "archived_files": archived,
+        "would_archive": [],
+        "kept_transcripts": [],
+        "history": outcome.as_dict() if outcome else None,
+        "errors": [],
+    }
+
+
+def delete_session(
+    session_id: str, agent: str | None = None, dry_run: bool = False, force: bool = False
+) -> dict[str, Any]:
+    """Delete one session (by sessionId or key): its keys, its transcripts, then its history row."""
+    return _delete(session_id, agent, dry_run, force, "delete")
+
+
+def cleanup_after_delegation(session_id: str) -> dict[str, Any]:
+    """Delete a finished sub-agent's session after a delegation; protections apply, no force."""
+    result = _delete(session_id, None, False, False, "delegation_cleanup")
+    return result
+
+
+def list_deleted(agent: str | None = None, limit: int = 50) -> dict[str, Any]:
+    """Recorded deletions that can still be undone with restore_session, newest first."""
+    if agent is not None:
+        _check_agent_name(agent)
+    _check_count("limit", limit, 1, 10_000)
+    config = Config.from_environment()
+    deletions = [
+        deletion
+        for deletion in reversed(recorded_deletions(config))
+        if not deletion.restored and (agent is None or deletion.agent == agent)
+    ]
+    rows = []
+    for deletion in deletions[:limit]:
+        rows.append(
+            {
+                "session_id": deletion.session_id,
+                "agentId": deletion.agent,
+                "keys": deletion.keys,
+                "reason": deletion.reason,
+                "deleted_at": deletion.time,
+                "transcripts": deletion.transcripts,
+                "txn": deletion.txn,
+            }
+        )
+    return {"count": len(rows), "total": len(deletions), "deleted": rows}
+
+
+def _latest_deletion(config: Config, reference: str) -> Deletion:
+    for deletion in reversed(recorded_deletions(config)):
+        if deletion.restored:
+            continue
+        if deletion.session_id == reference or reference in deletion.keys or deletion.txn == reference:
+            return deletion
+    raise NothingToRestore(
+        f"no deletion of {reference!r} is recorded in the audit log (or it was restored already); "
+        "list_deleted shows what can be restored"
+    )
+
+
+def restore_session(session_id: str) -> dict[str, Any]:
+    """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
+    reference = _check_session_reference(session_id)
+    config = Config.from_environment()
+    deletion = _latest_deletion(config, reference)
+    paths = agent_paths(config, deletion.agent)
+    _refuse_if_not_live(config, paths)
+    restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
+    present = load_index(paths)
+    _refuse_restore_conflicts(paths, deletion, restorable, present)
+    renamed = _rename_archives_back(paths, deletion)
+
+    def change(document: IndexDocument) -> None:
+        clash = [key for key in restorable if key in document.entries]
+        if clash:
+            raise RestoreConflict(
+                f"key {clash[0]} of session {deletion.session_id} was created again while restoring; "
+                "nothing was restored"
+            )
+        for key, entry in restorable.items():
+            document.add(key, entry)
+
+    try:
+        rewrite_index(paths, config, change)
+    except SessionManagerError:
+        for original, archive in renamed.items():
+            _rename_without_overwrite(paths.file(original), paths.file(archive))
+        raise
+    append_audit(
+        config,
+        [
+            {
+                "event": "restored",
+                "txn": deletion.txn,
+                "agent": deletion.agent,
+                "time": _iso_utc(_utc_now()),
+                "sessions": {deletion.session_id: {"keys": list(restorable)}},
+            }
+        ],
+    )
+    outcome = mark_history(config, [deletion.session_id], status="active").get(deletion.session_id)
+    return {
+        "restored": deletion.session_id,
+        "agentId": deletion.agent,
+        "restored_keys": list(restorable),
+        "restored_transcripts": list(renamed),
+        "pg_status_updated": bool(outcome and outcome.updated),
+        "history": outcome.as_dict() if outcome else None,
+        "message": (
+            f"Session {deletion.session_id} restored to agent {deletion.agent} "
+            f"({len(restorable)} keys, {len(renamed)} transcripts), "
+            + _history_phrase(outcome).replace("ended", "active")
+        ),
+    }
+
+
+def _refuse_restore_conflicts(
+    paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any], present: dict[str, Any]
+) -> None:
+    clash = [key for key in restorable if key in present]
+    if clash:
+        raise RestoreConflict(
+            f"key {clash[0]} exists again in {paths.index}; remove it first or leave the "
+            f"deletion of {deletion.session_id} as it is"
+        )
+    for original in deletion.transcripts:
+        if os.path.exists(paths.file(original)):
+            raise RestoreConflict(
+                f"transcript {original} exists again in {paths.folder}; restoring would overwrite it"
+            )
+    if not restorable and not deletion.transcripts:
+        raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
+
+
+def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> dict[str, str]:
+    renamed: dict[str, str] = {}
+    for original, archive in deletion.transcripts.items():
+        if _rename_without_overwrite(paths.file(archive), paths.file(original)):
+            renamed[original] = archive
+    return renamed
+
+
+ORPHAN_MIN_AGE_SECONDS = 600
+
+
+def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -> dict[str, Any]:
+    """Archive transcripts no key points to, drop stale keys without transcripts, expire archives."""
+    _check_flag("dry_run", dry_run)
+    if (
+        isinstance(archive_retention_days, bool)
+        or not isinstance(archive_retention_days, (int, float))
+        or not 0 <= archive_retention_days < 100_000
+    ):
+        raise InvalidArgument("archive_retention_days must be a number of days between 0 and 100000")
+    config = Config.from_environment()
+    views, errors = _read_agents(config, None)
+    now = _utc_now()
+    result: dict[str, Any] = {
+        "dry_run": dry_run,
+        "archive_retention_days": archive_retention_days,
+        "archived_orphans": [],
+        "removed_keys": [],
+        "deleted_archives": [],
+        "skipped": [],
+        "errors": errors,
+    }
+    removed_ids: list[str] = []
+    for view in views:
+        if view.newer_store:
+            result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
+            continue
+        try:
+            removed_ids += _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
+        except SessionManagerError as error:
+            errors.append(_error_record(error, agent=view.paths.agent))
+    outcomes = mark_history(config, removed_ids) if removed_ids else {}
+    result["history"] = _history_summary(outcomes)
+    return result
+
+
+def _cleanup_agent(
+    config: Config,
+    view: AgentView,
+    now: datetime,
+    dry_run: bool,
+    retention_days: float,
+    result: dict[str, Any],
+) -> list[str]:
+    paths, listing = view.paths, view.listing
+    referenced = referenced_transcripts(paths, view.store, listing)
+    moment = _utc_now()
+    archived: dict[str, str] = {}
+    for name, info in sorted(listing.transcripts.items()):
+        if name in referenced:
+            continue
+        if name in listing.locks and transcript_lock_held(paths, name):
+            result["skipped"].append({"agent": paths.agent, "file": name, "reason": "transcript_locked"})
+        elif time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
+            result["skipped"].append({"agent": paths.agent, "file": name, "reason": "recently_modified"})
+        else:
+            archive = "" if dry_run else archive_transcript(paths, name, moment)
+            archived[name] = archive
+            result["archived_orphans"].append(
+                {"agent": paths.agent, "file": name, "archive": archive or None}
+            )
+    if archived and not dry_run:
+        append_audit(
+            config,
+            [
+                {
+                    "event": "archived",
+                    "txn": uuid.uuid4().hex,
+                    "agent": paths.agent,
+                    "reason": "orphan",
+                    "time": _iso_utc(moment),
+                    "sessions": {
+                        name[: -len(TRANSCRIPT_SUFFIX)]: {"transcripts": {name: archive}}
+                        for name, archive in archived.items()
+                    },
+                }
+            ],
+        )
+    missing = [
+        session
+        for session in view.sessions.values()
+        if not session.transcripts and not session.protected and session.is_stale(now, config.stale_minutes)
+    ]
+    removed: list[str] = []
+    if missing and not dry_run:
+        for removal in remove_sessions(config, paths, missing, "orphan_cleanup", only_if_unchanged=True):
+            if removal.removed_keys:
+                removed.append(removal.session.session_id)
+                result["removed_keys"].append(
+                    {"agent": paths.agent, "id": removal.session.session_id, "keys": removal.removed_keys}
+                )
+    elif missing:
+        result["removed_keys"] += [
+            {"agent": paths.agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing
+        ]
+    for name in sorted(listing.archives):
+        made = stamp_time(name)
+        if made is None or (now - made).total_seconds() < retention_days * 86400:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(paths.file(name))
+            except FileNotFoundError:
+                continue
+        result["deleted_archives"].append(
+            {
+                "agent": paths.agent,
+                "file": name,
+                "age_days": round((now - made).total_seconds() / 86400, 1),
+            }
+        )
+    return removed
+
+
+FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "list_sessions": list_sessions,
+    "delete_session": delete_session,
+    "prune_sessions": prune_sessions,
+    "get_session_stats": get_session_stats,
+    "cleanup_after_delegation": cleanup_after_delegation,
+    "cleanup_orphans": cleanup_orphans,
+    "list_deleted": list_deleted,
+    "restore_session": restore_session,
+}
+
+__all__ = [
+    "FUNCTIONS",
+    "ConfigurationError",
+    "InvalidArgument",
+    "LockTimeout",
+    "NothingToRestore",
+    "ProtectedSession",
+    "RestoreConflict",
+    "SessionManagerError",
+    "StoreNotLive",
+    "StoreUnreadable",
+    "StoreWriteFailed",
+    "UnknownAgent",
+    "UnsafePath",
+    *FUNCTIONS,
+]
+
+
+if __name__ == "__main__":
+    import sys
+
+    from run_skill import main
+
+    sys.exit(main(["session_manager", *sys.argv[1:]]))
