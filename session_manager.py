@@ -209,8 +209,10 @@ def normalise_api_url(url: str) -> str:
 def _check_agent_name(agent: Any) -> str:
     if not isinstance(agent, str):
         raise InvalidArgument(f"agent must be a string such as 'main', not {_type_name(agent)}")
+    if "/" in agent or "\\" in agent or agent.startswith(".") or "\0" in agent:
+        raise UnsafePath(f"agent {agent!r} looks like a path; give an agent id such as 'main'")
     if not AGENT_ID_PATTERN.match(agent):
-        raise UnsafePath(
+        raise InvalidArgument(
             f"agent {agent!r} is not an agent id: use a lower-case slug such as 'main' or 'aria-talk'"
         )
     return agent
@@ -352,7 +354,7 @@ def _uses_newer_store(config: Config, paths: AgentPaths) -> bool:
 def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
     if _uses_newer_store(config, paths):
         raise StoreNotLive(
-            f"agent {paths.agent!r} keeps its sessions in {NEWER_STORE}; its sessions.json is a "
+            f"agent {paths.agent!r} keeps its sessions in SQLite ({NEWER_STORE}); its sessions.json is a "
             "leftover the gateway no longer reads, so it is not changed"
         )
 
@@ -1339,7 +1341,7 @@ def remove_sessions(
 
     try:
         still_referenced = rewrite_index(paths, config, change)
-    except StoreWriteFailed:
+    except SessionManagerError:
         append_audit(config, [{**header, "event": "abort", "sessions": {}}])
         raise
     archived: dict[str, Any] = {}
@@ -1571,26 +1573,29 @@ def _find_session(
 ) -> tuple[AgentView | None, Session | None, list[AgentPaths]]:
     """Find a session by sessionId or key, reading as few indexes as possible."""
     is_key = reference == "global" or reference.startswith("agent:")
-    if is_key and agent is None and reference != "global":
-        owner = reference.split(":")[1]
-        scope = [agent_paths(config, owner)] if owner in discover_agents(config) else []
-        scope = scope or _selected_agents(config, None)
+    owner = reference.split(":")[1] if reference.startswith("agent:") else None
+    if agent is None and owner is not None and owner in discover_agents(config):
+        scope = [agent_paths(config, owner)]
     else:
         scope = _selected_agents(config, agent)
+    holds_transcript: set[str] = set()
     if not is_key:
-        # The agent whose folder holds <id>.jsonl almost always owns the session: read it first.
-        scope.sort(key=lambda p: not os.path.exists(os.path.join(p.folder, reference + TRANSCRIPT_SUFFIX)))
+        # The agent whose folder holds <id>.jsonl owns the session: read its index alone.
+        holds_transcript = {
+            p.agent for p in scope if os.path.exists(os.path.join(p.folder, reference + TRANSCRIPT_SUFFIX))
+        }
+        scope.sort(key=lambda p: p.agent not in holds_transcript)
     found: list[tuple[AgentView, Session]] = []
     for paths in scope:
         view = read_agent(config, paths)
         if is_key:
-            entry = view.store.get(reference, None)
+            entry = view.store.get(reference)
             session = view.sessions.get(_session_id_of(reference, entry)) if reference in view.store else None
         else:
             session = view.sessions.get(reference)
         if session is not None:
             found.append((view, session))
-            if agent is not None or is_key or (len(found) == 1 and found[0][0].paths is scope[0]):
+            if len(scope) == 1 or paths.agent in holds_transcript:
                 break
     if len(found) > 1:
         names = ", ".join(view.paths.agent for view, _ in found)
