@@ -399,7 +399,7 @@ class IndexDocument:
         return ("{\n" + body + "\n}").encode("utf-8")
 
 
-def _parse_index_text(text: str, path: str) -> IndexDocument:
+def parse_index_text(text: str, path: str) -> IndexDocument:
     """Parse an index, keeping every entry's source text; refuse anything but a JSON object."""
     try:
         document = _scan_object(text)
@@ -498,7 +498,7 @@ def read_index_document(paths: AgentPaths) -> IndexDocument:
     text = _read_text(paths.index)
     if text is None:
         return IndexDocument({}, {}, {})
-    return _parse_index_text(text, paths.index)
+    return parse_index_text(text, paths.index)
 
 
 def load_index(paths: AgentPaths) -> dict[str, Any]:

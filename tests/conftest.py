@@ -46,8 +46,9 @@ def read_index(root: Path, agent: str) -> dict[str, Any]:
     return result
 
 
-def add_transcript(root: Path, agent: str, name: str, content: str = '{"type":"message"}\n',
-                   age_minutes: float | None = None) -> Path:
+def add_transcript(
+    root: Path, agent: str, name: str, content: str = '{"type":"message"}\n', age_minutes: float | None = None
+) -> Path:
     path = root / agent / "sessions" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
@@ -61,7 +62,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes, to prove that nothing changed."""
     return {
         str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(root.rglob("*")) if path.is_file() and not path.is_symlink()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
     }
 
 
@@ -84,22 +86,33 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return agents
 
 
-@pytest.fixture
-def history(monkeypatch: pytest.MonkeyPatch, root: Path) -> Iterator[HistoryService]:
-    """A running history service that the skill's environment points at."""
+@pytest.fixture(scope="session")
+def history_server() -> Iterator[HistoryService]:
     service = HistoryService().start()
-    monkeypatch.setenv("ARIA_API_URL", service.url)
     yield service
     service.stop()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-            timeout: float = 60) -> tuple[int, Any, str]:
+@pytest.fixture
+def history(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch, root: Path) -> HistoryService:
+    """A running history service, empty, that the skill's environment points at."""
+    history_server.reset()
+    monkeypatch.setenv("ARIA_API_URL", history_server.url)
+    return history_server
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> tuple[int, Any, str]:
     """Run the exact command line the agent uses; returns exit code, parsed JSON and stderr."""
     completed = subprocess.run(
         [sys.executable, str(REPO / "run_skill.py"), *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, input=stdin,
-        timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        timeout=timeout,
+        cwd=REPO,
     )
     try:
         document = json.loads(completed.stdout)
@@ -111,7 +124,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = N
 def leftovers(root: Path) -> list[str]:
     """Temporary files and locks the skill must never leave behind."""
     return sorted(
-        str(path.relative_to(root)) for path in root.rglob("*")
+        str(path.relative_to(root))
+        for path in root.rglob("*")
         if path.name.endswith((".tmp", ".lock")) or ".stale." in path.name
     )
 

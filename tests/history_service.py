@@ -63,15 +63,38 @@ class HistoryService:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.port}"
 
-    def add_row(self, session_id: str, agent: str = "main", status: str = "active",
-                legacy: bool = False, started_at: str = "2026-11-01T00:00:00+00:00") -> str:
+    def add_row(
+        self,
+        session_id: str,
+        agent: str = "main",
+        status: str = "active",
+        legacy: bool = False,
+        started_at: str = "2026-11-01T00:00:00+00:00",
+    ) -> str:
         row_id = str(uuid.uuid4())
         name = "openclaw_session_id" if legacy else "aria_session_id"
-        self.rows.insert(0, {
-            "id": row_id, "agent_id": agent, "session_type": "chat", "started_at": started_at,
-            "ended_at": None, "status": status, "metadata": {name: session_id},
-        })
+        self.rows.insert(
+            0,
+            {
+                "id": row_id,
+                "agent_id": agent,
+                "session_type": "chat",
+                "started_at": started_at,
+                "ended_at": None,
+                "status": status,
+                "metadata": {name: session_id},
+            },
+        )
         return row_id
+
+    def reset(self) -> None:
+        """Forget rows, faults and logs, so one running server can serve many tests."""
+        with self._lock:
+            self.api_key = None
+            self.rows.clear()
+            self.faults = Faults()
+            self.requests.clear()
+            self.patches.clear()
 
     def row_of(self, session_id: str) -> dict[str, Any]:
         for row in self.rows:
@@ -108,12 +131,20 @@ class HistoryService:
         status = request.args.get("status") or None
         agent = request.args.get("agent_id") or None
         with self._lock:
-            rows = [r for r in self.rows if (status is None or r["status"] == status)
-                    and (agent is None or r["agent_id"] == agent)]
+            rows = [
+                r
+                for r in self.rows
+                if (status is None or r["status"] == status) and (agent is None or r["agent_id"] == agent)
+            ]
             rows.sort(key=lambda r: r["started_at"], reverse=True)
-            items = [dict(r) for r in rows[(page - 1) * limit: page * limit]]
-        body = {"items": items, "total": len(rows), "page": page, "limit": limit,
-                "pages": max(1, -(-len(rows) // limit))}
+            items = [dict(r) for r in rows[(page - 1) * limit : page * limit]]
+        body = {
+            "items": items,
+            "total": len(rows),
+            "page": page,
+            "limit": limit,
+            "pages": max(1, -(-len(rows) // limit)),
+        }
         return Response(json.dumps(body), 200, content_type="application/json")
 
     def _patch(self, row_id: str, body: dict[str, Any]) -> Response:

@@ -23,62 +23,205 @@ BAD_INPUT = [
     ("JSON list", [SKILL, "list_sessions", "[]"], {}, 2, "invalid_json", "JSON object"),
     ("JSON string", [SKILL, "list_sessions", '"main"'], {}, 2, "invalid_json", "JSON object"),
     ("JSON null", [SKILL, "list_sessions", "null"], {}, 2, "invalid_json", "JSON object"),
-    ("unknown argument", [SKILL, "list_sessions", '{"foo": 1}'], {}, 2, "invalid_argument",
-     "accepts: agent, session_type"),
-    ("misspelt argument", [SKILL, "prune_sessions", '{"max_age": 60}'], {}, 2, "invalid_argument",
-     "accepts: max_age_minutes, dry_run, agent, session_type"),
-    ("negative minutes", [SKILL, "prune_sessions", '{"max_age_minutes": -5}'], {}, 2, "invalid_argument",
-     "at least 0"),
-    ("minutes as text", [SKILL, "prune_sessions", '{"max_age_minutes": "60"}'], {}, 2, "invalid_argument",
-     "number of minutes"),
-    ("minutes as boolean", [SKILL, "prune_sessions", '{"max_age_minutes": true}'], {}, 2, "invalid_argument",
-     "number of minutes"),
-    ("minutes NaN", [SKILL, "prune_sessions", '{"max_age_minutes": NaN}'], {}, 2, "invalid_argument",
-     "finite"),
-    ("minutes infinite", [SKILL, "prune_sessions", '{"max_age_minutes": Infinity}'], {}, 2,
-     "invalid_argument", "finite"),
-    ("dry_run as text", [SKILL, "prune_sessions", '{"dry_run": "yes"}'], {}, 2, "invalid_argument",
-     "true or false"),
-    ("force as text", [SKILL, "delete_session", '{"session_id": "run-9", "force": "true"}'], {}, 2,
-     "invalid_argument", "true or false"),
-    ("unknown agent", [SKILL, "list_sessions", '{"agent": "ghost"}'], {}, 2, "unknown_agent",
-     "known agents: analyst, main"),
+    (
+        "unknown argument",
+        [SKILL, "list_sessions", '{"foo": 1}'],
+        {},
+        2,
+        "invalid_argument",
+        "accepts: agent, session_type",
+    ),
+    (
+        "misspelt argument",
+        [SKILL, "prune_sessions", '{"max_age": 60}'],
+        {},
+        2,
+        "invalid_argument",
+        "accepts: max_age_minutes, dry_run, agent, session_type",
+    ),
+    (
+        "negative minutes",
+        [SKILL, "prune_sessions", '{"max_age_minutes": -5}'],
+        {},
+        2,
+        "invalid_argument",
+        "at least 0",
+    ),
+    (
+        "minutes as text",
+        [SKILL, "prune_sessions", '{"max_age_minutes": "60"}'],
+        {},
+        2,
+        "invalid_argument",
+        "number of minutes",
+    ),
+    (
+        "minutes as boolean",
+        [SKILL, "prune_sessions", '{"max_age_minutes": true}'],
+        {},
+        2,
+        "invalid_argument",
+        "number of minutes",
+    ),
+    (
+        "minutes NaN",
+        [SKILL, "prune_sessions", '{"max_age_minutes": NaN}'],
+        {},
+        2,
+        "invalid_argument",
+        "finite",
+    ),
+    (
+        "minutes infinite",
+        [SKILL, "prune_sessions", '{"max_age_minutes": Infinity}'],
+        {},
+        2,
+        "invalid_argument",
+        "finite",
+    ),
+    (
+        "dry_run as text",
+        [SKILL, "prune_sessions", '{"dry_run": "yes"}'],
+        {},
+        2,
+        "invalid_argument",
+        "true or false",
+    ),
+    (
+        "force as text",
+        [SKILL, "delete_session", '{"session_id": "run-9", "force": "true"}'],
+        {},
+        2,
+        "invalid_argument",
+        "true or false",
+    ),
+    (
+        "unknown agent",
+        [SKILL, "list_sessions", '{"agent": "ghost"}'],
+        {},
+        2,
+        "unknown_agent",
+        "known agents: analyst, main",
+    ),
     ("agent with ..", [SKILL, "prune_sessions", '{"agent": "../main"}'], {}, 2, "unsafe_path", "path"),
     ("absolute agent", [SKILL, "prune_sessions", '{"agent": "/etc"}'], {}, 2, "unsafe_path", "path"),
     ("agent as number", [SKILL, "list_sessions", '{"agent": 5}'], {}, 2, "invalid_argument", "string"),
-    ("agent in capitals", [SKILL, "list_sessions", '{"agent": "Main"}'], {}, 2, "invalid_argument",
-     "lower-case slug"),
+    (
+        "agent in capitals",
+        [SKILL, "list_sessions", '{"agent": "Main"}'],
+        {},
+        2,
+        "invalid_argument",
+        "lower-case slug",
+    ),
     ("session_id missing", [SKILL, "delete_session", "{}"], {}, 2, "invalid_argument", "needs 'session_id'"),
-    ("session_id empty", [SKILL, "delete_session", '{"session_id": ""}'], {}, 2, "invalid_argument",
-     "empty"),
-    ("session_id traversal", [SKILL, "delete_session", '{"session_id": "../../etc/passwd"}'], {}, 2,
-     "unsafe_path", "looks like a path"),
-    ("session_id absolute", [SKILL, "delete_session", '{"session_id": "/etc/passwd"}'], {}, 2,
-     "unsafe_path", "looks like a path"),
-    ("session_id number", [SKILL, "delete_session", '{"session_id": 123}'], {}, 2, "invalid_argument",
-     "string"),
-    ("session_id null", [SKILL, "cleanup_after_delegation", '{"session_id": null}'], {}, 2,
-     "invalid_argument", "string"),
-    ("session_id with spaces", [SKILL, "delete_session", '{"session_id": "a b"}'], {}, 2,
-     "invalid_argument", "neither a sessionId"),
-    ("protected main session", [SKILL, "delete_session", '{"session_id": "agent:main:main"}'], {}, 2,
-     "protected_session", 'pass "force": true'),
-    ("running conversation", [SKILL, "delete_session", '{"session_id": "run-9", "force": true}'],
-     {"ARIA_SESSION_ID": "run-9"}, 2, "protected_session", "not even with force"),
-    ("bad session_type", [SKILL, "list_sessions", '{"session_type": "cron run"}'], {}, 2, "invalid_argument",
-     "session_type"),
-    ("threshold as list", [SKILL, "get_session_stats", '{"stale_threshold_minutes": []}'], {}, 2,
-     "invalid_argument", "number of minutes"),
+    ("session_id empty", [SKILL, "delete_session", '{"session_id": ""}'], {}, 2, "invalid_argument", "empty"),
+    (
+        "session_id traversal",
+        [SKILL, "delete_session", '{"session_id": "../../etc/passwd"}'],
+        {},
+        2,
+        "unsafe_path",
+        "looks like a path",
+    ),
+    (
+        "session_id absolute",
+        [SKILL, "delete_session", '{"session_id": "/etc/passwd"}'],
+        {},
+        2,
+        "unsafe_path",
+        "looks like a path",
+    ),
+    (
+        "session_id number",
+        [SKILL, "delete_session", '{"session_id": 123}'],
+        {},
+        2,
+        "invalid_argument",
+        "string",
+    ),
+    (
+        "session_id null",
+        [SKILL, "cleanup_after_delegation", '{"session_id": null}'],
+        {},
+        2,
+        "invalid_argument",
+        "string",
+    ),
+    (
+        "session_id with spaces",
+        [SKILL, "delete_session", '{"session_id": "a b"}'],
+        {},
+        2,
+        "invalid_argument",
+        "neither a sessionId",
+    ),
+    (
+        "protected main session",
+        [SKILL, "delete_session", '{"session_id": "agent:main:main"}'],
+        {},
+        2,
+        "protected_session",
+        'pass "force": true',
+    ),
+    (
+        "running conversation",
+        [SKILL, "delete_session", '{"session_id": "run-9", "force": true}'],
+        {"ARIA_SESSION_ID": "run-9"},
+        2,
+        "protected_session",
+        "not even with force",
+    ),
+    (
+        "bad session_type",
+        [SKILL, "list_sessions", '{"session_type": "cron run"}'],
+        {},
+        2,
+        "invalid_argument",
+        "session_type",
+    ),
+    (
+        "threshold as list",
+        [SKILL, "get_session_stats", '{"stale_threshold_minutes": []}'],
+        {},
+        2,
+        "invalid_argument",
+        "number of minutes",
+    ),
     ("two JSON words", [SKILL, "list_sessions", "{}", "{}"], {}, 2, "invalid_argument", "too many"),
     ("limit zero", [SKILL, "list_deleted", '{"limit": 0}'], {}, 2, "invalid_argument", "between 1"),
-    ("negative retention", [SKILL, "cleanup_orphans", '{"archive_retention_days": -1}'], {}, 2,
-     "invalid_argument", "between 0"),
-    ("nothing to restore", [SKILL, "restore_session", '{"session_id": "run-9"}'], {}, 2, "nothing_to_restore",
-     "list_deleted"),
-    ("stale minutes variable", [SKILL, "prune_sessions", "{}"], {"SESSION_STALE_MINUTES": "soon"}, 1,
-     "configuration_error", "SESSION_STALE_MINUTES"),
-    ("missing agents root", [SKILL, "list_sessions", "{}"], {"ARIA_AGENTS_DIR": "/nonexistent/agents"}, 1,
-     "configuration_error", "ARIA_AGENTS_DIR"),
+    (
+        "negative retention",
+        [SKILL, "cleanup_orphans", '{"archive_retention_days": -1}'],
+        {},
+        2,
+        "invalid_argument",
+        "between 0",
+    ),
+    (
+        "nothing to restore",
+        [SKILL, "restore_session", '{"session_id": "run-9"}'],
+        {},
+        2,
+        "nothing_to_restore",
+        "list_deleted",
+    ),
+    (
+        "stale minutes variable",
+        [SKILL, "prune_sessions", "{}"],
+        {"SESSION_STALE_MINUTES": "soon"},
+        1,
+        "configuration_error",
+        "SESSION_STALE_MINUTES",
+    ),
+    (
+        "missing agents root",
+        [SKILL, "list_sessions", "{}"],
+        {"ARIA_AGENTS_DIR": "/nonexistent/agents"},
+        1,
+        "configuration_error",
+        "ARIA_AGENTS_DIR",
+    ),
 ]
 
 
@@ -88,8 +231,11 @@ def tree(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize(("argv", "env", "code", "error_type", "text"),
-                         [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("argv", "env", "code", "error_type", "text"),
+    [case[1:] for case in BAD_INPUT],
+    ids=[case[0] for case in BAD_INPUT],
+)
 def test_bad_input_gets_json_error_and_changes_nothing(
     tree: Path, argv: list[str], env: dict[str, str], code: int, error_type: str, text: str
 ) -> None:
@@ -119,8 +265,9 @@ def test_lock_held_by_a_live_process_times_out_with_its_holder(tree: Path) -> No
     lock = tree / "main/sessions/sessions.json.lock"
     lock.write_text(json.dumps({"pid": os.getpid(), "createdAt": "2099-01-01T00:00:00.000Z"}))
     index_before = (tree / "main/sessions/sessions.json").read_bytes()
-    exit_code, document, _ = run_cli(SKILL, "delete_session", '{"session_id": "run-9"}',
-                                     env={"SESSION_LOCK_TIMEOUT_SECONDS": "0.3"})
+    exit_code, document, _ = run_cli(
+        SKILL, "delete_session", '{"session_id": "run-9"}', env={"SESSION_LOCK_TIMEOUT_SECONDS": "0.3"}
+    )
     assert (exit_code, document["error_type"]) == (1, "lock_timeout")
     assert f"held by pid {os.getpid()}" in document["error"]
     assert (tree / "main/sessions/sessions.json").read_bytes() == index_before
@@ -130,14 +277,17 @@ def test_lock_held_by_a_live_process_times_out_with_its_holder(tree: Path) -> No
 def test_exact_agent_command_line_prints_one_json_document(tree: Path) -> None:
     completed = subprocess.run(
         ["python3", str(REPO / "run_skill.py"), "session_manager", "list_sessions", "{}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 0 and completed.stderr == ""
     assert json.loads(completed.stdout)["session_count"] == 12
 
 
-@pytest.mark.parametrize("argument", [
-    None, "", "{}", "```json\n{}\n```", "```\n{}\n```", '  ```json {"agent": "main"} ```  '])
+@pytest.mark.parametrize(
+    "argument", [None, "", "{}", "```json\n{}\n```", "```\n{}\n```", '  ```json {"agent": "main"} ```  ']
+)
 def test_arguments_may_be_omitted_or_fenced(tree: Path, argument: str | None) -> None:
     argv = [SKILL, "get_session_stats"] + ([] if argument is None else [argument])
     exit_code, document, _ = run_cli(*argv)
@@ -150,19 +300,32 @@ def test_arguments_from_stdin(tree: Path) -> None:
 
 
 def test_help_lists_functions_arguments_and_defaults(tree: Path) -> None:
-    top = subprocess.run([sys.executable, str(REPO / "run_skill.py"), "--help"], capture_output=True, text=True)
+    top = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), "--help"], capture_output=True, text=True
+    )
     assert top.returncode == 0 and "session_manager" in top.stdout
-    detail = subprocess.run([sys.executable, str(REPO / "run_skill.py"), SKILL, "--help"],
-                            capture_output=True, text=True)
+    detail = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), SKILL, "--help"], capture_output=True, text=True
+    )
     assert detail.returncode == 0
-    for expected in ("list_sessions", "prune_sessions", "max_age_minutes (default: $SESSION_STALE_MINUTES or 60)",
-                     "dry_run (default: false)", "session_id (required)", "restore_session"):
+    for expected in (
+        "list_sessions",
+        "prune_sessions",
+        "max_age_minutes (default: $SESSION_STALE_MINUTES or 60)",
+        "dry_run (default: false)",
+        "session_id (required)",
+        "restore_session",
+    ):
         assert expected in detail.stdout
 
 
 def test_python_dash_m_runs_the_same_dispatcher(tree: Path) -> None:
-    completed = subprocess.run([sys.executable, "-m", "session_manager", "list_sessions", '{"agent": "main"}'],
-                               capture_output=True, text=True, cwd=REPO)
+    completed = subprocess.run(
+        [sys.executable, "-m", "session_manager", "list_sessions", '{"agent": "main"}'],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert completed.returncode == 0 and json.loads(completed.stdout)["session_count"] == 6
 
 
@@ -176,9 +339,11 @@ def test_console_command_runs_the_same_dispatcher(tree: Path) -> None:
 
 def test_api_key_never_appears_in_output(tree: Path) -> None:
     secret = "sk-very-secret-key-123"
-    outputs = [run_cli(SKILL, "prune_sessions", "{}", env={"ARIA_API_KEY": secret}),
-               run_cli(SKILL, "delete_session", '{"session_id": "sub-1"}', env={"ARIA_API_KEY": secret}),
-               run_cli(SKILL, "get_session_stats", "{}", env={"ARIA_API_KEY": secret})]
+    outputs = [
+        run_cli(SKILL, "prune_sessions", "{}", env={"ARIA_API_KEY": secret}),
+        run_cli(SKILL, "delete_session", '{"session_id": "sub-1"}', env={"ARIA_API_KEY": secret}),
+        run_cli(SKILL, "get_session_stats", "{}", env={"ARIA_API_KEY": secret}),
+    ]
     for exit_code, document, stderr in outputs:
         assert exit_code == 0
         assert secret not in json.dumps(document) and secret not in stderr

@@ -14,8 +14,17 @@ from trees import EXPECTED_AT_60, build_tree
 import session_manager as sm
 
 ARCHIVE_NAME = re.compile(r"^(?P<file>.+\.jsonl)\.deleted\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3}Z$")
-CARD_LIST_KEYS = {"id", "sessionId", "key", "agentId", "session_type", "label", "updatedAt",
-                  "contextTokens", "model"}
+CARD_LIST_KEYS = {
+    "id",
+    "sessionId",
+    "key",
+    "agentId",
+    "session_type",
+    "label",
+    "updatedAt",
+    "contextTokens",
+    "model",
+}
 
 
 @pytest.fixture
@@ -33,7 +42,7 @@ def test_list_sessions_folds_aliases_and_sorts_newest_first(tree: Path) -> None:
     assert result["session_count"] == len(EXPECTED_AT_60)
     rows = {row["id"]: row for row in result["sessions"]}
     assert set(rows) == set(EXPECTED_AT_60)
-    assert all(CARD_LIST_KEYS <= set(row) for row in rows.values())
+    assert all(set(row) >= CARD_LIST_KEYS for row in rows.values())
     hb = rows["cron-hb"]
     assert hb["keys"] == ["agent:main:cron:heartbeat", "agent:main:cron:heartbeat:run:r1"]
     assert hb["key"] == "agent:main:cron:heartbeat"
@@ -50,10 +59,21 @@ def test_list_sessions_folds_aliases_and_sorts_newest_first(tree: Path) -> None:
 
 def test_list_sessions_filters_by_agent_and_type(tree: Path) -> None:
     assert {row["id"] for row in sm.list_sessions(agent="analyst")["sessions"]} == {
-        "an-main", "an-cron", "an-exp", "an-dash", "an-hook", "an-nots"}
-    assert {row["id"] for row in sm.list_sessions(session_type="cron_run")["sessions"]} == {"cron-hb", "run-9"}
+        "an-main",
+        "an-cron",
+        "an-exp",
+        "an-dash",
+        "an-hook",
+        "an-nots",
+    }
+    assert {row["id"] for row in sm.list_sessions(session_type="cron_run")["sessions"]} == {
+        "cron-hb",
+        "run-9",
+    }
     assert [row["id"] for row in sm.list_sessions(session_type="subagent", agent="main")["sessions"]] == [
-        "sub-1", "sub-2"]
+        "sub-1",
+        "sub-2",
+    ]
 
 
 def test_prune_keeps_exactly_the_fresh_and_protected(tree: Path) -> None:
@@ -63,15 +83,23 @@ def test_prune_keeps_exactly_the_fresh_and_protected(tree: Path) -> None:
     assert result["pruned_count"] == len(pruned)
     assert result["pruned_count"] + result["kept_count"] == result["total_sessions"] == len(EXPECTED_AT_60)
     assert {p["id"]: p["reason"] for p in result["protected"]} == {
-        sid: why for sid, why in EXPECTED_AT_60.items() if why not in (None, "fresh")}
+        sid: why for sid, why in EXPECTED_AT_60.items() if why not in (None, "fresh")
+    }
     assert result["errors"] == [] and result["dry_run"] is False and result["threshold_minutes"] == 60
-    remaining = {entry["sessionId"] for agent in ("main", "analyst") for entry in read_index(tree, agent).values()}
+    remaining = {
+        entry["sessionId"] for agent in ("main", "analyst") for entry in read_index(tree, agent).values()
+    }
     assert remaining == set(EXPECTED_AT_60) - pruned
     main_archives = archived_names(tree, "main")
     assert sorted(ARCHIVE_NAME.match(n)["file"] for n in main_archives) == [  # type: ignore[index]
-        "cron-hb.jsonl", "run-9-topic-7.jsonl", "run-9.jsonl"]
+        "cron-hb.jsonl",
+        "run-9-topic-7.jsonl",
+        "run-9.jsonl",
+    ]
     assert [ARCHIVE_NAME.match(n)["file"] for n in archived_names(tree, "analyst")] == [  # type: ignore[index]
-        "an-cron.jsonl", "an-dash.jsonl"]
+        "an-cron.jsonl",
+        "an-dash.jsonl",
+    ]
     assert leftovers(tree) == ["main/sessions/sub-2.jsonl.lock"]
 
 
@@ -80,7 +108,10 @@ def test_prune_dry_run_changes_nothing_and_counts_the_same(tree: Path) -> None:
     dry = sm.prune_sessions(max_age_minutes=60, dry_run=True)
     assert snapshot(tree) == before
     real = sm.prune_sessions(max_age_minutes=60)
-    assert (dry["pruned_count"], sorted(dry["deleted_ids"])) == (real["pruned_count"], sorted(real["deleted_ids"]))
+    assert (dry["pruned_count"], sorted(dry["deleted_ids"])) == (
+        real["pruned_count"],
+        sorted(real["deleted_ids"]),
+    )
     assert dry["dry_run"] is True
 
 
@@ -101,18 +132,25 @@ def test_running_conversation_is_protected_by_id_or_key(tree: Path, monkeypatch:
     monkeypatch.setenv("ARIA_SESSION_ID", "run-9")
     result = sm.prune_sessions(max_age_minutes=60)
     assert "run-9" not in result["deleted_ids"]
-    assert {"id": "run-9", "agentId": "main", "key": "agent:main:cron:digest:run:r9",
-            "reason": "running_conversation"} in result["protected"]
+    assert {
+        "id": "run-9",
+        "agentId": "main",
+        "key": "agent:main:cron:digest:run:r9",
+        "reason": "running_conversation",
+    } in result["protected"]
     with pytest.raises(sm.ProtectedSession, match="not even with force"):
         sm.delete_session("agent:main:cron:digest:run:r9", force=True)
 
 
-@pytest.mark.parametrize(("reference", "reason"), [
-    ("main-live", "main session"),
-    ("agent:analyst:main", "main session"),
-    ("tg-1", "main agent's own conversations"),
-    ("sub-2", "live run is writing"),
-])
+@pytest.mark.parametrize(
+    ("reference", "reason"),
+    [
+        ("main-live", "main session"),
+        ("agent:analyst:main", "main session"),
+        ("tg-1", "main agent's own conversations"),
+        ("sub-2", "live run is writing"),
+    ],
+)
 def test_delete_refuses_protected_unless_forced(tree: Path, reference: str, reason: str) -> None:
     before = snapshot(tree)
     with pytest.raises(sm.ProtectedSession, match=reason):
@@ -158,10 +196,14 @@ def test_delete_missing_session_archives_a_leftover_transcript(tree: Path) -> No
 
 
 def test_alias_in_another_session_keeps_shared_transcript(root: Path) -> None:
-    write_index(root, "worker", {
-        "agent:worker:cron:a": {"sessionId": "s1", "updatedAt": ago(500), "sessionFile": "shared.jsonl"},
-        "agent:worker:cron:b": {"sessionId": "s2", "updatedAt": ago(1), "sessionFile": "shared.jsonl"},
-    })
+    write_index(
+        root,
+        "worker",
+        {
+            "agent:worker:cron:a": {"sessionId": "s1", "updatedAt": ago(500), "sessionFile": "shared.jsonl"},
+            "agent:worker:cron:b": {"sessionId": "s2", "updatedAt": ago(1), "sessionFile": "shared.jsonl"},
+        },
+    )
     add_transcript(root, "worker", "shared.jsonl")
     result = sm.delete_session("s1")
     assert result["kept_transcripts"] == ["shared.jsonl"] and result["transcript_archived"] is False
@@ -171,28 +213,47 @@ def test_alias_in_another_session_keeps_shared_transcript(root: Path) -> None:
 def test_session_file_outside_the_folder_is_never_touched(root: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside.jsonl"
     outside.write_text("keep me")
-    write_index(root, "worker", {
-        "agent:worker:cron:a": {"sessionId": "s1", "updatedAt": ago(500), "sessionFile": "../../../outside.jsonl"},
-        "agent:worker:cron:b": {"sessionId": "s2", "updatedAt": ago(500), "sessionFile": str(outside)},
-    })
+    write_index(
+        root,
+        "worker",
+        {
+            "agent:worker:cron:a": {
+                "sessionId": "s1",
+                "updatedAt": ago(500),
+                "sessionFile": "../../../outside.jsonl",
+            },
+            "agent:worker:cron:b": {"sessionId": "s2", "updatedAt": ago(500), "sessionFile": str(outside)},
+        },
+    )
     result = sm.prune_sessions(max_age_minutes=60)
     assert sorted(result["deleted_ids"]) == ["s1", "s2"]
     assert outside.read_text() == "keep me"
 
 
 def test_absolute_session_file_of_a_relocated_volume_is_archived(root: Path) -> None:
-    write_index(root, "worker", {
-        "agent:worker:cron:a": {"sessionId": "s1", "updatedAt": ago(500),
-                                "sessionFile": "/app/agents/worker/sessions/custom-name.jsonl"},
-    })
+    write_index(
+        root,
+        "worker",
+        {
+            "agent:worker:cron:a": {
+                "sessionId": "s1",
+                "updatedAt": ago(500),
+                "sessionFile": "/app/agents/worker/sessions/custom-name.jsonl",
+            },
+        },
+    )
     add_transcript(root, "worker", "custom-name.jsonl")
     assert list(sm.delete_session("s1")["archived_files"]) == ["custom-name.jsonl"]
 
 
 def test_rewrite_keeps_format_order_unknown_fields_and_mode(root: Path) -> None:
     store = {
-        f"agent:worker:cron:{n}": {"sessionId": f"s{n}", "updatedAt": ago(500 if n % 2 else 1),
-                                   "ünïcode": "✓ ünïcode", "nested": {"list": [], "obj": {}}}
+        f"agent:worker:cron:{n}": {
+            "sessionId": f"s{n}",
+            "updatedAt": ago(500 if n % 2 else 1),
+            "ünïcode": "✓ ünïcode",
+            "nested": {"list": [], "obj": {}},
+        }
         for n in range(6)
     }
     path = write_index(root, "worker", store)

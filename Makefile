@@ -1,0 +1,20 @@
+# The commands the README gives; .ci/run calls `make test` and `make lint`.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
+
+.PHONY: install demo test lint bench
+
+install:
+	$(PIP) -e '.[test]'
+
+demo:
+	$(PIP) .
+	bash examples/demo.sh
+
+test: install
+	$(PYTHON) -m pytest
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy

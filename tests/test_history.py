@@ -1,0 +1,109 @@
+"""The second layer: marking history rows ended over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ago, read_index, write_index
+from history_service import HistoryService
+from trees import build_tree
+
+import session_manager as sm
+
+
+@pytest.fixture
+def tree(root: Path) -> Path:
+    build_tree(root)
+    return root
+
+
+def test_delete_marks_the_row_ended_with_the_api_key(
+    tree: Path, history: HistoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history.api_key = "secret-key"
+    monkeypatch.setenv("ARIA_API_KEY", "secret-key")
+    row = history.add_row("run-9")
+    other = history.add_row("sub-1")
+    result = sm.delete_session("run-9")
+    assert result["pg_status_updated"] is True
+    assert result["history"] == {"status": "marked", "reason": None, "row_ids": [row]}
+    assert "PG marked ended" in result["message"]
+    assert history.row_of("run-9")["status"] == "ended"
+    assert history.row_of("sub-1")["status"] == "active" and history.patches == [(row, {"status": "ended"})]
+    assert other not in [patched for patched, _ in history.patches]
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/api", "/api/"])
+def test_api_url_with_or_without_api_suffix(
+    tree: Path, history: HistoryService, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    monkeypatch.setenv("ARIA_API_URL", history.url + suffix)
+    history.add_row("cron-hb")
+    assert sm.delete_session("cron-hb")["pg_status_updated"] is True
+
+
+def test_legacy_rows_and_rows_deep_in_the_pages_are_found(tree: Path, history: HistoryService) -> None:
+    history.add_row("an-cron", agent="analyst", legacy=True, started_at="2020-01-01T00:00:00+00:00")
+    for n in range(350):
+        history.add_row(f"noise-{n}", started_at="2026-11-20T00:00:00+00:00")
+    result = sm.prune_sessions(max_age_minutes=60, agent="analyst")
+    assert result["history_by_session"]["an-cron"]["status"] == "marked"
+    assert history.row_of("an-cron")["status"] == "ended"
+    pages = [path for method, path in history.requests if method == "GET"]
+    assert len(pages) == 4  # 350 noise rows + 1, 100 to a page: the scan ends at the last page
+
+
+def test_lookup_stops_reading_pages_once_every_row_is_found(tree: Path, history: HistoryService) -> None:
+    for n in range(500):
+        history.add_row(f"noise-{n}", started_at="2026-01-01T00:00:00+00:00")
+    history.add_row("sub-1", started_at="2026-11-24T00:00:00+00:00")
+    sm.delete_session("sub-1")
+    assert [method for method, _ in history.requests] == ["GET", "PATCH"]
+
+
+def test_session_without_a_row_is_reported_not_failed(tree: Path, history: HistoryService) -> None:
+    result = sm.delete_session("cron-hb")
+    assert result["pg_status_updated"] is False
+    assert result["history"]["status"] == "no_history_row"
+    assert "no history row" in result["message"]
+    assert history.patches == []
+
+
+def test_missing_session_still_gets_its_row_ended(tree: Path, history: HistoryService) -> None:
+    history.add_row("gone-already")
+    result = sm.delete_session("gone-already")
+    assert result["removed_keys"] == [] and result["pg_status_updated"] is True
+    assert history.row_of("gone-already")["status"] == "ended"
+
+
+def test_service_down_never_undoes_the_filesystem_part(tree: Path) -> None:
+    result = sm.delete_session("run-9")
+    assert result["removed_keys"] == ["agent:main:cron:digest:run:r9"] and result["transcript_archived"]
+    assert result["pg_status_updated"] is False and result["history"]["status"] == "failed"
+    assert "agent:main:cron:digest:run:r9" not in read_index(tree, "main")
+
+
+def test_wrong_api_key_is_a_failure_that_does_not_leak_the_key(
+    tree: Path, history: HistoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history.api_key = "right"
+    monkeypatch.setenv("ARIA_API_KEY", "wrong-key-value")
+    history.add_row("sub-1")
+    result = sm.delete_session("sub-1")
+    assert result["pg_status_updated"] is False and result["history"]["status"] == "failed"
+    assert "401" in result["history"]["reason"]
+    assert "wrong-key-value" not in str(result)
+
+
+def test_prune_marks_every_deleted_session(root: Path, history: HistoryService) -> None:
+    write_index(
+        root,
+        "worker",
+        {f"agent:worker:cron:{n}": {"sessionId": f"w{n}", "updatedAt": ago(300)} for n in range(20)},
+    )
+    rows = {f"w{n}": history.add_row(f"w{n}", agent="worker") for n in range(0, 20, 2)}
+    result = sm.prune_sessions(max_age_minutes=60)
+    assert result["pruned_count"] == 20
+    assert result["history"] == {"marked": 10, "no_history_row": 10}
+    assert sorted(row for row, _ in history.patches) == sorted(rows.values())
