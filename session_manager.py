@@ -32,6 +32,7 @@ NEWER_STORE = os.path.join("agent", "openclaw-agent.sqlite")
 ARCHIVE_PATTERN = re.compile(r"\.(deleted|reset)\.(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z)$")
 SESSION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$", re.IGNORECASE)
 SESSION_KEY_PATTERN = re.compile(r"^agent:[a-z0-9][a-z0-9_-]{0,63}:[^\x00-\x1f]{1,512}$")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 AGENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 DEFAULT_AGENTS_DIR = "/app/agents"
@@ -697,6 +698,14 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     _fsync_folder(folder)
 
 
+_TEMPORARY_PATTERN = re.compile(r"^\." + re.escape(INDEX_NAME) + r"\.[0-9a-f]{12}\.tmp$")
+
+
+def _abandoned_temporaries(paths: AgentPaths) -> list[str]:
+    with os.scandir(paths.folder) as entries:
+        return [entry.name for entry in entries if _TEMPORARY_PATTERN.match(entry.name)]
+
+
 def rewrite_index(
     paths: AgentPaths,
     config: Config,
@@ -707,7 +716,15 @@ def rewrite_index(
     The one path through which the skill changes sessions.json: lock, re-read, change, atomic
     write, release. ``change`` must be quick: the gateway's own writes wait while it runs.
     """
+    abandoned = _abandoned_temporaries(paths)
     with gateway_lock(paths.index_lock, config.lock_timeout):
+        # Our temporary files exist only while their writer holds the lock: now that we hold it,
+        # any left over belong to a writer that died between writing and renaming.
+        for name in abandoned:
+            try:
+                os.unlink(paths.file(name))
+            except FileNotFoundError:
+                pass
         document = read_index_document(paths)
         result = change(document)
         if document.changed:
@@ -748,9 +765,12 @@ def parse_timestamp(value: Any) -> datetime | None:
     if isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):
             return None
-        seconds = value / 1000.0 if abs(value) >= 1e11 else float(value)
         try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+            if isinstance(value, int):  # exact: no float rounding of epoch milliseconds
+                return EPOCH + (
+                    timedelta(milliseconds=value) if abs(value) >= 1e11 else timedelta(seconds=value)
+                )
+            return datetime.fromtimestamp(value / 1000.0 if abs(value) >= 1e11 else value, tz=timezone.utc)
         except (ValueError, OverflowError, OSError):
             return None
     return None
@@ -895,7 +915,7 @@ def _newest_update(entries: Any) -> datetime | None:
             continue
         raw = entry.get("updatedAt")
         if type(raw) is int and 1e11 <= raw < 1e14:
-            moment: datetime | None = datetime.fromtimestamp(raw / 1000.0, tz=timezone.utc)
+            moment: datetime | None = EPOCH + timedelta(milliseconds=raw)
         else:
             moment = parse_timestamp(raw)
         if moment is not None and (newest is None or moment > newest):
@@ -1181,17 +1201,57 @@ def _state_path(config: Config, name: str) -> str:
     return os.path.join(config.state_dir, name)
 
 
+@contextmanager
+def _state_file_lock(config: Config, name: str) -> Iterator[None]:
+    """Serialise the skill's own processes on one of its state files (the gateway never reads them)."""
+    import fcntl
+
+    # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
+    descriptor = os.open(_state_path(config, name + ".flock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _append_lines(path: str, records: list[dict[str, Any]]) -> None:
+    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def append_audit(config: Config, records: list[dict[str, Any]]) -> None:
     """Append records to the audit log and flush them to disk before anything they describe."""
     if not records:
         return
-    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    descriptor = os.open(_state_path(config, AUDIT_LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(descriptor, data.encode("utf-8"))
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    with _state_file_lock(config, AUDIT_LOG_NAME):
+        _append_lines(_state_path(config, AUDIT_LOG_NAME), records)
+
+
+def trim_audit(config: Config, older_than: datetime) -> int:
+    """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
+    path = os.path.join(config.state_dir, AUDIT_LOG_NAME)
+    if not os.path.exists(path):
+        return 0
+    with _state_file_lock(config, AUDIT_LOG_NAME):
+        records = read_audit(config)
+        expired = {
+            record.get("txn")
+            for record in records
+            if (parse_timestamp(record.get("time")) or older_than) < older_than
+        }
+        kept = [record for record in records if record.get("txn") not in expired]
+        if len(kept) < len(records):
+            data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept)
+            write_atomic(path, data.encode("utf-8"))
+    return len(records) - len(kept)
 
 
 def read_audit(config: Config) -> list[dict[str, Any]]:
@@ -1289,7 +1349,7 @@ def _fresh_session(document: IndexDocument, planned: Session) -> Session:
 
 def remove_sessions(
     config: Config,
-    paths: AgentPaths,
+    view: AgentView,
     planned: list[Session],
     reason: str,
     *,
@@ -1302,6 +1362,7 @@ def remove_sessions(
     is left alone. The audit log gets the entries before the index changes, so every deletion
     can be undone; a crash at any point leaves at worst an orphaned transcript for cleanup.
     """
+    paths = view.paths
     _refuse_if_not_live(config, paths)
     txn, moment = uuid.uuid4().hex, _utc_now()
     header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
@@ -1317,7 +1378,7 @@ def remove_sessions(
     )
     removals = [Removal(session) for session in planned]
 
-    def change(document: IndexDocument) -> set[str]:
+    def change(document: IndexDocument) -> IndexDocument:
         committed: dict[str, Any] = {}
         for removal in removals:
             fresh = _fresh_session(document, removal.session)
@@ -1337,13 +1398,14 @@ def remove_sessions(
         for removal in removals:
             for key in removal.removed_keys:
                 document.remove(key)
-        return referenced_transcripts(paths, document.entries, list_folder(paths))
+        return document
 
     try:
-        still_referenced = rewrite_index(paths, config, change)
+        written: IndexDocument = rewrite_index(paths, config, change)
     except SessionManagerError:
         append_audit(config, [{**header, "event": "abort", "sessions": {}}])
         raise
+    still_referenced = referenced_transcripts(paths, written.entries, view.listing)
     archived: dict[str, Any] = {}
     for removal in removals:
         if removal.removed_keys:
@@ -1533,7 +1595,7 @@ def prune_sessions(
             removals += [_dry_run_removal(s) for s in doomed]
             continue
         try:
-            removals += remove_sessions(config, view.paths, doomed, "prune", only_if_unchanged=True)
+            removals += remove_sessions(config, view, doomed, "prune", only_if_unchanged=True)
         except SessionManagerError as error:
             errors.append(_error_record(error, agent=view.paths.agent))
     done = [r for r in removals if r.removed_keys]
@@ -1644,7 +1706,7 @@ def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) 
             _refuse_protected(config, fresh, force)
 
         (removal,) = remove_sessions(
-            config, view.paths, [session], reason, only_if_unchanged=False, recheck=recheck
+            config, view, [session], reason, only_if_unchanged=False, recheck=recheck
         )
     outcomes = {} if dry_run else mark_history(config, [session.session_id])
     outcome = outcomes.get(session.session_id)
@@ -1764,6 +1826,8 @@ def list_deleted(agent: str | None = None, limit: int = 50) -> dict[str, Any]:
         for deletion in reversed(recorded_deletions(config))
         if not deletion.restored and (agent is None or deletion.agent == agent)
     ]
+    indexes: dict[str, dict[str, Any]] = {}
+    deletions = [deletion for deletion in deletions if _took_effect(config, deletion, indexes)]
     rows = []
     for deletion in deletions[:limit]:
         rows.append(
@@ -1778,6 +1842,19 @@ def list_deleted(agent: str | None = None, limit: int = 50) -> dict[str, Any]:
             }
         )
     return {"count": len(rows), "total": len(deletions), "deleted": rows}
+
+
+def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
+    """False for a deletion whose keys are all still in the index (the run died before writing)."""
+    if not deletion.keys:
+        return True
+    if deletion.agent not in indexes:
+        try:
+            indexes[deletion.agent] = load_index(agent_paths(config, deletion.agent))
+        except SessionManagerError:
+            indexes[deletion.agent] = {}
+    store = indexes[deletion.agent]
+    return not all(store.get(key) == deletion.entries.get(key) for key in deletion.keys)
 
 
 def _latest_deletion(config: Config, reference: str) -> Deletion:
@@ -1907,6 +1984,8 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
             removed_ids += _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
         except SessionManagerError as error:
             errors.append(_error_record(error, agent=view.paths.agent))
+    if not dry_run:
+        result["audit_records_expired"] = trim_audit(config, now - timedelta(days=archive_retention_days))
     outcomes = mark_history(config, removed_ids) if removed_ids else {}
     result["history"] = _history_summary(outcomes)
     return result
@@ -1961,7 +2040,7 @@ def _cleanup_agent(
     ]
     removed: list[str] = []
     if missing and not dry_run:
-        for removal in remove_sessions(config, paths, missing, "orphan_cleanup", only_if_unchanged=True):
+        for removal in remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True):
             if removal.removed_keys:
                 removed.append(removal.session.session_id)
                 result["removed_keys"].append(
