@@ -599,6 +599,10 @@ def _try_create_lock(path: str) -> int | None:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return None
+    except OSError as error:
+        raise StoreWriteFailed(
+            f"cannot create the lock {path}: {error.strerror or error}; nothing was changed"
+        ) from None
     try:
         content = json.dumps({"pid": os.getpid(), "createdAt": _iso_utc(_utc_now())})
         os.write(descriptor, content.encode("ascii"))
@@ -1231,8 +1235,14 @@ def append_audit(config: Config, records: list[dict[str, Any]]) -> None:
     """Append records to the audit log and flush them to disk before anything they describe."""
     if not records:
         return
-    with _state_file_lock(config, AUDIT_LOG_NAME):
-        _append_lines(_state_path(config, AUDIT_LOG_NAME), records)
+    try:
+        with _state_file_lock(config, AUDIT_LOG_NAME):
+            _append_lines(_state_path(config, AUDIT_LOG_NAME), records)
+    except OSError as error:
+        raise StoreWriteFailed(
+            f"cannot write the audit log in {config.state_dir}: {error.strerror or error}; "
+            "no session was deleted without its record (set SESSION_MANAGER_STATE_DIR to move it)"
+        ) from None
 
 
 def trim_audit(config: Config, older_than: datetime) -> int:
@@ -1879,7 +1889,7 @@ def restore_session(session_id: str) -> dict[str, Any]:
     restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
     present = load_index(paths)
     _refuse_restore_conflicts(paths, deletion, restorable, present)
-    renamed = _rename_archives_back(paths, deletion)
+    renamed, missing = _rename_archives_back(paths, deletion)
 
     def change(document: IndexDocument) -> None:
         clash = [key for key in restorable if key in document.entries]
@@ -1915,6 +1925,7 @@ def restore_session(session_id: str) -> dict[str, Any]:
         "agentId": deletion.agent,
         "restored_keys": list(restorable),
         "restored_transcripts": list(renamed),
+        "missing_archives": missing,
         "pg_status_updated": bool(outcome and outcome.updated),
         "history": outcome.as_dict() if outcome else None,
         "message": (
@@ -1943,12 +1954,17 @@ def _refuse_restore_conflicts(
         raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
 
 
-def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> dict[str, str]:
+def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[str, str], list[str]]:
+    """Rename each archive back to its transcript name; also return the archives that are gone."""
     renamed: dict[str, str] = {}
+    missing: list[str] = []
     for original, archive in deletion.transcripts.items():
-        if _rename_without_overwrite(paths.file(archive), paths.file(original)):
-            renamed[original] = archive
-    return renamed
+        try:
+            if _rename_without_overwrite(paths.file(archive), paths.file(original)):
+                renamed[original] = archive
+        except FileNotFoundError:
+            missing.append(archive)
+    return renamed, missing
 
 
 ORPHAN_MIN_AGE_SECONDS = 600
