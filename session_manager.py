@@ -1295,6 +1295,7 @@ class Deletion:
     entries: dict[str, Any] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
     transcripts: dict[str, str] = field(default_factory=dict)
+    planned: list[str] = field(default_factory=list)
     committed: bool = False
     restored: bool = False
 
@@ -1317,6 +1318,7 @@ def recorded_deletions(config: Config) -> list[Deletion]:
                 )
             if event == "intent":
                 deletion.entries.update(part.get("entries", {}))
+                deletion.planned = list(part.get("transcripts", []))
             elif event == "commit":
                 deletion.committed = True
                 deletion.keys = list(part.get("keys", []))
@@ -1382,7 +1384,9 @@ def remove_sessions(
             {
                 **header,
                 "event": "intent",
-                "sessions": {s.session_id: {"entries": s.entries} for s in planned},
+                "sessions": {
+                    s.session_id: {"entries": s.entries, "transcripts": s.transcripts} for s in planned
+                },
             }
         ],
     )
@@ -1438,6 +1442,42 @@ def _archive_session_transcripts(
             pass  # the gateway archived or removed it first
         except OSError as error:
             removal.errors.append(f"could not archive {name}: {error.strerror or error}")
+
+
+def record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
+    """Record archives made after the fact (orphans, leftovers of a crashed run).
+
+    An archive that a recorded deletion planned but never made is added to that deletion, so that
+    restore_session brings back its keys and this transcript together.
+    """
+    if not archived:
+        return
+    owners: dict[str, Deletion] = {}
+    for deletion in recorded_deletions(config):
+        if deletion.agent == agent and not deletion.restored:
+            for name in deletion.planned:
+                if name not in deletion.transcripts:
+                    owners[name] = deletion
+    moment = _iso_utc(_utc_now())
+    records: list[dict[str, Any]] = []
+    for name, archive in archived.items():
+        owner = owners.get(name)
+        if owner is not None:
+            txn, session_id, why = owner.txn, owner.session_id, owner.reason
+        else:
+            txn, why = uuid.uuid4().hex, reason
+            session_id = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
+        records.append(
+            {
+                "event": "archived",
+                "txn": txn,
+                "agent": agent,
+                "reason": why,
+                "time": moment,
+                "sessions": {session_id: {"transcripts": {name: archive}}},
+            }
+        )
+    append_audit(config, records)
 
 
 def _dry_run_removal(session: Session) -> Removal:
@@ -1770,26 +1810,9 @@ def _delete_missing(config: Config, reference: str, scope: list[AgentPaths], dry
                     archived[name] = archive_transcript(paths, name, moment)
                 except FileNotFoundError:
                     pass
-            if unlocked:
-                append_audit(
-                    config,
-                    [
-                        {
-                            "event": "archived",
-                            "txn": uuid.uuid4().hex,
-                            "agent": paths.agent,
-                            "reason": "leftover",
-                            "time": _iso_utc(moment),
-                            "sessions": {
-                                reference: {
-                                    "transcripts": {
-                                        name: archived[name] for name in unlocked if name in archived
-                                    }
-                                }
-                            },
-                        }
-                    ],
-                )
+            record_late_archives(
+                config, paths.agent, {n: archived[n] for n in unlocked if n in archived}, "leftover"
+            )
     is_id = not (reference == "global" or reference.startswith("agent:"))
     outcome = mark_history(config, [reference]).get(reference) if is_id and not dry_run else None
     return {
@@ -1837,7 +1860,10 @@ def list_deleted(agent: str | None = None, limit: int = 50) -> dict[str, Any]:
         if not deletion.restored and (agent is None or deletion.agent == agent)
     ]
     indexes: dict[str, dict[str, Any]] = {}
-    deletions = [deletion for deletion in deletions if _took_effect(config, deletion, indexes)]
+    latest: dict[tuple[str, str], Deletion] = {}
+    for deletion in deletions:  # newest first: a later deletion of the same session supersedes
+        latest.setdefault((deletion.agent, deletion.session_id), deletion)
+    deletions = [d for d in latest.values() if _took_effect(config, d, indexes)]
     rows = []
     for deletion in deletions[:limit]:
         rows.append(
@@ -1988,6 +2014,7 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
         "archived_orphans": [],
         "removed_keys": [],
         "deleted_archives": [],
+        "stale_locks_removed": [],
         "skipped": [],
         "errors": errors,
     }
@@ -2016,6 +2043,11 @@ def _cleanup_agent(
     result: dict[str, Any],
 ) -> list[str]:
     paths, listing = view.paths, view.listing
+    holder = inspect_lock(paths.index_lock)
+    if holder is not None and holder.stale:
+        if not dry_run:
+            _break_stale_lock(paths.index_lock)
+        result["stale_locks_removed"].append({"agent": paths.agent, "holder": holder.describe()})
     referenced = referenced_transcripts(paths, view.store, listing)
     moment = _utc_now()
     archived: dict[str, str] = {}
@@ -2032,23 +2064,8 @@ def _cleanup_agent(
             result["archived_orphans"].append(
                 {"agent": paths.agent, "file": name, "archive": archive or None}
             )
-    if archived and not dry_run:
-        append_audit(
-            config,
-            [
-                {
-                    "event": "archived",
-                    "txn": uuid.uuid4().hex,
-                    "agent": paths.agent,
-                    "reason": "orphan",
-                    "time": _iso_utc(moment),
-                    "sessions": {
-                        name[: -len(TRANSCRIPT_SUFFIX)]: {"transcripts": {name: archive}}
-                        for name, archive in archived.items()
-                    },
-                }
-            ],
-        )
+    if not dry_run:
+        record_late_archives(config, paths.agent, archived, "orphan")
     missing = [
         session
         for session in view.sessions.values()
