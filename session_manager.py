@@ -607,6 +607,11 @@ def _try_create_lock(path: str) -> int | None:
         content = json.dumps({"pid": os.getpid(), "createdAt": _iso_utc(_utc_now())})
         os.write(descriptor, content.encode("ascii"))
         return os.fstat(descriptor).st_ino
+    except OSError as error:
+        os.unlink(path)
+        raise StoreWriteFailed(
+            f"cannot write the lock {path}: {error.strerror or error}; nothing was changed"
+        ) from None
     finally:
         os.close(descriptor)
 
@@ -1122,8 +1127,10 @@ def _row_session_id(row: Any) -> str | None:
     return None
 
 
-def find_history_rows(client: httpx.Client, session_ids: set[str], deadline: float) -> dict[str, list[str]]:
-    """Read pages of active rows until every session's row is found; session id -> row ids."""
+def find_history_rows(
+    client: httpx.Client, session_ids: set[str], deadline: float, status: str = "active"
+) -> dict[str, list[str]]:
+    """Read pages of rows in ``status`` until every session's row is found; session id -> row ids."""
     found: dict[str, list[str]] = {}
     for page in range(1, HISTORY_MAX_PAGES + 1):
         if time.monotonic() > deadline:
@@ -1133,7 +1140,7 @@ def find_history_rows(client: httpx.Client, session_ids: set[str], deadline: flo
             params={
                 "page": page,
                 "limit": HISTORY_PAGE_LIMIT,
-                "status": "active",
+                "status": status,
                 "include_cron_events": "true",
                 "include_runtime_events": "true",
             },
@@ -1163,7 +1170,8 @@ def mark_history(config: Config, session_ids: list[str], status: str = "ended") 
     deadline = time.monotonic() + config.history_budget
     try:
         with _history_client(config) as client:
-            rows = find_history_rows(client, set(session_ids), deadline)
+            current = "ended" if status == "active" else "active"
+            rows = find_history_rows(client, set(session_ids), deadline, current)
             for session_id in session_ids:
                 outcomes[session_id] = _patch_rows(client, rows.get(session_id, []), status)
     except (httpx.HTTPError, ValueError) as error:
@@ -1647,6 +1655,8 @@ def prune_sessions(
         try:
             removals += remove_sessions(config, view, doomed, "prune", only_if_unchanged=True)
         except SessionManagerError as error:
+            if agent is not None:
+                raise
             errors.append(_error_record(error, agent=view.paths.agent))
     done = [r for r in removals if r.removed_keys]
     for removal in removals:

@@ -1,0 +1,190 @@
+"""The gateway's lock on sessions.json: stale locks broken, live ones waited for, always released."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import add_transcript, ago, leftovers, read_index, write_index
+
+import session_manager as sm
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def agent(root: Path) -> Path:
+    write_index(
+        root,
+        "main",
+        {
+            "agent:main:main": {"sessionId": "live", "updatedAt": ago(1)},
+            **{f"agent:main:cron:{n}": {"sessionId": f"old-{n}", "updatedAt": ago(300)} for n in range(50)},
+        },
+    )
+    for n in range(50):
+        add_transcript(root, "main", f"old-{n}.jsonl", age_minutes=300)
+    return root / "main" / "sessions"
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def write_lock(folder: Path, content: str, age_seconds: float = 0) -> Path:
+    lock = folder / "sessions.json.lock"
+    lock.write_text(content)
+    if age_seconds:
+        moment = time.time() - age_seconds
+        os.utime(lock, (moment, moment))
+    return lock
+
+
+def iso(seconds_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "content, age",
+    [
+        (lambda: json.dumps({"pid": dead_pid(), "createdAt": iso(1)}), 0),  # holder is dead
+        (lambda: json.dumps({"pid": os.getpid(), "createdAt": iso(45)}), 0),  # alive but older than 30 s
+        (lambda: "", 40),  # unreadable, untouched 40 s
+        (lambda: "{garbage", 40),
+    ],
+    ids=["dead-pid", "older-than-30s", "empty-and-old", "garbage-and-old"],
+)
+def test_stale_lock_is_broken(agent: Path, content: Any, age: float) -> None:
+    write_lock(agent, content(), age)
+    started = time.monotonic()
+    result = sm.delete_session("old-1")
+    assert result["removed_keys"] == ["agent:main:cron:1"]
+    assert time.monotonic() - started < 5
+    assert leftovers(agent) == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda: json.dumps({"pid": os.getpid(), "createdAt": iso(1)}),
+        lambda: "",  # a gateway that has just created the file and not yet written into it
+    ],
+    ids=["live-pid", "empty-and-fresh"],
+)
+def test_live_lock_is_waited_for_then_a_clear_error(
+    agent: Path, monkeypatch: pytest.MonkeyPatch, content: Any
+) -> None:
+    monkeypatch.setenv("SESSION_LOCK_TIMEOUT_SECONDS", "0.6")
+    lock = write_lock(agent, content())
+    before = (agent / "sessions.json").read_bytes()
+    started = time.monotonic()
+    with pytest.raises(
+        sm.LockTimeout, match=r"sessions\.json\.lock is held by .*gave up after 0\.6 s"
+    ) as caught:
+        sm.prune_sessions(max_age_minutes=60, agent="main")
+    waited = time.monotonic() - started
+    assert 0.55 <= waited < 5
+    assert caught.value.path == str(lock)
+    assert (agent / "sessions.json").read_bytes() == before and lock.exists()
+    assert len(list(agent.glob("*.deleted.*"))) == 0
+
+
+def test_live_lock_released_by_its_holder_lets_the_call_through(agent: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; sys.path.insert(0, sys.argv[1]); import session_manager as sm\n"
+                "with sm.gateway_lock(sys.argv[2], 5):\n"
+                "    print('held', flush=True); time.sleep(0.8)\n"
+            ),
+            str(HERE.parent),
+            str(agent / "sessions.json.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    started = time.monotonic()
+    result = sm.delete_session("old-2")
+    assert result["removed_keys"] == ["agent:main:cron:2"]
+    assert 0.3 <= time.monotonic() - started < 8
+    assert holder.wait(timeout=10) == 0
+    assert leftovers(agent) == []
+
+
+def test_lock_is_released_when_the_change_fails(agent: Path) -> None:
+    paths = sm.agent_paths(sm.Config.from_environment(), "main")
+
+    def change(document: sm.IndexDocument) -> None:
+        document.remove("agent:main:cron:3")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        sm.rewrite_index(paths, sm.Config.from_environment(), change)
+    assert "agent:main:cron:3" in read_index(agent.parent.parent, "main")
+    assert leftovers(agent) == []
+
+
+def test_sigterm_while_holding_the_lock_releases_it(agent: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "paused"
+    before = (agent / "sessions.json").read_bytes()
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "skill_harness.py"), "call", "prune_sessions", "{}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FAULT_STEP": "locked", "FAULT_ACTION": "pause", "FAULT_MARKER": str(marker)},
+    )
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    assert (agent / "sessions.json.lock").exists()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert json.loads(output)["error_type"] == "interrupted"
+    assert (agent / "sessions.json").read_bytes() == before
+    assert leftovers(agent) == []
+
+
+def test_one_short_lock_hold_per_agent_per_call(
+    root: Path, agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_index(
+        root,
+        "other",
+        {f"agent:other:cron:{n}": {"sessionId": f"o-{n}", "updatedAt": ago(300)} for n in range(30)},
+    )
+    holds: list[tuple[str, float]] = []
+    original = sm.gateway_lock
+
+    class Timed(AbstractContextManager[None]):
+        def __init__(self, path: str, timeout: float) -> None:
+            self.inner, self.path = original(path, timeout), path
+
+        def __enter__(self) -> None:
+            self.inner.__enter__()
+            self.started = time.perf_counter()
+
+        def __exit__(self, *exc: Any) -> None:
+            holds.append((self.path, time.perf_counter() - self.started))
+            self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(sm, "gateway_lock", Timed)
+    result = sm.prune_sessions(max_age_minutes=60)
+    assert result["pruned_count"] == 80
+    assert sorted(Path(path).parent.parent.name for path, _ in holds) == ["main", "other"]
+    assert max(seconds for _, seconds in holds) < 0.5
