@@ -107,8 +107,9 @@ class HistoryService:
         with self._lock:
             self.requests.append((request.method, request.full_path))
         faults = self.faults
-        if faults.hang:
+        if faults.hang:  # accept, never answer in time, and never apply the request
             time.sleep(faults.hang)
+            return Response("too late", 503)
         if faults.latency:
             time.sleep(faults.latency)
         if self.api_key is not None and request.headers.get("X-API-Key") != self.api_key:

@@ -185,7 +185,11 @@ def test_delete_missing_session_is_not_an_error(tree: Path) -> None:
     result = sm.delete_session("never-was")
     assert result["removed_keys"] == [] and result["transcript_archived"] is False
     assert "not in any index" in result["message"]
-    assert snapshot(tree) == before
+    after = snapshot(tree)
+    assert {k: v for k, v in after.items() if "sessions/" in k} == {
+        k: v for k, v in before.items() if "sessions/" in k
+    }
+    assert result["history"]["status"] == "queued"  # the service is down here: the mark waits
 
 
 def test_delete_missing_session_archives_a_leftover_transcript(tree: Path) -> None:
@@ -270,7 +274,8 @@ def test_one_write_per_agent_per_call(tree: Path, monkeypatch: pytest.MonkeyPatc
     original = sm.write_atomic
     monkeypatch.setattr(sm, "write_atomic", lambda path, data: (writes.append(path), original(path, data)))
     sm.prune_sessions(max_age_minutes=60)
-    assert sorted(Path(p).parent.parent.name for p in writes) == ["analyst", "main"]
+    indexes = [path for path in writes if path.endswith("sessions.json")]
+    assert sorted(Path(p).parent.parent.name for p in indexes) == ["analyst", "main"]
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'"text"', b"", b"\xff\xfe{}"])

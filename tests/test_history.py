@@ -46,12 +46,15 @@ def test_api_url_with_or_without_api_suffix(
 def test_legacy_rows_and_rows_deep_in_the_pages_are_found(tree: Path, history: HistoryService) -> None:
     history.add_row("an-cron", agent="analyst", legacy=True, started_at="2020-01-01T00:00:00+00:00")
     for n in range(350):
-        history.add_row(f"noise-{n}", started_at="2026-11-20T00:00:00+00:00")
+        history.add_row(f"noise-{n}", agent="analyst", started_at="2026-11-20T00:00:00+00:00")
+    for n in range(300):
+        history.add_row(f"other-agent-{n}", agent="main", started_at="2026-11-20T00:00:00+00:00")
     result = sm.prune_sessions(max_age_minutes=60, agent="analyst")
     assert result["history_by_session"]["an-cron"]["status"] == "marked"
     assert history.row_of("an-cron")["status"] == "ended"
     pages = [path for method, path in history.requests if method == "GET"]
-    assert len(pages) == 4  # 350 noise rows + 1, 100 to a page: the scan ends at the last page
+    assert len(pages) == 4  # 351 rows of this agent, 100 to a page: the scan ends at the last page
+    assert all("agent_id=analyst" in path and "status=active" in path for path in pages)
 
 
 def test_lookup_stops_reading_pages_once_every_row_is_found(tree: Path, history: HistoryService) -> None:
@@ -80,7 +83,8 @@ def test_missing_session_still_gets_its_row_ended(tree: Path, history: HistorySe
 def test_service_down_never_undoes_the_filesystem_part(tree: Path) -> None:
     result = sm.delete_session("run-9")
     assert result["removed_keys"] == ["agent:main:cron:digest:run:r9"] and result["transcript_archived"]
-    assert result["pg_status_updated"] is False and result["history"]["status"] == "failed"
+    assert result["pg_status_updated"] is False and result["history"]["status"] == "queued"
+    assert "refused" in result["history"]["reason"] and result["history_pending"] == 1
     assert "agent:main:cron:digest:run:r9" not in read_index(tree, "main")
 
 
@@ -91,9 +95,14 @@ def test_wrong_api_key_is_a_failure_that_does_not_leak_the_key(
     monkeypatch.setenv("ARIA_API_KEY", "wrong-key-value")
     history.add_row("sub-1")
     result = sm.delete_session("sub-1")
-    assert result["pg_status_updated"] is False and result["history"]["status"] == "failed"
-    assert "401" in result["history"]["reason"]
+    assert result["pg_status_updated"] is False and result["history"]["status"] == "queued"
+    assert result["history_error"] == {
+        "error": "the history service rejected the session lookup with HTTP 401 (check ARIA_API_KEY)",
+        "error_type": "history_configuration_error",
+    }
     assert "wrong-key-value" not in str(result)
+    outbox = (tree / ".session-manager" / "history-outbox.jsonl").read_text()
+    assert "wrong-key-value" not in outbox and "sub-1" in outbox
 
 
 def test_prune_marks_every_deleted_session(root: Path, history: HistoryService) -> None:
