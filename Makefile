@@ -12,6 +12,7 @@ demo:
 	bash examples/demo.sh
 
 test: install
+	bash .ci/ensure_postgres.sh
 	$(PYTHON) -m pytest
 
 lint: install

@@ -708,12 +708,19 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     _fsync_folder(folder)
 
 
-_TEMPORARY_PATTERN = re.compile(r"^\." + re.escape(INDEX_NAME) + r"\.[0-9a-f]{12}\.tmp$")
+def _abandoned_temporaries(folder: str, name: str) -> list[str]:
+    """Temporary files that write_atomic made for ``name`` in ``folder`` and never renamed."""
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp$")
+    with os.scandir(folder) as entries:
+        return [entry.name for entry in entries if pattern.match(entry.name)]
 
 
-def _abandoned_temporaries(paths: AgentPaths) -> list[str]:
-    with os.scandir(paths.folder) as entries:
-        return [entry.name for entry in entries if _TEMPORARY_PATTERN.match(entry.name)]
+def _remove_files(folder: str, names: list[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
 
 
 def rewrite_index(
@@ -726,15 +733,11 @@ def rewrite_index(
     The one path through which the skill changes sessions.json: lock, re-read, change, atomic
     write, release. ``change`` must be quick: the gateway's own writes wait while it runs.
     """
-    abandoned = _abandoned_temporaries(paths)
+    abandoned = _abandoned_temporaries(paths.folder, INDEX_NAME)
     with gateway_lock(paths.index_lock, config.lock_timeout):
         # Our temporary files exist only while their writer holds the lock: now that we hold it,
         # any left over belong to a writer that died between writing and renaming.
-        for name in abandoned:
-            try:
-                os.unlink(paths.file(name))
-            except FileNotFoundError:
-                pass
+        _remove_files(paths.folder, abandoned)
         document = read_index_document(paths)
         result = change(document)
         if document.changed:
@@ -1456,6 +1459,7 @@ def read_outbox(config: Config) -> list[Mark]:
 def _rewrite_outbox(config: Config, change: Callable[[list[Mark]], list[Mark]]) -> None:
     """Re-read the outbox under its lock, change the list of marks, and write it back atomically."""
     with _state_file_lock(config, HISTORY_OUTBOX_NAME):
+        _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, HISTORY_OUTBOX_NAME))
         marks = read_outbox(config)
         changed = change(list(marks))
         if changed != marks:
@@ -1613,6 +1617,7 @@ def trim_audit(config: Config, older_than: datetime) -> int:
     if not os.path.exists(path):
         return 0
     with _state_file_lock(config, AUDIT_LOG_NAME):
+        _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, AUDIT_LOG_NAME))
         records = read_audit(config)
         expired = {
             record.get("txn")
