@@ -44,8 +44,8 @@ AUDIT_LOG_NAME = "audit.jsonl"
 
 HISTORY_PAGE_LIMIT = 100
 HISTORY_MAX_PAGES = 50
-HISTORY_CONNECT_TIMEOUT = 2.0
-HISTORY_READ_TIMEOUT = 5.0
+HISTORY_CONNECT_TIMEOUT = 1.0
+HISTORY_READ_TIMEOUT = 3.0
 HISTORY_CONCURRENCY = 8
 HISTORY_BUDGET_SECONDS = 5.0
 
@@ -1231,17 +1231,19 @@ class HistoryClient:
         self._connections: list[Any] = []
 
     def _connection(self, timeout: float) -> Any:
+        """This thread's keep-alive connection, connected within the connect timeout."""
         import http.client
 
         connection = getattr(self._local, "connection", None)
         if connection is None:
             kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            connection = kind(self.host, self.port, timeout=timeout)
+            connection = kind(self.host, self.port)
             self._local.connection = connection
             self._connections.append(connection)
-        connection.timeout = timeout
-        if connection.sock is not None:
-            connection.sock.settimeout(timeout)
+        if connection.sock is None:
+            connection.timeout = min(HISTORY_CONNECT_TIMEOUT, timeout)
+            connection.connect()
+        connection.sock.settimeout(timeout)
         return connection
 
     def _drop_connection(self) -> None:
@@ -1266,8 +1268,8 @@ class HistoryClient:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0.05:
                 raise BudgetSpent(f"the history time budget ran out ({reason})")
-            connection = self._connection(min(HISTORY_READ_TIMEOUT, remaining + HISTORY_GRACE_SECONDS))
             try:
+                connection = self._connection(min(HISTORY_READ_TIMEOUT, remaining + HISTORY_GRACE_SECONDS))
                 connection.request(method, self.prefix + path, body=payload, headers=self.headers)
                 response = connection.getresponse()
                 data = response.read()
