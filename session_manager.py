@@ -12,14 +12,11 @@ import errno
 import json
 import os
 import re
-import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 INDEX_NAME = "sessions.json"
 LOCK_SUFFIX = ".lock"
@@ -145,8 +142,7 @@ class RestoreConflict(SessionManagerError):
 # --- Configuration ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """What the deployment's environment says; read once per call."""
 
     agents_root: str
@@ -287,12 +283,14 @@ def _type_name(value: Any) -> str:
 # --- Paths --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class AgentPaths:
     """The resolved files of one agent; every path here lies inside the agents root."""
 
-    agent: str
-    folder: str
+    __slots__ = ("agent", "folder")
+
+    def __init__(self, agent: str, folder: str) -> None:
+        self.agent = agent
+        self.folder = folder
 
     @property
     def index(self) -> str:
@@ -368,7 +366,6 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
 
-@dataclass
 class IndexDocument:
     """A parsed sessions.json that remembers each entry's original text.
 
@@ -376,10 +373,15 @@ class IndexDocument:
     shows only the removed or added entries, whatever number formatting the gateway used.
     """
 
-    entries: dict[str, Any]
-    key_texts: dict[str, str]
-    value_texts: dict[str, str]
-    changed: bool = False
+    __slots__ = ("changed", "entries", "key_texts", "value_texts")
+
+    def __init__(
+        self, entries: dict[str, Any], key_texts: dict[str, str], value_texts: dict[str, str]
+    ) -> None:
+        self.entries = entries
+        self.key_texts = key_texts
+        self.value_texts = value_texts
+        self.changed = False
 
     def remove(self, key: str) -> Any:
         self.changed = True
@@ -550,8 +552,7 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class LockHolder:
+class LockHolder(NamedTuple):
     """What a lock file says about its holder, and whether that holder is gone."""
 
     pid: int | None
@@ -619,7 +620,7 @@ def _try_create_lock(path: str) -> int | None:
 
 def _break_stale_lock(path: str) -> None:
     """Remove a stale lock without removing a fresh one that replaced it in the meantime."""
-    aside = f"{path}.stale.{os.getpid()}.{secrets.token_hex(4)}"
+    aside = f"{path}.stale.{os.getpid()}.{os.urandom(4).hex()}"
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -686,7 +687,7 @@ def _fsync_folder(folder: str) -> None:
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it, and rename it over ``path``."""
     folder = os.path.dirname(path)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
@@ -817,14 +818,16 @@ def _label_of(entry: dict[str, Any]) -> str | None:
     return None
 
 
-@dataclass
 class FolderListing:
     """The files of one sessions folder, listed once per call."""
 
-    transcripts: dict[str, os.stat_result] = field(default_factory=dict)
-    archives: dict[str, os.stat_result] = field(default_factory=dict)
-    locks: set[str] = field(default_factory=set)
-    index_bytes: int = 0
+    __slots__ = ("archives", "index_bytes", "locks", "transcripts")
+
+    def __init__(self) -> None:
+        self.transcripts: dict[str, os.stat_result] = {}
+        self.archives: dict[str, os.stat_result] = {}
+        self.locks: set[str] = set()
+        self.index_bytes = 0
 
 
 def list_folder(paths: AgentPaths) -> FolderListing:
@@ -862,17 +865,19 @@ def _stat_size(entry: os.DirEntry[str]) -> int:
     return info.st_size if info else 0
 
 
-@dataclass
 class Session:
     """One session of one agent: its sessionId and every key that points to it."""
 
-    agent: str
-    session_id: str
-    keys: list[str]
-    entries: dict[str, Any]
-    last_active: datetime | None = None
-    transcripts: list[str] = field(default_factory=list)
-    protected: str | None = None
+    __slots__ = ("agent", "entries", "keys", "last_active", "protected", "session_id", "transcripts")
+
+    def __init__(self, agent: str, session_id: str, keys: list[str], entries: dict[str, Any]) -> None:
+        self.agent = agent
+        self.session_id = session_id
+        self.keys = keys
+        self.entries = entries
+        self.last_active: datetime | None = None
+        self.transcripts: list[str] = []
+        self.protected: str | None = None
 
     @property
     def primary_key(self) -> str:
@@ -1017,8 +1022,7 @@ def protection_of(config: Config, session: Session, listing: FolderListing, path
     return None
 
 
-@dataclass
-class AgentView:
+class AgentView(NamedTuple):
     """One agent's index and folder as read at the start of a call."""
 
     paths: AgentPaths
@@ -1083,8 +1087,42 @@ def archive_transcript(paths: AgentPaths, name: str, moment: datetime) -> str:
     raise FileExistsError(errno.EEXIST, "no free archive name", source)
 
 
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_renameat2: Any = None
+
+
+def _load_renameat2() -> Any:
+    """Linux's renameat2 from the C library, or False where there is none."""
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _renameat2 = getattr(libc, "renameat2", False)
+        except OSError:
+            _renameat2 = False
+    return _renameat2
+
+
 def _rename_without_overwrite(source: str, target: str) -> bool:
-    """Rename ``source`` to ``target``; False when ``target`` exists. Uses link + unlink."""
+    """Rename ``source`` to ``target`` atomically; False when ``target`` exists.
+
+    renameat2(RENAME_NOREPLACE) makes the check and the rename one step, so a crash never leaves
+    the file under both names; where the kernel or filesystem lacks it, link + unlink.
+    """
+    renameat2 = _load_renameat2()
+    if renameat2:
+        import ctypes
+
+        if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            return False
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), source)
     try:
         os.link(source, target, follow_symlinks=False)
     except FileExistsError:
@@ -1122,22 +1160,46 @@ class BudgetSpent(HistoryUnavailable):
     """The history step's time budget for this call ran out."""
 
 
-@dataclass
 class Mark:
     """One status change for one session's history rows, made now or waiting in the outbox."""
 
-    session_id: str
-    agent: str | None
-    status: str = "ended"
-    row_ids: list[str] | None = None
-    outbox_id: str | None = None
-    attempts: int = 0
-    queued_at: str | None = None
-    last_error: str | None = None
+    __slots__ = (
+        "agent",
+        "attempts",
+        "last_error",
+        "outbox_id",
+        "queued_at",
+        "row_ids",
+        "session_id",
+        "status",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        agent: str | None,
+        status: str = "ended",
+        row_ids: list[str] | None = None,
+        outbox_id: str | None = None,
+        attempts: int = 0,
+        queued_at: str | None = None,
+        last_error: str | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.agent = agent
+        self.status = status
+        self.row_ids = row_ids
+        self.outbox_id = outbox_id
+        self.attempts = attempts
+        self.queued_at = queued_at
+        self.last_error = last_error
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mark) and self.as_record() == other.as_record()
 
     def as_record(self) -> dict[str, Any]:
         return {
-            "id": self.outbox_id or uuid.uuid4().hex,
+            "id": self.outbox_id or os.urandom(16).hex(),
             "session_id": self.session_id,
             "agent": self.agent,
             "status": self.status,
@@ -1161,32 +1223,33 @@ class Mark:
         )
 
 
-@dataclass
-class HistoryOutcome:
+class HistoryOutcome(NamedTuple):
     """What happened to one session's history rows: marked, no_history_row, queued or failed."""
 
     status: str
     reason: str | None = None
-    row_ids: list[str] = field(default_factory=list)
+    row_ids: tuple[str, ...] = ()
 
     @property
     def updated(self) -> bool:
         return self.status == "marked"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "row_ids": self.row_ids}
+        return {"status": self.status, "reason": self.reason, "row_ids": list(self.row_ids)}
 
 
-@dataclass
 class HistoryReport:
     """The history step of one call: its own marks, and what it did with the outbox."""
 
-    outcomes: dict[str, HistoryOutcome] = field(default_factory=dict)
-    delivered: list[dict[str, Any]] = field(default_factory=list)
-    still_pending: list[dict[str, Any]] = field(default_factory=list)
-    gave_up: list[dict[str, Any]] = field(default_factory=list)
-    configuration_error: str | None = None
-    outbox_busy: bool = False
+    __slots__ = ("configuration_error", "delivered", "gave_up", "outbox_busy", "outcomes", "still_pending")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, HistoryOutcome] = {}
+        self.delivered: list[dict[str, Any]] = []
+        self.still_pending: list[dict[str, Any]] = []
+        self.gave_up: list[dict[str, Any]] = []
+        self.configuration_error: str | None = None
+        self.outbox_busy = False
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -1374,13 +1437,15 @@ def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
     row_ids = mark.row_ids or []
     for row_id in row_ids:
         if not _UUID_PATTERN.match(row_id):
-            return HistoryOutcome("failed", f"row id {row_id!r} is not a UUID", row_ids)
+            return HistoryOutcome("failed", f"row id {row_id!r} is not a UUID", tuple(row_ids))
         status, _ = client.request("PATCH", f"/sessions/{row_id}", {"status": mark.status})
         if status == 404:
-            return HistoryOutcome("no_history_row", "the row is gone from the history service", row_ids)
+            return HistoryOutcome(
+                "no_history_row", "the row is gone from the history service", tuple(row_ids)
+            )
         if not 200 <= status < 300:
             raise _refusal(status, f"the mark of row {row_id}")
-    return HistoryOutcome("marked", None, row_ids)
+    return HistoryOutcome("marked", None, tuple(row_ids))
 
 
 def deliver_marks(
@@ -1526,7 +1591,7 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
             mark.last_error = reason
             if own:
                 mark.queued_at = _iso_utc(now)
-                report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, mark.row_ids or [])
+                report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, tuple(mark.row_ids or ()))
             requeue.append(mark)
 
         def settle(queued: list[Mark]) -> list[Mark]:
@@ -1538,7 +1603,7 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
                 kept.append(updates.get(mark.outbox_id or "", mark))
             kept += [m for m in requeue if not m.outbox_id]
             for mark in kept:
-                mark.outbox_id = mark.outbox_id or uuid.uuid4().hex
+                mark.outbox_id = mark.outbox_id or os.urandom(16).hex()
             abandoned = [m for m in kept if _expired(m, now)]
             if abandoned:
                 _append_lines(
@@ -1652,21 +1717,35 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
     return records
 
 
-@dataclass
 class Deletion:
     """One recorded deletion, assembled from its audit records."""
 
-    txn: str
-    agent: str
-    session_id: str
-    reason: str
-    time: str
-    entries: dict[str, Any] = field(default_factory=dict)
-    keys: list[str] = field(default_factory=list)
-    transcripts: dict[str, str] = field(default_factory=dict)
-    planned: list[str] = field(default_factory=list)
-    committed: bool = False
-    restored: bool = False
+    __slots__ = (
+        "agent",
+        "committed",
+        "entries",
+        "keys",
+        "planned",
+        "reason",
+        "restored",
+        "session_id",
+        "time",
+        "transcripts",
+        "txn",
+    )
+
+    def __init__(self, txn: str, agent: str, session_id: str, reason: str, time: str) -> None:
+        self.txn = txn
+        self.agent = agent
+        self.session_id = session_id
+        self.reason = reason
+        self.time = time
+        self.entries: dict[str, Any] = {}
+        self.keys: list[str] = []
+        self.transcripts: dict[str, str] = {}
+        self.planned: list[str] = []
+        self.committed = False
+        self.restored = False
 
 
 def recorded_deletions(config: Config) -> list[Deletion]:
@@ -1703,16 +1782,18 @@ def recorded_deletions(config: Config) -> list[Deletion]:
 # --- Deleting -----------------------------------------------------------------------------------
 
 
-@dataclass
 class Removal:
     """What one deletion did to one session on the filesystem."""
 
-    session: Session
-    removed_keys: list[str] = field(default_factory=list)
-    archived: dict[str, str] = field(default_factory=dict)
-    kept_transcripts: list[str] = field(default_factory=list)
-    skipped: str | None = None
-    errors: list[str] = field(default_factory=list)
+    __slots__ = ("archived", "errors", "kept_transcripts", "removed_keys", "session", "skipped")
+
+    def __init__(self, session: Session, removed_keys: list[str] | None = None) -> None:
+        self.session = session
+        self.removed_keys: list[str] = removed_keys or []
+        self.archived: dict[str, str] = {}
+        self.kept_transcripts: list[str] = []
+        self.skipped: str | None = None
+        self.errors: list[str] = []
 
 
 def _fresh_session(document: IndexDocument, planned: Session) -> Session:
@@ -1745,7 +1826,7 @@ def remove_sessions(
     """
     paths = view.paths
     _refuse_if_not_live(config, paths)
-    txn, moment = uuid.uuid4().hex, _utc_now()
+    txn, moment = os.urandom(16).hex(), _utc_now()
     header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
     append_audit(
         config,
@@ -1834,7 +1915,7 @@ def record_late_archives(config: Config, agent: str, archived: dict[str, str], r
         if owner is not None:
             txn, session_id, why = owner.txn, owner.session_id, owner.reason
         else:
-            txn, why = uuid.uuid4().hex, reason
+            txn, why = os.urandom(16).hex(), reason
             session_id = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
         records.append(
             {
@@ -2418,6 +2499,16 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
     return report.annotate(result)
 
 
+def _archive_of_same_file(listing: FolderListing, name: str, info: os.stat_result) -> str | None:
+    for archive, archived in listing.archives.items():
+        if archive.startswith(name + ".") and (archived.st_dev, archived.st_ino) == (
+            info.st_dev,
+            info.st_ino,
+        ):
+            return archive
+    return None
+
+
 def _cleanup_agent(
     config: Config,
     view: AgentView,
@@ -2438,7 +2529,14 @@ def _cleanup_agent(
     for name, info in sorted(listing.transcripts.items()):
         if name in referenced:
             continue
-        if name in listing.locks and transcript_lock_held(paths, name):
+        twin = _archive_of_same_file(listing, name, info)
+        if twin is not None:
+            # A rename by link + unlink was cut between its two steps: finish it.
+            if not dry_run:
+                os.unlink(paths.file(name))
+            archived[name] = twin
+            result["archived_orphans"].append({"agent": paths.agent, "file": name, "archive": twin})
+        elif name in listing.locks and transcript_lock_held(paths, name):
             result["skipped"].append({"agent": paths.agent, "file": name, "reason": "transcript_locked"})
         elif time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
             result["skipped"].append({"agent": paths.agent, "file": name, "reason": "recently_modified"})

@@ -221,3 +221,32 @@ def test_cleanup_orphans_expires_old_audit_records(root: Path) -> None:
     result = sm.cleanup_orphans()
     assert result["audit_records_expired"] == 3
     assert [row["session_id"] for row in sm.list_deleted()["deleted"]] == ["b"]
+
+
+def test_cleanup_finishes_a_rename_cut_between_link_and_unlink(root: Path) -> None:
+    write_index(root, "worker", {"agent:worker:cron:live": {"sessionId": "live", "updatedAt": ago(1)}})
+    transcript = add_transcript(root, "worker", "gone.jsonl", "bytes\n", age_minutes=600)
+    archive = transcript.with_name(f"gone.jsonl.deleted.{stamp(1)}")
+    os.link(transcript, archive)  # what a crash between the two steps of link + unlink leaves
+    result = sm.cleanup_orphans()
+    assert result["archived_orphans"] == [{"agent": "worker", "file": "gone.jsonl", "archive": archive.name}]
+    assert not transcript.exists() and archive.read_text() == "bytes\n"
+    assert list(transcript.parent.glob("gone.jsonl*")) == [archive]
+
+
+def test_archiving_works_without_renameat2(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sm, "_renameat2", False)
+    result = sm.delete_session("run-9")
+    assert sorted(result["archived_files"]) == ["run-9-topic-7.jsonl", "run-9.jsonl"]
+    assert not (tree / "main/sessions/run-9.jsonl").exists()
+    assert sm.restore_session("run-9")["restored_transcripts"] == ["run-9.jsonl", "run-9-topic-7.jsonl"]
+
+
+def test_archive_never_overwrites_an_existing_archive(tree: Path) -> None:
+    moment = datetime.now(timezone.utc)
+    paths = sm.agent_paths(sm.Config.from_environment(), "main")
+    taken = tree / "main/sessions" / f"run-9.jsonl.deleted.{sm.archive_stamp(moment)}"
+    taken.write_text("an older archive\n")
+    name = sm.archive_transcript(paths, "run-9.jsonl", moment)
+    assert name != taken.name and taken.read_text() == "an older archive\n"
+    assert (tree / "main/sessions" / name).read_text() == '{"file": "run-9.jsonl"}\n'

@@ -1,0 +1,408 @@
+"""Benchmark of the session manager against the floor of each job, measured in the same run.
+
+    python3 bench/run.py                 every size (about 15 minutes on 2 cores)
+    python3 bench/run.py --quick         the two smaller sizes, 3 runs each
+    python3 bench/run.py --sizes 4x2500 --runs 5
+
+Each figure is the median wall time of whole processes, started the way the agent starts the skill
+(`python3 run_skill.py session_manager <function> '<json>'`), beside the floor for the same job on
+the same tree (bench/floor.py) and their ratio. Prints a table and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from history_stub import Rows, serve  # noqa: E402
+
+#: name -> (agents, sessions per agent, share of entries with a large skillsSnapshot)
+SIZES = {
+    "4x50": (4, 50, 0.05),
+    "4x500": (4, 500, 0.05),
+    "4x2500": (4, 2500, 0.05),
+    "1x100000": (1, 100_000, 0.01),
+}
+AGENTS = ["main", "analyst", "aria-talk", "aria-memeothy"]
+STALE_SHARE = 0.8
+ROW_SHARE = 0.9
+MINUTE_MS = 60_000
+
+TARGETS = {  # job -> the largest ratio to its floor that meets issue 5
+    "prune": 1.5,
+    "prune_dry_run": 2.0,
+    "get_session_stats": 2.0,
+    "list_sessions": 2.0,
+    "delete_session": 2.0,
+    "start": 1.5,
+}
+
+
+@dataclass
+class Tree:
+    """A generated agents tree: what is stale, the history rows, and where the indexes are."""
+
+    root: Path
+    indexes: list[Path]
+    stale_keys: dict[str, list[str]]
+    stale_transcripts: list[str]
+    stale_ids: list[str]
+    rows: list[dict[str, Any]]
+    marked_row_ids: list[str]
+
+
+def skills_snapshot(rng: random.Random) -> dict[str, Any]:
+    """A large nested object like the gateway's: 20-120 KB."""
+    count = rng.randint(40, 240)
+    return {
+        "version": 3,
+        "skills": [
+            {
+                "name": f"skill-{n}",
+                "version": f"1.{n}.0",
+                "enabled": n % 3 != 0,
+                "description": "Does a useful thing for the agent when asked. " * rng.randint(4, 8),
+                "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+            }
+            for n in range(count)
+        ],
+    }
+
+
+def session_key(agent: str, n: int, rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.45:
+        return f"agent:{agent}:cron:job-{n % 97}:run:{n:08x}"
+    if kind < 0.65:
+        return f"agent:{agent}:cron:job-{n}"
+    if kind < 0.85:
+        return f"agent:{agent}:subagent:{n:08x}-5d6a-4e8b-9c1d-{n:012x}"
+    if kind < 0.92:
+        return f"agent:{agent}:telegram:direct:{1000 + n}"
+    if kind < 0.97:
+        return f"agent:{agent}:dashboard:{n:08x}"
+    return f"agent:{agent}:hook:h{n}"
+
+
+def generate(root: Path, agents: int, per_agent: int, snapshot_share: float, seed: int = 7) -> Tree:
+    """Write a realistic tree: the key kinds of FORMATS.md, aliases, transcripts, large objects."""
+    rng = random.Random(seed)
+    now_ms = int(time.time() * 1000)
+    tree = Tree(root, [], {}, [], [], [], [])
+    for agent in AGENTS[:agents]:
+        folder = root / agent / "sessions"
+        folder.mkdir(parents=True)
+        store: dict[str, Any] = {}
+        stale_keys: list[str] = []
+        main_id = f"{agent}-main-0000"
+        store[f"agent:{agent}:main"] = {"sessionId": main_id, "updatedAt": now_ms - MINUTE_MS}
+        for n in range(per_agent - 1):
+            key = session_key(agent, n, rng)
+            while key in store:
+                key += "x"
+            stale = rng.random() < STALE_SHARE
+            protected = agent == "main" and not (":cron:" in key or ":subagent:" in key)
+            session_id = f"{n:08x}-{agent[:4]}-4aaa-8aaa-{rng.getrandbits(48):012x}"
+            age_minutes = rng.uniform(120, 2880) if stale else rng.uniform(0, 30)
+            entry: dict[str, Any] = {
+                "sessionId": session_id,
+                "updatedAt": now_ms - int(age_minutes * MINUTE_MS),
+                "sessionFile": f"{session_id}.jsonl",
+                "label": f"job {n}",
+                "chatType": "direct",
+                "model": "gpt-4o-mini",
+                "modelProvider": "openai",
+                "contextTokens": rng.randint(100, 90000),
+                "inputTokens": rng.randint(10, 5000),
+                "outputTokens": rng.randint(10, 5000),
+                "origin": {"label": f"origin {n}", "provider": "cron"},
+                "deliveryContext": {"channel": "internal", "to": f"user:{n}"},
+                "systemPromptReport": {"chars": rng.randint(1000, 9000), "sections": ["identity", "tools"]},
+            }
+            if rng.random() < snapshot_share:
+                entry["skillsSnapshot"] = skills_snapshot(rng)
+            store[key] = entry
+            if ":run:" in key and rng.random() < 0.3:  # the job's own key aliases the run's session
+                alias = key.rsplit(":run:", 1)[0]
+                if alias not in store:
+                    store[alias] = {
+                        "sessionId": session_id,
+                        "updatedAt": entry["updatedAt"],
+                        "label": "alias",
+                    }
+                    if stale and not protected:
+                        stale_keys.append(alias)
+            transcript = folder / f"{session_id}.jsonl"
+            transcript.write_text(
+                json.dumps({"type": "message", "text": "hello " * rng.randint(10, 200)}) + "\n"
+            )
+            if stale and not protected:
+                stale_keys.append(key)
+                tree.stale_transcripts.append(str(transcript))
+                tree.stale_ids.append(session_id)
+            if rng.random() < ROW_SHARE:
+                row = {
+                    "id": f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-"
+                    f"8{rng.getrandbits(12):03x}-{rng.getrandbits(48):012x}",
+                    "agent_id": agent,
+                    "session_type": "cron",
+                    "status": "active",
+                    "started_at": f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T00:00:00+00:00",
+                    "ended_at": None,
+                    "metadata": {"aria_session_id": session_id},
+                }
+                tree.rows.append(row)
+                if stale and not protected:
+                    tree.marked_row_ids.append(row["id"])
+        index = folder / "sessions.json"
+        index.write_text(json.dumps(store, indent=2, ensure_ascii=False), encoding="utf-8")
+        index.chmod(0o600)
+        tree.indexes.append(index)
+        tree.stale_keys[str(index)] = stale_keys
+    tree.rows.sort(key=lambda row: row["started_at"], reverse=True)
+    return tree
+
+
+def run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall seconds, peak resident MB and exit code of one whole process; stdout is read fully."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert process.stdout is not None and process.stderr is not None
+    output = process.stdout.read()
+    error = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{command[:4]} exited {process.returncode}: {error.decode()[-500:]} {output[-500:]!r}"
+        )
+    return elapsed, usage.ru_maxrss / 1024, len(output)
+
+
+def skill(function: str, arguments: dict[str, Any]) -> list[str]:
+    return [sys.executable, str(REPO / "run_skill.py"), "session_manager", function, json.dumps(arguments)]
+
+
+def floor(*arguments: str) -> list[str]:
+    return [sys.executable, str(HERE / "floor.py"), *arguments]
+
+
+def median_of(runs: int, measure: Any) -> tuple[float, float]:
+    results = [measure(n) for n in range(runs)]
+    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+
+
+def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[str, Any]]:
+    agents, per_agent, share = SIZES[name]
+    pristine = work / f"{name}-pristine"
+    tree = generate(pristine / "agents", agents, per_agent, share)
+    index_mb = [index.stat().st_size / 1e6 for index in tree.indexes]
+    rows = Rows([dict(row) for row in tree.rows])
+    server = serve(rows, latency)
+    host, port = server.server_address[0], server.server_address[1]
+    base_env = {
+        **os.environ,
+        "ARIA_API_URL": f"http://{host}:{port}",
+        "SESSION_HISTORY_BUDGET_SECONDS": "900",
+        "SESSION_MANAGER_STATE_DIR": str(work / "state"),
+    }
+    results: list[dict[str, Any]] = []
+    peak = 0.0
+
+    def record(job: str, seconds: float, floor_seconds: float, memory: float) -> None:
+        nonlocal peak
+        peak = max(peak, memory)
+        results.append(
+            {
+                "size": name,
+                "job": job,
+                "seconds": round(seconds, 4),
+                "floor_seconds": round(floor_seconds, 4),
+                "ratio": round(seconds / floor_seconds, 2),
+                "target": TARGETS[job],
+                "peak_mb": round(memory, 1),
+            }
+        )
+
+    def fresh_copy(n: int) -> tuple[Path, dict[str, str]]:
+        target = work / f"{name}-run"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(work / "state", ignore_errors=True)
+        shutil.copytree(pristine, target)
+        for row in rows.rows:
+            row["status"] = "active"
+        rows.patched = 0
+        return target, {**base_env, "ARIA_AGENTS_DIR": str(target / "agents")}
+
+    reads_env = {**base_env, "ARIA_AGENTS_DIR": str(pristine / "agents")}
+    indexes = [str(p) for p in tree.indexes]
+    load_floor, _ = median_of(runs, lambda n: run_process(floor("load", *indexes), reads_env))
+    for job, function, arguments in (
+        ("list_sessions", "list_sessions", {}),
+        ("get_session_stats", "get_session_stats", {}),
+        ("prune_dry_run", "prune_sessions", {"max_age_minutes": 60, "dry_run": True}),
+    ):
+        seconds, memory = median_of(
+            runs, lambda n, f=function, a=arguments: run_process(skill(f, a), reads_env)
+        )
+        record(job, seconds, load_floor, memory)
+
+    def prune_floor(n: int) -> tuple[float, float, int]:
+        target, env = fresh_copy(n)
+        plan = {
+            "stale_keys": {k.replace(str(pristine), str(target)): v for k, v in tree.stale_keys.items()},
+            "transcripts": [t.replace(str(pristine), str(target)) for t in tree.stale_transcripts],
+            "row_ids": tree.marked_row_ids,
+            "host": host,
+            "port": port,
+        }
+        plan_file = work / "plan.json"
+        plan_file.write_text(json.dumps(plan))
+        outcome = run_process(floor("prune", str(plan_file)), env)
+        assert rows.patched == len(tree.marked_row_ids), "the floor must send the same PATCHes"
+        return outcome
+
+    def prune_skill(n: int) -> tuple[float, float, int]:
+        _, env = fresh_copy(n)
+        outcome = run_process(skill("prune_sessions", {"max_age_minutes": 60}), env)
+        assert rows.patched == len(tree.marked_row_ids), f"skill sent {rows.patched} PATCHes"
+        return outcome
+
+    floor_seconds, _ = median_of(runs, prune_floor)
+    seconds, memory = median_of(runs, prune_skill)
+    record("prune", seconds, floor_seconds, memory)
+
+    # One delete on a pristine copy: the floor loads and writes that one agent's index.
+    target, env = fresh_copy(0)
+    victims = [sid for sid in tree.stale_ids][: runs * 2]
+    main_index = str(target / "agents" / AGENTS[0] / "sessions" / "sessions.json")
+    rewrite_floor, _ = median_of(runs, lambda n: run_process(floor("rewrite", main_index), env))
+    seconds, memory = median_of(
+        runs,
+        lambda n: run_process(skill("delete_session", {"session_id": victims[n], "agent": AGENTS[0]}), env),
+    )
+    record("delete_session", seconds, rewrite_floor, memory)
+    server.shutdown()
+    results.append(
+        {
+            "size": name,
+            "job": "memory",
+            "peak_mb": round(peak, 1),
+            "limit_mb": round(3 * max(index_mb) + 40, 1),
+            "largest_index_mb": round(max(index_mb), 1),
+            "total_index_mb": round(sum(index_mb), 1),
+            "sessions": agents * per_agent,
+        }
+    )
+    shutil.rmtree(pristine, ignore_errors=True)
+    shutil.rmtree(work / f"{name}-run", ignore_errors=True)
+    return results
+
+
+def measure_start(runs: int, work: Path) -> dict[str, Any]:
+    empty = work / "empty-agents"
+    empty.mkdir(exist_ok=True)
+    env = {**os.environ, "ARIA_AGENTS_DIR": str(empty)}
+    floor_seconds, _ = median_of(runs, lambda n: run_process([sys.executable, "-c", "import json"], env))
+    seconds, memory = median_of(runs, lambda n: run_process(skill("list_sessions", {}), env))
+    return {
+        "size": "empty",
+        "job": "start",
+        "seconds": round(seconds, 4),
+        "floor_seconds": round(floor_seconds, 4),
+        "ratio": round(seconds / floor_seconds, 2),
+        "target": TARGETS["start"],
+        "peak_mb": round(memory, 1),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = ["| size | job | skill s | floor s | ratio | target | peak MB |", "|---|---|---|---|---|---|---|"]
+    for row in results:
+        if row["job"] == "memory":
+            verdict = "ok" if row["peak_mb"] <= row["limit_mb"] else "MISSED"
+            lines.append(
+                f"| {row['size']} | peak memory (largest index {row['largest_index_mb']} MB, "
+                f"all {row['total_index_mb']} MB) | | | | ≤ {row['limit_mb']} MB | "
+                f"{row['peak_mb']} {verdict} |"
+            )
+            continue
+        verdict = "ok" if row["ratio"] <= row["target"] else "MISSED"
+        lines.append(
+            f"| {row['size']} | {row['job']} | {row['seconds']:.3f} | {row['floor_seconds']:.3f} | "
+            f"{row['ratio']:.2f} {verdict} | ≤ {row['target']} | {row['peak_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs per figure (the 100,000 size uses at most 3)"
+    )
+    parser.add_argument("--latency", type=float, default=0.002, help="history service latency, seconds")
+    parser.add_argument("--quick", action="store_true", help="the two smaller sizes, 3 runs")
+    parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    options = parser.parse_args()
+    sizes = ["4x50", "4x500"] if options.quick else options.sizes.split(",")
+    runs = 3 if options.quick else options.runs
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="aria-bench-") as scratch:
+        work = Path(scratch)
+        results.append(measure_start(max(runs, 9), work))
+        for name in sizes:
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            results += measure_size(name, min(runs, 3) if name == "1x100000" else runs, options.latency, work)
+    report = {"machine": machine(), "latency_seconds": options.latency, "runs": runs, "results": results}
+    Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(options.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"machine: {report['machine']}")
+    print(table(results))
+    missed = [
+        r
+        for r in results
+        if (r.get("ratio", 0) > r.get("target", 99)) or r.get("peak_mb", 0) > r.get("limit_mb", 1e9)
+    ]
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
