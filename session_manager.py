@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -367,44 +367,81 @@ _DECODER = json.JSONDecoder()
 
 
 class IndexDocument:
-    """A parsed sessions.json that remembers each entry's original text.
+    """A parsed sessions.json that remembers where each entry's text lies in the file.
 
     Rewriting joins the untouched entries' original text, so a diff of the file before and after
-    shows only the removed or added entries, whatever number formatting the gateway used.
+    shows only the removed or added entries, whatever number formatting the gateway used. Offsets
+    into the one source text, not copies, keep the memory near that of a plain parse.
     """
 
-    __slots__ = ("changed", "entries", "key_texts", "value_texts")
+    __slots__ = ("added", "changed", "entries", "signature", "spans", "text")
 
     def __init__(
-        self, entries: dict[str, Any], key_texts: dict[str, str], value_texts: dict[str, str]
+        self,
+        entries: dict[str, Any],
+        text: str = "",
+        spans: dict[str, tuple[int, int, int, int]] | None = None,
+        signature: tuple[int, ...] | None = None,
     ) -> None:
         self.entries = entries
-        self.key_texts = key_texts
-        self.value_texts = value_texts
+        self.text = text
+        self.spans = spans if spans is not None else {}
+        self.added: dict[str, tuple[str, str]] = {}
+        self.signature = signature
         self.changed = False
+
+    def key_text(self, key: str) -> str:
+        if key in self.added:
+            return self.added[key][0]
+        start, end, _, _ = self.spans[key]
+        return self.text[start:end]
+
+    def value_text(self, key: str) -> str:
+        """The entry exactly as the file holds it (or as it will be written, for an added one)."""
+        if key in self.added:
+            return self.added[key][1]
+        _, _, start, end = self.spans[key]
+        return self.text[start:end]
 
     def remove(self, key: str) -> Any:
         self.changed = True
-        self.key_texts.pop(key, None)
-        self.value_texts.pop(key, None)
+        self.spans.pop(key, None)
+        self.added.pop(key, None)
         return self.entries.pop(key)
 
-    def add(self, key: str, entry: Any) -> None:
+    def add(self, key: str, entry: Any, value_text: str | None = None) -> None:
+        """Add an entry; ``value_text`` is its exact former text (a restore), else the gateway's layout."""
         self.changed = True
         self.entries[key] = entry
-        self.key_texts[key] = json.dumps(key, ensure_ascii=False)
-        self.value_texts[key] = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        self.spans.pop(key, None)
+        if value_text is None:
+            value_text = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        self.added[key] = (json.dumps(key, ensure_ascii=False), value_text)
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The index in the gateway's ``JSON.stringify(store, null, 2)`` layout, in pieces."""
+        if not self.entries:
+            yield b"{}"
+            return
+        pieces: list[str] = []
+        length, separator = 0, "{\n  "
+        for key in self.entries:
+            piece = f"{separator}{self.key_text(key)}: {self.value_text(key)}"
+            separator = ",\n  "
+            pieces.append(piece)
+            length += len(piece)
+            if length >= size:
+                yield "".join(pieces).encode("utf-8")
+                pieces, length = [], 0
+        pieces.append("\n}")
+        yield "".join(pieces).encode("utf-8")
 
     def render(self) -> bytes:
-        """The index in the gateway's ``JSON.stringify(store, null, 2)`` layout."""
-        if not self.entries:
-            return b"{}"
-        body = ",\n".join(f"  {self.key_texts[key]}: {self.value_texts[key]}" for key in self.entries)
-        return ("{\n" + body + "\n}").encode("utf-8")
+        return b"".join(self.chunks())
 
 
 def parse_index_text(text: str, path: str) -> IndexDocument:
-    """Parse an index, keeping every entry's source text; refuse anything but a JSON object."""
+    """Parse an index, keeping every entry's place in the text; refuse anything but a JSON object."""
     try:
         document = _scan_object(text)
     except (ValueError, IndexError):
@@ -426,7 +463,7 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
             f"{path} holds {_type_name(parsed)} instead of an object of sessions; it was left as it is",
             path,
         )
-    fallback = IndexDocument({}, {}, {})
+    fallback = IndexDocument({})
     for key, entry in parsed.items():
         fallback.add(key, entry)
     fallback.changed = False
@@ -435,83 +472,86 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
 
 def _scan_object(text: str) -> IndexDocument | None:
     """Walk a top-level object entry by entry; None when it is not one or repeats a key."""
-    position = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    skip = _WHITESPACE.match
+    position = skip(text, 0).end()  # type: ignore[union-attr]
     if text[position : position + 1] != "{":
         return None
     entries: dict[str, Any] = {}
-    key_texts: dict[str, str] = {}
-    value_texts: dict[str, str] = {}
-    position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-    if text[position] == "}":
-        return _end_of_document(text, position, entries, key_texts, value_texts)
-    while True:
-        if text[position] != '"':
-            return None
-        key_start = position
-        key, position = json.decoder.scanstring(text, position + 1)  # type: ignore[attr-defined]
-        if key in entries:
-            return None
-        key_end = position
-        position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
-        if text[position] != ":":
-            return None
-        position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-        value_start = position
-        entries[key], position = _DECODER.raw_decode(text, position)
-        key_texts[key] = text[key_start:key_end]
-        value_texts[key] = text[value_start:position]
-        position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
-        if text[position] == "}":
-            return _end_of_document(text, position, entries, key_texts, value_texts)
-        if text[position] != ",":
-            return None
-        position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-
-
-def _end_of_document(
-    text: str,
-    position: int,
-    entries: dict[str, Any],
-    key_texts: dict[str, str],
-    value_texts: dict[str, str],
-) -> IndexDocument | None:
-    if _WHITESPACE.match(text, position + 1).end() != len(text):  # type: ignore[union-attr]
+    spans: dict[str, tuple[int, int, int, int]] = {}
+    position = skip(text, position + 1).end()  # type: ignore[union-attr]
+    if text[position] != "}":
+        while True:
+            if text[position] != '"':
+                return None
+            key_start = position
+            key, position = json.decoder.scanstring(text, position + 1)  # type: ignore[attr-defined]
+            if key in entries:
+                return None
+            key_end = position
+            position = skip(text, position).end()  # type: ignore[union-attr]
+            if text[position] != ":":
+                return None
+            value_start = position = skip(text, position + 1).end()  # type: ignore[union-attr]
+            entries[key], position = _DECODER.raw_decode(text, position)
+            spans[key] = (key_start, key_end, value_start, position)
+            position = skip(text, position).end()  # type: ignore[union-attr]
+            if text[position] == "}":
+                break
+            if text[position] != ",":
+                return None
+            position = skip(text, position + 1).end()  # type: ignore[union-attr]
+    if skip(text, position + 1).end() != len(text):  # type: ignore[union-attr]
         return None
-    return IndexDocument(entries, key_texts, value_texts)
+    return IndexDocument(entries, text, spans)
 
 
-def _read_text(path: str) -> str | None:
-    """The file's text, or None when it does not exist (an agent that never had a session)."""
+def _read_text(path: str) -> tuple[str, tuple[int, ...]] | None:
+    """The file's text and signature, or None when it does not exist (an agent with no sessions)."""
     try:
         with open(path, "rb") as handle:
+            signature = _signature_of(os.fstat(handle.fileno()))
             raw = handle.read()
     except FileNotFoundError:
         return None
     except OSError as error:
         raise StoreUnreadable(f"cannot read {path}: {error.strerror}", path) from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), signature
     except UnicodeDecodeError as error:
         raise StoreUnreadable(
             f"{path} is not UTF-8 text (byte {error.start}); it was left as it is", path
         ) from None
 
 
+def _signature_of(info: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file is replaced or written: inode, size, mtime and ctime in ns."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def file_signature(path: str) -> tuple[int, ...] | None:
+    try:
+        return _signature_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def read_index_document(paths: AgentPaths) -> IndexDocument:
     """Read an agent's index for a rewrite; a missing file is an empty index."""
-    text = _read_text(paths.index)
-    if text is None:
-        return IndexDocument({}, {}, {})
-    return parse_index_text(text, paths.index)
+    read = _read_text(paths.index)
+    if read is None:
+        return IndexDocument({})
+    document = parse_index_text(read[0], paths.index)
+    document.signature = read[1]
+    return document
 
 
 def load_index(paths: AgentPaths) -> dict[str, Any]:
     """Read an agent's index for a listing: key -> entry."""
-    text = _read_text(paths.index)
-    if text is None:
+    read = _read_text(paths.index)
+    if read is None:
         return {}
     try:
-        parsed = json.loads(text)
+        parsed = json.loads(read[0])
     except ValueError as error:
         raise StoreUnreadable(
             f"{paths.index} is not valid JSON ({error}); it was left as it is. Repair it by hand "
@@ -684,17 +724,17 @@ def _fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it, and rename it over ``path``."""
     folder = os.path.dirname(path)
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(descriptor, view)
-                view = view[written:]
+            for chunk in [data] if isinstance(data, bytes) else data:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(descriptor, view) :]
             os.fchmod(descriptor, mode)
             os.fsync(descriptor)
         finally:
@@ -728,22 +768,28 @@ def rewrite_index(
     paths: AgentPaths,
     config: Config,
     change: Callable[[IndexDocument], Any],
+    earlier: IndexDocument | None = None,
 ) -> Any:
     """Run ``change`` on a fresh read of the index under the gateway's lock, and write the result.
 
     The one path through which the skill changes sessions.json: lock, re-read, change, atomic
     write, release. ``change`` must be quick: the gateway's own writes wait while it runs.
+    ``earlier``, a parse of the index made before the lock, is used only when the file is provably
+    the one it was parsed from (same inode, size, mtime and ctime to the nanosecond); any write,
+    in place or by rename, changes that signature, and then the index is read again.
     """
     abandoned = _abandoned_temporaries(paths.folder, INDEX_NAME)
     with gateway_lock(paths.index_lock, config.lock_timeout):
         # Our temporary files exist only while their writer holds the lock: now that we hold it,
         # any left over belong to a writer that died between writing and renaming.
         _remove_files(paths.folder, abandoned)
-        document = read_index_document(paths)
+        unchanged = earlier is not None and earlier.signature == file_signature(paths.index)
+        document = earlier if unchanged and earlier is not None else read_index_document(paths)
+        earlier = None
         result = change(document)
         if document.changed:
             try:
-                write_atomic(paths.index, document.render())
+                write_atomic(paths.index, document.chunks())
             except OSError as error:
                 raise StoreWriteFailed(
                     f"could not write {paths.index}: {error.strerror or error}; the index was left as it was"
@@ -1030,30 +1076,41 @@ class AgentView(NamedTuple):
     listing: FolderListing
     sessions: dict[str, Session]
     newer_store: bool
+    document: IndexDocument | None = None
 
 
-def read_agent(config: Config, paths: AgentPaths) -> AgentView:
-    """Read one agent: index, folder listing, sessions with their transcripts and protections."""
-    store = load_index(paths)
+def read_agent(config: Config, paths: AgentPaths, for_change: bool = False) -> AgentView:
+    """Read one agent: index, folder listing, sessions with their transcripts and protections.
+
+    ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
+    """
+    document = read_index_document(paths) if for_change else None
+    store = document.entries if document is not None else load_index(paths)
     listing = list_folder(paths)
     sessions = group_sessions(paths.agent, store)
     attach_transcripts(paths, sessions, listing)
     for session in sessions.values():
         session.protected = protection_of(config, session, listing, paths)
-    return AgentView(paths, store, listing, sessions, _uses_newer_store(config, paths))
+    return AgentView(paths, store, listing, sessions, _uses_newer_store(config, paths), document)
 
 
-def _read_agents(config: Config, agent: str | None) -> tuple[list[AgentView], list[dict[str, Any]]]:
-    """Read the selected agents; an unreadable index is reported, and fatal only when named."""
-    views, errors = [], []
+def each_agent(
+    config: Config, agent: str | None, errors: list[dict[str, Any]], for_change: bool = False
+) -> Iterator[AgentView]:
+    """The selected agents, read one at a time so that only one index is in memory at once.
+
+    An unreadable index is added to ``errors``, and is fatal only when that agent was named.
+    """
     for paths in _selected_agents(config, agent):
         try:
-            views.append(read_agent(config, paths))
+            view = read_agent(config, paths, for_change)
         except StoreUnreadable as error:
             if agent is not None:
                 raise
             errors.append(_error_record(error, agent=paths.agent))
-    return views, errors
+            continue
+        yield view
+        del view
 
 
 def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
@@ -1652,25 +1709,55 @@ def _state_file_lock(config: Config, name: str) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _append_lines(path: str, records: list[dict[str, Any]]) -> None:
-    data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def _append_lines(path: str, records: list[dict[str, Any]], sync: bool = True) -> None:
+    _append_pieces(path, [json.dumps(record, ensure_ascii=False) for record in records], sync, separate=True)
+
+
+def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool = False) -> None:
+    """Append text to a log file: whole lines (``separate``: one per piece) or one line in pieces.
+
+    A line torn by a crash is closed with a newline first, so that it never swallows the next one.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            os.write(descriptor, b"\n")
+        buffer: list[str] = []
+        length = 0
+        for piece in pieces:
+            buffer.append(piece + "\n" if separate else piece)
+            length += len(piece)
+            if length >= 1 << 20:
+                _write_all(descriptor, "".join(buffer).encode("utf-8"))
+                buffer, length = [], 0
+        _write_all(descriptor, ("".join(buffer) + ("" if separate else "\n")).encode("utf-8"))
+        if sync:
+            os.fsync(descriptor)
     finally:
         os.close(descriptor)
 
 
-def append_audit(config: Config, records: list[dict[str, Any]]) -> None:
-    """Append records to the audit log and flush them to disk before anything they describe."""
-    if not records:
-        return
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def append_audit(config: Config, records: list[dict[str, Any]], sync: bool = False) -> None:
+    """Append records to the audit log; ``sync`` flushes them (and all before) to disk."""
+    if records:
+        pieces = [json.dumps(record, ensure_ascii=False) for record in records]
+        append_audit_stream(config, pieces, sync, separate=True)
+
+
+def append_audit_stream(
+    config: Config, pieces: Iterable[str], sync: bool = False, separate: bool = False
+) -> None:
+    """Append one record given in pieces (or, ``separate``, several) to the audit log."""
     try:
         with _state_file_lock(config, AUDIT_LOG_NAME):
-            _append_lines(_state_path(config, AUDIT_LOG_NAME), records)
+            _append_pieces(_state_path(config, AUDIT_LOG_NAME), pieces, sync, separate)
     except OSError as error:
         raise StoreWriteFailed(
             f"cannot write the audit log in {config.state_dir}: {error.strerror or error}; "
@@ -1796,17 +1883,46 @@ class Removal:
         self.errors: list[str] = []
 
 
-def _fresh_session(document: IndexDocument, planned: Session) -> Session:
+def _keys_by_session(entries: dict[str, Any]) -> dict[str, list[str]]:
+    """Every session id of an index with the keys that point to it, in one pass."""
+    by_session: dict[str, list[str]] = {}
+    for key, entry in entries.items():
+        by_session.setdefault(_session_id_of(key, entry), []).append(key)
+    return by_session
+
+
+def _fresh_session(
+    document: IndexDocument, planned: Session, keys_by_session: dict[str, list[str]]
+) -> Session:
     """The planned session as the index holds it now: every key that points to its sessionId."""
-    keys = [key for key in planned.keys if key in document.entries]
-    if planned.session_id not in planned.keys:
-        keys = [
-            key for key, entry in document.entries.items() if _session_id_of(key, entry) == planned.session_id
-        ]
+    keys = keys_by_session.get(planned.session_id, [])
     session = Session(planned.agent, planned.session_id, keys, {k: document.entries[k] for k in keys})
     session.transcripts = planned.transcripts
     session.protected = planned.protected
     return session
+
+
+def _entry_text(document: IndexDocument | None, key: str, entry: Any) -> str:
+    """An entry's exact text in the index (for the audit log), or the gateway's layout of it."""
+    if document is not None and (key in document.spans or key in document.added):
+        return document.value_text(key)
+    return json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+
+
+def _intent_pieces(
+    header: dict[str, Any],
+    planned: list[Session],
+    document: IndexDocument | None,
+    fingerprints: dict[str, int],
+) -> Iterator[str]:
+    """The intent record, one session at a time, so a large prune never holds it whole."""
+    yield json.dumps({**header, "event": "intent"}, ensure_ascii=False)[:-1] + ', "sessions": {'
+    for number, session in enumerate(planned):
+        texts = {key: _entry_text(document, key, session.entries[key]) for key in session.keys}
+        fingerprints.update((key, hash(text)) for key, text in texts.items())
+        part = json.dumps({"entries": texts, "transcripts": session.transcripts}, ensure_ascii=False)
+        yield ("" if number == 0 else ", ") + json.dumps(session.session_id) + ": " + part
+    yield "}}"
 
 
 def remove_sessions(
@@ -1828,44 +1944,38 @@ def remove_sessions(
     _refuse_if_not_live(config, paths)
     txn, moment = os.urandom(16).hex(), _utc_now()
     header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
-    append_audit(
-        config,
-        [
-            {
-                **header,
-                "event": "intent",
-                "sessions": {
-                    s.session_id: {"entries": s.entries, "transcripts": s.transcripts} for s in planned
-                },
-            }
-        ],
-    )
+    fingerprints: dict[str, int] = {}
+    append_audit_stream(config, _intent_pieces(header, planned, view.document, fingerprints))
     removals = [Removal(session) for session in planned]
 
     def change(document: IndexDocument) -> IndexDocument:
+        # The same parse as planned (the file is provably unchanged): nothing can have moved.
+        reused = document is view.document
+        keys_by_session = {} if reused else _keys_by_session(document.entries)
         committed: dict[str, Any] = {}
         for removal in removals:
-            fresh = _fresh_session(document, removal.session)
+            fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
             if recheck is not None:
                 recheck(fresh)
-            if only_if_unchanged and (
-                set(fresh.keys) != set(removal.session.keys)
-                or any(fresh.entries[k] != removal.session.entries[k] for k in fresh.keys)
-            ):
-                removal.skipped = "changed since it was read" if fresh.keys else "already gone"
-                continue
-            amended = {k: v for k, v in fresh.entries.items() if removal.session.entries.get(k) != v}
+            amended: dict[str, str] = {}
+            if not reused:
+                texts = {key: document.value_text(key) for key in fresh.keys}
+                amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
+                if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
+                    removal.skipped = "changed since it was read" if fresh.keys else "already gone"
+                    continue
             committed[fresh.session_id] = {"keys": fresh.keys, "entries": amended}
-            removal.removed_keys = fresh.keys
+            removal.removed_keys = list(fresh.keys)
         if committed:
-            append_audit(config, [{**header, "event": "commit", "sessions": committed}])
+            # Flushed to disk with the intent before it, ahead of the index that it describes.
+            append_audit(config, [{**header, "event": "commit", "sessions": committed}], sync=True)
         for removal in removals:
             for key in removal.removed_keys:
                 document.remove(key)
         return document
 
     try:
-        written: IndexDocument = rewrite_index(paths, config, change)
+        written: IndexDocument = rewrite_index(paths, config, change, earlier=view.document)
     except SessionManagerError:
         append_audit(config, [{**header, "event": "abort", "sessions": {}}])
         raise
@@ -1982,30 +2092,30 @@ def _activity_order(session: Session) -> float:
     return session.last_active.timestamp() if session.last_active else float("-inf")
 
 
-def _agents_summary(views: list[AgentView]) -> dict[str, dict[str, Any]]:
-    return {
-        view.paths.agent: {"sessions": len(view.sessions), "live_index": not view.newer_store}
-        for view in views
-    }
+def _agent_summary(view: AgentView) -> dict[str, Any]:
+    return {"sessions": len(view.sessions), "live_index": not view.newer_store}
 
 
 def list_sessions(agent: str | None = None, session_type: str | None = None) -> dict[str, Any]:
     """List sessions, newest first, one row per sessionId with its alias keys folded in."""
     session_type = _check_session_type(session_type)
     config = Config.from_environment()
-    views, errors = _read_agents(config, agent)
+    errors: list[dict[str, Any]] = []
+    agents: dict[str, dict[str, Any]] = {}
+    rows: list[tuple[float, dict[str, Any]]] = []
     now = _utc_now()
-    sessions = [
-        session
-        for view in views
-        for session in view.sessions.values()
-        if session_type is None or session_type in session.types
-    ]
-    sessions.sort(key=_activity_order, reverse=True)
+    for view in each_agent(config, agent, errors):
+        agents[view.paths.agent] = _agent_summary(view)
+        rows += [
+            (_activity_order(session), _session_row(session, now))
+            for session in view.sessions.values()
+            if session_type is None or session_type in session.types
+        ]
+    rows.sort(key=lambda pair: pair[0], reverse=True)
     return {
-        "session_count": len(sessions),
-        "sessions": [_session_row(session, now) for session in sessions],
-        "agents": _agents_summary(views),
+        "session_count": len(rows),
+        "sessions": [row for _, row in rows],
+        "agents": agents,
         "errors": errors,
     }
 
@@ -2032,29 +2142,43 @@ def get_session_stats(
     """Counts of sessions (stale, active, by agent and type), the oldest one, and disk use."""
     config = Config.from_environment()
     threshold = _check_minutes("stale_threshold_minutes", stale_threshold_minutes, config.stale_minutes)
-    views, errors = _read_agents(config, agent)
+    errors: list[dict[str, Any]] = []
     now = _utc_now()
-    sessions = [session for view in views for session in view.sessions.values()]
-    stale = [session for session in sessions if session.is_stale(now, threshold)]
+    total = stale = protected = stale_unprotected = 0
+    by_agent: dict[str, int] = {}
     by_type: dict[str, int] = {}
-    for session in sessions:
-        by_type[session.session_type] = by_type.get(session.session_type, 0) + 1
-    oldest = min(sessions, key=_activity_order, default=None)
-    disk = {view.paths.agent: _disk_usage(view) for view in views}
+    disk: dict[str, dict[str, Any]] = {}
+    agents: dict[str, dict[str, Any]] = {}
+    oldest: tuple[float, dict[str, Any]] | None = None
+    for view in each_agent(config, agent, errors):
+        name = view.paths.agent
+        by_agent[name] = len(view.sessions)
+        agents[name] = _agent_summary(view)
+        disk[name] = _disk_usage(view)
+        for session in view.sessions.values():
+            total += 1
+            by_type[session.session_type] = by_type.get(session.session_type, 0) + 1
+            is_stale = session.is_stale(now, threshold)
+            stale += is_stale
+            protected += session.protected is not None
+            stale_unprotected += is_stale and session.protected is None
+            order = _activity_order(session)
+            if oldest is None or order < oldest[0]:
+                oldest = (order, _session_row(session, now))
     return {
-        "total_sessions": len(sessions),
-        "stale_sessions": len(stale),
-        "active_sessions": len(sessions) - len(stale),
-        "by_agent": {view.paths.agent: len(view.sessions) for view in views},
+        "total_sessions": total,
+        "stale_sessions": stale,
+        "active_sessions": total - stale,
+        "by_agent": by_agent,
         "stale_threshold_minutes": threshold,
         "by_type": dict(sorted(by_type.items(), key=lambda item: (-item[1], item[0]))),
-        "protected_sessions": sum(1 for session in sessions if session.protected),
-        "stale_unprotected_sessions": sum(1 for session in stale if not session.protected),
-        "oldest_session": _session_row(oldest, now) if oldest else None,
+        "protected_sessions": protected,
+        "stale_unprotected_sessions": stale_unprotected,
+        "oldest_session": oldest[1] if oldest else None,
         "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
         "pending_history_marks": pending_mark_count(config),
         "disk": disk,
-        "agents": _agents_summary(views),
+        "agents": agents,
         "errors": errors,
     }
 
@@ -2070,10 +2194,10 @@ def prune_sessions(
     session_type = _check_session_type(session_type)
     config = Config.from_environment()
     threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
-    views, errors = _read_agents(config, agent)
+    errors: list[dict[str, Any]] = []
     now = _utc_now()
     total, protected, removals = 0, [], []
-    for view in views:
+    for view in each_agent(config, agent, errors, for_change=not dry_run):
         chosen = [s for s in view.sessions.values() if session_type is None or session_type in s.types]
         total += len(chosen)
         stale = [s for s in chosen if s.is_stale(now, threshold)]
@@ -2094,6 +2218,8 @@ def prune_sessions(
             if agent is not None:
                 raise
             errors.append(_error_record(error, agent=view.paths.agent))
+        for removal in removals:
+            removal.session.entries = {}  # only the ids are needed from here on: let the parse go
     done = [r for r in removals if r.removed_keys]
     for removal in removals:
         errors += [
@@ -2151,7 +2277,7 @@ def _find_session(
         scope.sort(key=lambda p: p.agent not in holds_transcript)
     found: list[tuple[AgentView, Session]] = []
     for paths in scope:
-        view = read_agent(config, paths)
+        view = read_agent(config, paths, for_change=True)
         if is_key:
             entry = view.store.get(reference)
             session = view.sessions.get(_session_id_of(reference, entry)) if reference in view.store else None
@@ -2349,7 +2475,13 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
         except SessionManagerError:
             indexes[deletion.agent] = {}
     store = indexes[deletion.agent]
-    return not all(store.get(key) == deletion.entries.get(key) for key in deletion.keys)
+    return not all(key in store and store[key] == _recorded_entry(deletion, key) for key in deletion.keys)
+
+
+def _recorded_entry(deletion: Deletion, key: str) -> Any:
+    """An entry as the audit log recorded it: its exact text in the index."""
+    text = deletion.entries.get(key)
+    return json.loads(text) if isinstance(text, str) else text
 
 
 def _latest_deletion(config: Config, reference: str) -> Deletion:
@@ -2383,8 +2515,10 @@ def restore_session(session_id: str) -> dict[str, Any]:
                 f"key {clash[0]} of session {deletion.session_id} was created again while restoring; "
                 "nothing was restored"
             )
-        for key, entry in restorable.items():
-            document.add(key, entry)
+        for key, text in restorable.items():
+            document.add(
+                key, _recorded_entry(deletion, key), value_text=text if isinstance(text, str) else None
+            )
 
     try:
         rewrite_index(paths, config, change)
@@ -2468,7 +2602,7 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
     ):
         raise InvalidArgument("archive_retention_days must be a number of days between 0 and 100000")
     config = Config.from_environment()
-    views, errors = _read_agents(config, None)
+    errors: list[dict[str, Any]] = []
     now = _utc_now()
     result: dict[str, Any] = {
         "dry_run": dry_run,
@@ -2481,7 +2615,7 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
         "errors": errors,
     }
     removed: list[Mark] = []
-    for view in views:
+    for view in each_agent(config, None, errors, for_change=not dry_run):
         if view.newer_store:
             result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
             continue

@@ -44,7 +44,7 @@ def reach(step: str) -> None:
 
 
 def install() -> None:
-    original_lock, original_append = sm.gateway_lock, sm.append_audit
+    original_lock, original_append, original_stream = sm.gateway_lock, sm.append_audit, sm.append_audit_stream
     original_archive, original_history, original_replace = sm.archive_transcript, sm.mark_history, os.replace
 
     @contextlib.contextmanager
@@ -57,8 +57,13 @@ def install() -> None:
             yield
             reach("before_release")
 
-    def append(config: sm.Config, records: list[dict[str, Any]]) -> None:
-        original_append(config, records)
+    def stream(config: sm.Config, pieces: Any, sync: bool = False, separate: bool = False) -> None:
+        original_stream(config, pieces, sync, separate)
+        if not separate:  # only the intent record is written in pieces
+            reach("after_intent")
+
+    def append(config: sm.Config, records: list[dict[str, Any]], sync: bool = False) -> None:
+        original_append(config, records, sync)
         for record in records:
             reach(
                 {"intent": "after_intent", "commit": "after_commit", "archived": "after_archived_record"}.get(
@@ -85,6 +90,7 @@ def install() -> None:
             reach("after_replace")
 
     sm.gateway_lock, sm.append_audit, sm.archive_transcript = lock, append, archive  # type: ignore[assignment]
+    sm.append_audit_stream = stream  # type: ignore[assignment]
     sm.mark_history = history  # type: ignore[assignment]
     os.replace = replace  # type: ignore[assignment]
 

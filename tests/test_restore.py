@@ -56,10 +56,8 @@ def test_audit_log_lives_outside_every_sessions_folder(tree: Path) -> None:
     assert [r["event"] for r in records] == ["intent", "commit", "archived"]
     intent = records[0]
     assert intent["reason"] == "delete" and intent["agent"] == "main"
-    assert (
-        intent["sessions"]["run-9"]["entries"]["agent:main:cron:digest:run:r9"]["sessionFile"]
-        == "run-9.jsonl"
-    )
+    text = intent["sessions"]["run-9"]["entries"]["agent:main:cron:digest:run:r9"]
+    assert json.loads(text)["sessionFile"] == "run-9.jsonl"  # the entry's exact text in the index
     archived = records[2]["sessions"]["run-9"]["transcripts"]
     assert sorted(archived) == ["run-9-topic-7.jsonl", "run-9.jsonl"]
     assert not [p for p in tree.glob("*/sessions/*") if p.name.startswith("audit")]
