@@ -6,10 +6,16 @@ PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-a
 
 install:
 	$(PIP) -e '.[test]'
+	$(PYTHON) -m compileall -q session_manager.py run_skill.py
 
 demo:
 	$(PIP) .
+	$(PYTHON) -m compileall -q session_manager.py run_skill.py
 	bash examples/demo.sh
+
+bench:
+	$(PIP) -e .
+	$(PYTHON) bench/run.py
 
 test: install
 	bash .ci/ensure_postgres.sh

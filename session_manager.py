@@ -865,65 +865,86 @@ def _label_of(entry: dict[str, Any]) -> str | None:
 
 
 class FolderListing:
-    """The files of one sessions folder, listed once per call."""
+    """The files of one sessions folder, listed once per call; each file is stat-ed only when asked."""
 
     __slots__ = ("archives", "index_bytes", "locks", "transcripts")
 
     def __init__(self) -> None:
-        self.transcripts: dict[str, os.stat_result] = {}
-        self.archives: dict[str, os.stat_result] = {}
+        self.transcripts: dict[str, os.DirEntry[str]] = {}
+        self.archives: dict[str, os.DirEntry[str]] = {}
         self.locks: set[str] = set()
         self.index_bytes = 0
 
 
 def list_folder(paths: AgentPaths) -> FolderListing:
-    """Sort a sessions folder's files into transcripts, archives and locks, with one scan."""
+    """Sort a sessions folder's regular files into transcripts, archives and locks, with one scan."""
     listing = FolderListing()
     with os.scandir(paths.folder) as entries:
         for entry in entries:
             name = entry.name
             if name == INDEX_NAME:
-                listing.index_bytes = _stat_size(entry)
+                info = stat_of(entry)
+                listing.index_bytes = info.st_size if info else 0
             elif name.endswith(TRANSCRIPT_SUFFIX):
-                info = _stat_entry(entry)
-                if info is not None:
-                    listing.transcripts[name] = info
+                if _is_regular(entry):
+                    listing.transcripts[name] = entry
             elif name.endswith(TRANSCRIPT_SUFFIX + LOCK_SUFFIX):
                 listing.locks.add(name[: -len(LOCK_SUFFIX)])
-            elif ARCHIVE_PATTERN.search(name):
-                info = _stat_entry(entry)
-                if info is not None:
-                    listing.archives[name] = info
+            elif ARCHIVE_PATTERN.search(name) and _is_regular(entry):
+                listing.archives[name] = entry
     return listing
 
 
-def _stat_entry(entry: os.DirEntry[str]) -> os.stat_result | None:
+def _is_regular(entry: os.DirEntry[str]) -> bool:
     try:
-        if not entry.is_file(follow_symlinks=False):
-            return None
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """A listed file's status (cached by the entry), or None when it is gone."""
+    try:
         return entry.stat(follow_symlinks=False)
     except OSError:
         return None
 
 
-def _stat_size(entry: os.DirEntry[str]) -> int:
-    info = _stat_entry(entry)
+def _mtime(entry: os.DirEntry[str]) -> float:
+    info = stat_of(entry)
+    return info.st_mtime if info else 0.0
+
+
+def _size(entry: os.DirEntry[str]) -> int:
+    info = stat_of(entry)
     return info.st_size if info else 0
 
 
 class Session:
     """One session of one agent: its sessionId and every key that points to it."""
 
-    __slots__ = ("agent", "entries", "keys", "last_active", "protected", "session_id", "transcripts")
+    __slots__ = (
+        "_types",
+        "agent",
+        "entries",
+        "keys",
+        "last_active",
+        "protected",
+        "session_id",
+        "transcripts",
+        "updated_at",
+    )
 
     def __init__(self, agent: str, session_id: str, keys: list[str], entries: dict[str, Any]) -> None:
         self.agent = agent
         self.session_id = session_id
         self.keys = keys
         self.entries = entries
-        self.last_active: datetime | None = None
+        self.updated_at: datetime | None = None  # the newest updatedAt of its keys
+        self.last_active: datetime | None = None  # that, or else its transcript's mtime
         self.transcripts: list[str] = []
         self.protected: str | None = None
+        self._types: set[str] | None = None
 
     @property
     def primary_key(self) -> str:
@@ -935,7 +956,9 @@ class Session:
 
     @property
     def types(self) -> set[str]:
-        return {session_type_of(key) for key in self.keys}
+        if self._types is None:
+            self._types = {session_type_of(key) for key in self.keys}
+        return self._types
 
     def idle_minutes(self, now: datetime) -> float | None:
         if self.last_active is None:
@@ -968,7 +991,7 @@ def group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
             session.keys.append(key)
             session.entries[key] = entry
     for session in sessions.values():
-        session.last_active = _newest_update(session.entries.values())
+        session.last_active = session.updated_at = _newest_update(session.entries.values())
     return sessions
 
 
@@ -991,6 +1014,8 @@ def _transcript_name_of(paths: AgentPaths, session_file: Any) -> str | None:
     """The file name a ``sessionFile`` names in this folder, or None if it points elsewhere."""
     if not isinstance(session_file, str) or not session_file or "\0" in session_file:
         return None
+    if "/" not in session_file and session_file.endswith(TRANSCRIPT_SUFFIX):
+        return session_file  # the usual case: a plain name in the folder
     if os.path.isabs(session_file):
         parent, name = os.path.split(os.path.normpath(session_file))
         relocated = parent.endswith(os.sep + os.path.join(paths.agent, "sessions"))
@@ -1025,7 +1050,7 @@ def attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing:
             names.extend(sorted(n for n in topics.get(session.session_id, ()) if n not in names))
         session.transcripts = names
         if session.last_active is None and names:
-            newest = max(listing.transcripts[name].st_mtime for name in names)
+            newest = max(_mtime(listing.transcripts[name]) for name in names)
             session.last_active = datetime.fromtimestamp(newest, tz=timezone.utc)
 
 
@@ -1429,13 +1454,44 @@ def _refusal(status: int, what: str) -> HistoryRefused:
     return HistoryRefused(f"the history service rejected {what} with HTTP {status}{hint}")
 
 
+def _page_bound(wanted: int) -> int:
+    """How many pages one lookup may read: enough for the rows it seeks, and never fewer than 50."""
+    return max(HISTORY_MAX_PAGES, 2 * -(-wanted // HISTORY_PAGE_LIMIT) + 10)
+
+
+def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> tuple[list[Any], int | None]:
+    from urllib.parse import urlencode
+
+    status, data = client.request("GET", "/sessions?" + urlencode({"page": page, **query}))
+    if status != 200:
+        raise _refusal(status, "the session lookup")
+    try:
+        body = json.loads(data)
+        items = body["items"]
+        assert isinstance(items, list)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise HistoryUnavailable(
+            "the history service answered a page that is not a JSON list of rows"
+        ) from None
+    pages = body.get("pages")
+    return items, pages if isinstance(pages, int) and not isinstance(pages, bool) else None
+
+
 def find_history_rows(
-    client: HistoryClient, session_ids: set[str], row_status: str, agent: str | None
+    client: HistoryClient,
+    session_ids: set[str],
+    row_status: str,
+    agent: str | None,
+    pool: Any = None,
+    width: int = 1,
 ) -> tuple[dict[str, list[str]], bool]:
-    """One pass over the pages of rows in ``row_status``; session id -> row ids, and whether the
-    pass saw every page (so a session not found has no row)."""
-    found: dict[str, list[str]] = {}
-    query = {
+    """Read the pages of rows in ``row_status`` until every session's row is found.
+
+    Page 1 says how many pages there are; the rest are read ``width`` at a time over ``pool``.
+    Returns session id -> row ids, and whether every page was read (so a session not found has
+    no row rather than one beyond the bound).
+    """
+    query: dict[str, Any] = {
         "limit": HISTORY_PAGE_LIMIT,
         "status": row_status,
         "include_cron_events": "true",
@@ -1443,47 +1499,53 @@ def find_history_rows(
     }
     if agent is not None:
         query["agent_id"] = agent
-    from urllib.parse import urlencode
+    found: dict[str, list[str]] = {}
 
-    for page in range(1, HISTORY_MAX_PAGES + 1):
-        status, data = client.request("GET", "/sessions?" + urlencode({"page": page, **query}))
-        if status != 200:
-            raise _refusal(status, "the session lookup")
-        try:
-            body = json.loads(data)
-            items = body["items"]
-            assert isinstance(items, list)
-        except (ValueError, KeyError, TypeError, AssertionError):
-            raise HistoryUnavailable(
-                "the history service answered a page that is not a JSON list of rows"
-            ) from None
+    def take(items: list[Any]) -> None:
         for row in items:
             session_id = _row_session_id(row)
             if session_id in session_ids and isinstance(row.get("id"), str):
                 found.setdefault(session_id, []).append(row["id"])
-        pages = body.get("pages")
-        if not items or (isinstance(pages, int) and page >= pages):
+
+    items, pages = _read_page(client, query, 1)
+    take(items)
+    if not items or pages is None or pages <= 1:
+        return found, True
+    last = min(pages, _page_bound(len(session_ids)))
+    page = 2
+    while page <= last and not found.keys() >= session_ids:
+        batch = range(page, min(page + max(1, width), last + 1))
+        if pool is not None and len(batch) > 1:
+            results = list(pool.map(lambda number: _read_page(client, query, number), batch))
+        else:
+            results = [_read_page(client, query, number) for number in batch]
+        for items, _ in results:
+            take(items)
+        if any(not items for items, _ in results):
             return found, True
-        if set(found) >= session_ids:
-            return found, False
-    return found, False
+        page += len(batch)
+    return found, page > pages
 
 
-def _lookup_rows(client: HistoryClient, marks: list[Mark]) -> dict[str, HistoryOutcome]:
-    """Fill in ``row_ids`` of marks that lack them; outcomes for marks that cannot proceed."""
+def _lookup_rows(
+    client: HistoryClient, marks: list[Mark], pool: Any = None, width: int = 1
+) -> dict[str, HistoryOutcome]:
+    """Fill in ``row_ids`` of marks that lack them, one scan per agent; outcomes for marks without a row."""
     outcomes: dict[str, HistoryOutcome] = {}
-    groups: dict[str, list[Mark]] = {}
+    groups: dict[tuple[str, str | None], list[Mark]] = {}
     for mark in marks:
         if mark.row_ids is None:
-            groups.setdefault("ended" if mark.status == "active" else "active", []).append(mark)
-    for row_status, group in groups.items():
-        agents = {mark.agent for mark in group}
-        agent = agents.pop() if len(agents) == 1 else None
-        found, complete = find_history_rows(client, {mark.session_id for mark in group}, row_status, agent)
+            row_status = "ended" if mark.status == "active" else "active"
+            groups.setdefault((row_status, mark.agent), []).append(mark)
+    for (row_status, agent), group in groups.items():
+        wanted = {mark.session_id for mark in group}
+        found, complete = find_history_rows(client, wanted, row_status, agent, pool, width)
         for mark in group:
             mark.row_ids = found.get(mark.session_id, [])
             if not mark.row_ids:
-                where = "" if complete else f" among the newest {HISTORY_MAX_PAGES * HISTORY_PAGE_LIMIT}"
+                where = (
+                    "" if complete else f" among the newest {_page_bound(len(wanted)) * HISTORY_PAGE_LIMIT}"
+                )
                 outcomes[mark.session_id] = HistoryOutcome(
                     "no_history_row", f"no {row_status} row for this session in the history service{where}"
                 )
@@ -1516,31 +1578,31 @@ def deliver_marks(
         client = HistoryClient(config, deadline)
     except HistoryRefused as error:
         return dict.fromkeys(range(len(marks)), error)
+    width = max(1, config.history_concurrency)
     try:
-        try:
-            missing = _lookup_rows(client, marks)
-        except (HistoryUnavailable, HistoryRefused) as error:
-            missing = {}
-            for index, mark in enumerate(marks):
-                if mark.row_ids is None:
-                    results[index] = error
-        todo = []
-        for index, mark in enumerate(marks):
-            if index in results:
-                continue
-            if mark.session_id in missing and not mark.row_ids:
-                results[index] = missing[mark.session_id]
-            else:
-                todo.append(index)
-
-        def deliver(index: int) -> None:
+        with ThreadPoolExecutor(width) as pool:
             try:
-                results[index] = _patch_mark(client, marks[index])
+                missing = _lookup_rows(client, marks, pool, width)
             except (HistoryUnavailable, HistoryRefused) as error:
-                results[index] = error
+                missing = {}
+                for index, mark in enumerate(marks):
+                    if mark.row_ids is None:
+                        results[index] = error
+            todo = []
+            for index, mark in enumerate(marks):
+                if index in results:
+                    continue
+                if mark.session_id in missing and not mark.row_ids:
+                    results[index] = missing[mark.session_id]
+                else:
+                    todo.append(index)
 
-        workers = max(1, min(config.history_concurrency, len(todo)))
-        with ThreadPoolExecutor(workers) as pool:
+            def deliver(index: int) -> None:
+                try:
+                    results[index] = _patch_mark(client, marks[index])
+                except (HistoryUnavailable, HistoryRefused) as error:
+                    results[index] = error
+
             list(pool.map(deliver, todo))
     finally:
         client.close()
@@ -2062,7 +2124,10 @@ def _first_field(session: Session, name: str) -> Any:
 
 
 def _session_row(session: Session, now: datetime) -> dict[str, Any]:
-    newest = _newest_update(session.entries.values())
+    updated_at = _iso_or_none(session.updated_at)
+    last_activity = (
+        updated_at if session.last_active is session.updated_at else _iso_or_none(session.last_active)
+    )
     idle = session.idle_minutes(now)
     label = None
     for key in session.keys:
@@ -2078,8 +2143,8 @@ def _session_row(session: Session, now: datetime) -> dict[str, Any]:
         "agentId": session.agent,
         "session_type": session.session_type,
         "label": label,
-        "updatedAt": _iso_or_none(newest),
-        "last_activity": _iso_or_none(session.last_active),
+        "updatedAt": updated_at,
+        "last_activity": last_activity,
         "idle_minutes": round(idle, 1) if idle is not None else None,
         "contextTokens": _first_field(session, "contextTokens"),
         "model": _first_field(session, "model"),
@@ -2111,6 +2176,7 @@ def list_sessions(agent: str | None = None, session_type: str | None = None) -> 
             for session in view.sessions.values()
             if session_type is None or session_type in session.types
         ]
+        del view  # before the next agent is read: one index in memory at a time
     rows.sort(key=lambda pair: pair[0], reverse=True)
     return {
         "session_count": len(rows),
@@ -2123,16 +2189,14 @@ def list_sessions(agent: str | None = None, session_type: str | None = None) -> 
 def _disk_usage(view: AgentView) -> dict[str, Any]:
     referenced = referenced_transcripts(view.paths, view.store, view.listing)
     orphans = [name for name in view.listing.transcripts if name not in referenced]
-    transcripts = view.listing.transcripts.values()
-    archives = view.listing.archives.values()
     return {
         "index_bytes": view.listing.index_bytes,
         "transcript_files": len(view.listing.transcripts),
-        "transcript_bytes": sum(info.st_size for info in transcripts),
+        "transcript_bytes": sum(_size(entry) for entry in view.listing.transcripts.values()),
         "archive_files": len(view.listing.archives),
-        "archive_bytes": sum(info.st_size for info in archives),
+        "archive_bytes": sum(_size(entry) for entry in view.listing.archives.values()),
         "orphaned_transcripts": len(orphans),
-        "orphaned_bytes": sum(view.listing.transcripts[name].st_size for name in orphans),
+        "orphaned_bytes": sum(_size(view.listing.transcripts[name]) for name in orphans),
     }
 
 
@@ -2165,6 +2229,7 @@ def get_session_stats(
             order = _activity_order(session)
             if oldest is None or order < oldest[0]:
                 oldest = (order, _session_row(session, now))
+        del view  # before the next agent is read: one index in memory at a time
     return {
         "total_sessions": total,
         "stale_sessions": stale,
@@ -2207,19 +2272,18 @@ def prune_sessions(
             if s.protected
         ]
         doomed = [s for s in stale if not s.protected]
-        if not doomed:
-            continue
         if dry_run:
             removals += [_dry_run_removal(s) for s in doomed]
-            continue
-        try:
-            removals += remove_sessions(config, view, doomed, "prune", only_if_unchanged=True)
-        except SessionManagerError as error:
-            if agent is not None:
-                raise
-            errors.append(_error_record(error, agent=view.paths.agent))
+        elif doomed:
+            try:
+                removals += remove_sessions(config, view, doomed, "prune", only_if_unchanged=True)
+            except SessionManagerError as error:
+                if agent is not None:
+                    raise
+                errors.append(_error_record(error, agent=view.paths.agent))
         for removal in removals:
             removal.session.entries = {}  # only the ids are needed from here on: let the parse go
+        del view, chosen, stale, doomed  # before the next agent is read
     done = [r for r in removals if r.removed_keys]
     for removal in removals:
         errors += [
@@ -2633,14 +2697,13 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
     return report.annotate(result)
 
 
-def _archive_of_same_file(listing: FolderListing, name: str, info: os.stat_result) -> str | None:
-    for archive, archived in listing.archives.items():
-        if archive.startswith(name + ".") and (archived.st_dev, archived.st_ino) == (
-            info.st_dev,
-            info.st_ino,
-        ):
-            return archive
-    return None
+def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
+    by_inode = {}
+    for name, entry in listing.archives.items():
+        info = stat_of(entry)
+        if info is not None:
+            by_inode[(info.st_dev, info.st_ino)] = name
+    return by_inode
 
 
 def _cleanup_agent(
@@ -2660,11 +2723,14 @@ def _cleanup_agent(
     referenced = referenced_transcripts(paths, view.store, listing)
     moment = _utc_now()
     archived: dict[str, str] = {}
-    for name, info in sorted(listing.transcripts.items()):
-        if name in referenced:
+    orphans = sorted(name for name in listing.transcripts if name not in referenced)
+    archives_by_inode = _archives_by_inode(listing) if orphans else {}
+    for name in orphans:
+        info = stat_of(listing.transcripts[name])
+        if info is None:
             continue
-        twin = _archive_of_same_file(listing, name, info)
-        if twin is not None:
+        twin = archives_by_inode.get((info.st_dev, info.st_ino))
+        if twin is not None and twin.startswith(name + "."):
             # A rename by link + unlink was cut between its two steps: finish it.
             if not dry_run:
                 os.unlink(paths.file(name))
