@@ -363,6 +363,9 @@ def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+# Large nested objects (20-120 KB an entry) that the skill never reads: a parse drops them at once,
+# and their text still reaches every rewrite and the audit log through the entry's span.
+HEAVY_FIELDS = ("skillsSnapshot", "systemPromptReport")
 _DECODER = json.JSONDecoder()
 
 
@@ -441,11 +444,21 @@ class IndexDocument:
 
 
 def parse_index_text(text: str, path: str) -> IndexDocument:
-    """Parse an index, keeping every entry's place in the text; refuse anything but a JSON object."""
+    """Parse an index, keeping every entry's place in the text; refuse anything but a JSON object.
+
+    Parsed entries lack HEAVY_FIELDS (see there); the document's texts keep them.
+    """
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()  # a parse makes millions of objects and no cycles: the collector only slows it
     try:
         document = _scan_object(text)
     except (ValueError, IndexError):
         document = None
+    finally:
+        if collecting:
+            gc.enable()
     if document is not None:
         return document
     # The fast scanner refused it: let the standard parser say what is wrong, or, for valid JSON
@@ -492,7 +505,11 @@ def _scan_object(text: str) -> IndexDocument | None:
             if text[position] != ":":
                 return None
             value_start = position = skip(text, position + 1).end()  # type: ignore[union-attr]
-            entries[key], position = _DECODER.raw_decode(text, position)
+            entry, position = _DECODER.raw_decode(text, position)
+            if type(entry) is dict:
+                for name in HEAVY_FIELDS:
+                    entry.pop(name, None)
+            entries[key] = entry
             spans[key] = (key_start, key_end, value_start, position)
             position = skip(text, position).end()  # type: ignore[union-attr]
             if text[position] == "}":
@@ -546,25 +563,11 @@ def read_index_document(paths: AgentPaths) -> IndexDocument:
 
 
 def load_index(paths: AgentPaths) -> dict[str, Any]:
-    """Read an agent's index for a listing: key -> entry."""
+    """Read an agent's index for a listing: key -> entry (without HEAVY_FIELDS)."""
     read = _read_text(paths.index)
     if read is None:
         return {}
-    try:
-        parsed = json.loads(read[0])
-    except ValueError as error:
-        raise StoreUnreadable(
-            f"{paths.index} is not valid JSON ({error}); it was left as it is. Repair it by hand "
-            "or restore it from a backup before sessions can be managed",
-            paths.index,
-        ) from None
-    if not isinstance(parsed, dict):
-        raise StoreUnreadable(
-            f"{paths.index} holds {_type_name(parsed)} instead of an object of sessions; "
-            "it was left as it is",
-            paths.index,
-        )
-    return parsed
+    return parse_index_text(read[0], paths.index).entries
 
 
 # --- The store: the gateway's lock --------------------------------------------------------------
@@ -2539,13 +2542,19 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
         except SessionManagerError:
             indexes[deletion.agent] = {}
     store = indexes[deletion.agent]
-    return not all(key in store and store[key] == _recorded_entry(deletion, key) for key in deletion.keys)
+    return not all(
+        key in store and store[key] == _recorded_entry(deletion, key, light=True) for key in deletion.keys
+    )
 
 
-def _recorded_entry(deletion: Deletion, key: str) -> Any:
-    """An entry as the audit log recorded it: its exact text in the index."""
+def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
+    """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
+    of the index holds it, without HEAVY_FIELDS."""
     text = deletion.entries.get(key)
-    return json.loads(text) if isinstance(text, str) else text
+    entry = json.loads(text) if isinstance(text, str) else text
+    if light and isinstance(entry, dict):
+        entry = {name: value for name, value in entry.items() if name not in HEAVY_FIELDS}
+    return entry
 
 
 def _latest_deletion(config: Config, reference: str) -> Deletion:

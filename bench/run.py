@@ -180,20 +180,17 @@ def generate(root: Path, agents: int, per_agent: int, snapshot_share: float, see
 
 
 def run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall seconds, peak resident MB and exit code of one whole process; stdout is read fully."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert process.stdout is not None and process.stderr is not None
-    output = process.stdout.read()
-    error = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"{command[:4]} exited {process.returncode}: {error.decode()[-500:]} {output[-500:]!r}"
-        )
-    return elapsed, usage.ru_maxrss / 1024, len(output)
+    """Wall seconds, peak resident MB and output size of one whole process (stdout read fully)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        wrapped = [sys.executable, str(HERE / "peak.py"), report.name, *command]
+        completed = subprocess.run(wrapped, capture_output=True, env=env, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"{command[:4]} exited {completed.returncode}: {completed.stderr.decode()[-500:]} "
+                f"{completed.stdout[-500:]!r}"
+            )
+        measured = json.loads(Path(report.name).read_text())
+    return measured["seconds"], measured["peak_mb"], len(completed.stdout)
 
 
 def skill(function: str, arguments: dict[str, Any]) -> list[str]:
