@@ -19,6 +19,20 @@ class Rows:
         self.by_id = {row["id"]: row for row in rows}
         self.patched = 0
         self.lock = threading.Lock()
+        self.selections: dict[tuple[str | None, str | None], list[dict[str, Any]]] = {}
+
+    def select(self, status: str | None, agent: str | None) -> list[dict[str, Any]]:
+        """Rows with that status and agent, kept until the next PATCH changes a status."""
+        with self.lock:
+            chosen = self.selections.get((status, agent))
+            if chosen is None:
+                chosen = [
+                    r
+                    for r in self.rows
+                    if (not status or r["status"] == status) and (not agent or r["agent_id"] == agent)
+                ]
+                self.selections[(status, agent)] = chosen
+            return chosen
 
 
 def make_handler(rows: Rows, latency: float) -> type[BaseHTTPRequestHandler]:
@@ -43,11 +57,7 @@ def make_handler(rows: Rows, latency: float) -> type[BaseHTTPRequestHandler]:
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             page, limit = int(query.get("page", 1)), min(int(query.get("limit", 20)), 100)
             status, agent = query.get("status"), query.get("agent_id")
-            chosen = [
-                r
-                for r in rows.rows
-                if (not status or r["status"] == status) and (not agent or r["agent_id"] == agent)
-            ]
+            chosen = rows.select(status, agent)
             items = chosen[(page - 1) * limit : page * limit]
             self._send(
                 200,
@@ -70,6 +80,7 @@ def make_handler(rows: Rows, latency: float) -> type[BaseHTTPRequestHandler]:
                 row = rows.by_id.get(row_id)
                 if row is not None:
                     row["status"] = body.get("status", row["status"])
+                    rows.selections.clear()
             self._send(200, {"updated": True})
 
     return Handler

@@ -246,6 +246,7 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
         for row in rows.rows:
             row["status"] = "active"
         rows.patched = 0
+        rows.selections.clear()
         return target, {**base_env, "ARIA_AGENTS_DIR": str(target / "agents")}
 
     reads_env = {**base_env, "ARIA_AGENTS_DIR": str(pristine / "agents")}
