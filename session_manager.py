@@ -363,9 +363,32 @@ def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-# Large nested objects (20-120 KB an entry) that the skill never reads: a parse drops them at once,
-# and their text still reaches every rewrite and the audit log through the entry's span.
-HEAVY_FIELDS = ("skillsSnapshot", "systemPromptReport")
+# The only fields the skill reads from an entry. A parse keeps just these (a 100,000-session index
+# would otherwise need more memory than a plain json.load); every field, known or not, still
+# reaches each rewrite, the audit log and restores through the entry's exact text.
+READ_FIELDS = (
+    "sessionId",
+    "updatedAt",
+    "sessionFile",
+    "label",
+    "displayName",
+    "subject",
+    "model",
+    "contextTokens",
+)
+NESTED_READ_FIELDS = (("origin", "label"), ("deliveryContext", "to"))
+
+
+def project_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry reduced to the fields the skill reads (READ_FIELDS)."""
+    kept = {name: entry[name] for name in READ_FIELDS if name in entry}
+    for name, inner in NESTED_READ_FIELDS:
+        value = entry.get(name)
+        if isinstance(value, dict) and inner in value:
+            kept[name] = {inner: value[inner]}
+    return kept
+
+
 _DECODER = json.JSONDecoder()
 
 
@@ -446,7 +469,7 @@ class IndexDocument:
 def parse_index_text(text: str, path: str) -> IndexDocument:
     """Parse an index, keeping every entry's place in the text; refuse anything but a JSON object.
 
-    Parsed entries lack HEAVY_FIELDS (see there); the document's texts keep them.
+    Parsed entries hold only READ_FIELDS (see there); the document's texts keep everything.
     """
     import gc
 
@@ -506,10 +529,7 @@ def _scan_object(text: str) -> IndexDocument | None:
                 return None
             value_start = position = skip(text, position + 1).end()  # type: ignore[union-attr]
             entry, position = _DECODER.raw_decode(text, position)
-            if type(entry) is dict:
-                for name in HEAVY_FIELDS:
-                    entry.pop(name, None)
-            entries[key] = entry
+            entries[key] = project_entry(entry) if type(entry) is dict else entry
             spans[key] = (key_start, key_end, value_start, position)
             position = skip(text, position).end()  # type: ignore[union-attr]
             if text[position] == "}":
@@ -563,7 +583,7 @@ def read_index_document(paths: AgentPaths) -> IndexDocument:
 
 
 def load_index(paths: AgentPaths) -> dict[str, Any]:
-    """Read an agent's index for a listing: key -> entry (without HEAVY_FIELDS)."""
+    """Read an agent's index for a listing: key -> entry (READ_FIELDS only)."""
     read = _read_text(paths.index)
     if read is None:
         return {}
@@ -947,7 +967,7 @@ class Session:
         self.last_active: datetime | None = None  # that, or else its transcript's mtime
         self.transcripts: list[str] = []
         self.protected: str | None = None
-        self._types: set[str] | None = None
+        self._types: list[str] | None = None
 
     @property
     def primary_key(self) -> str:
@@ -955,12 +975,16 @@ class Session:
 
     @property
     def session_type(self) -> str:
-        return session_type_of(self.primary_key)
+        return self._kinds()[0]
 
     @property
     def types(self) -> set[str]:
-        if self._types is None:
-            self._types = {session_type_of(key) for key in self.keys}
+        return set(self._kinds())
+
+    def _kinds(self) -> list[str]:
+        """The kind of each key, in key order; computed once."""
+        if self._types is None or len(self._types) != len(self.keys):
+            self._types = [session_type_of(key) for key in self.keys]
         return self._types
 
     def idle_minutes(self, now: datetime) -> float | None:
@@ -1039,18 +1063,19 @@ def attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing:
         owner, mark, _ = stem.partition(TOPIC_MARK)
         if mark:
             topics.setdefault(owner, []).append(name)
+    present = listing.transcripts
     for session in sessions.values():
         names: list[str] = []
         for entry in session.entries.values():
-            if isinstance(entry, dict):
-                linked = _transcript_name_of(paths, entry.get("sessionFile"))
-                if linked and linked in listing.transcripts and linked not in names:
+            if isinstance(entry, dict) and "sessionFile" in entry:
+                linked = _transcript_name_of(paths, entry["sessionFile"])
+                if linked and linked in present and linked not in names:
                     names.append(linked)
-        if SESSION_ID_PATTERN.match(session.session_id):
-            own = session.session_id + TRANSCRIPT_SUFFIX
-            if own in listing.transcripts and own not in names:
-                names.append(own)
-            names.extend(sorted(n for n in topics.get(session.session_id, ()) if n not in names))
+        own = session.session_id + TRANSCRIPT_SUFFIX
+        if own in present and own not in names and SESSION_ID_PATTERN.match(session.session_id):
+            names.append(own)
+        if topics and session.session_id in topics and SESSION_ID_PATTERN.match(session.session_id):
+            names.extend(sorted(n for n in topics[session.session_id] if n not in names))
         session.transcripts = names
         if session.last_active is None and names:
             newest = max(_mtime(listing.transcripts[name]) for name in names)
@@ -1084,15 +1109,16 @@ def protection_of(config: Config, session: Session, listing: FolderListing, path
     running = config.running_session_id
     if running and (running == session.session_id or running in session.keys):
         return "running_conversation"
-    for key in session.keys:
-        kind = session_type_of(key)
+    kinds = session._kinds()
+    for kind in kinds:
         if kind in PROTECTED_KINDS:
             return "main_session" if kind == "main" else "global_session"
-    if session.agent == MAIN_AGENT and not session.types <= set(PRUNABLE_MAIN_AGENT_TYPES):
+    if session.agent == MAIN_AGENT and any(kind not in PRUNABLE_MAIN_AGENT_TYPES for kind in kinds):
         return "main_agent_conversation"
-    for name in session.transcripts:
-        if name in listing.locks and transcript_lock_held(paths, name):
-            return "transcript_locked"
+    if listing.locks:
+        for name in session.transcripts:
+            if name in listing.locks and transcript_lock_held(paths, name):
+                return "transcript_locked"
     return None
 
 
@@ -2549,12 +2575,10 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
 
 def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
     """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
-    of the index holds it, without HEAVY_FIELDS."""
+    of the index holds it (READ_FIELDS)."""
     text = deletion.entries.get(key)
     entry = json.loads(text) if isinstance(text, str) else text
-    if light and isinstance(entry, dict):
-        entry = {name: value for name, value in entry.items() if name not in HEAVY_FIELDS}
-    return entry
+    return project_entry(entry) if light and isinstance(entry, dict) else entry
 
 
 def _latest_deletion(config: Config, reference: str) -> Deletion:

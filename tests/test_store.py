@@ -45,12 +45,9 @@ def node_stringify(store: dict[str, Any]) -> bytes:
 
 
 def light(store: dict[str, Any]) -> dict[str, Any]:
-    """A store as a parse holds it: without the large fields the skill never reads."""
+    """A store as a parse holds it: only the fields the skill reads."""
     return {
-        key: {name: value for name, value in entry.items() if name not in sm.HEAVY_FIELDS}
-        if isinstance(entry, dict)
-        else entry
-        for key, entry in store.items()
+        key: sm.project_entry(entry) if isinstance(entry, dict) else entry for key, entry in store.items()
     }
 
 
@@ -119,7 +116,7 @@ def test_unusual_but_valid_indexes_are_read_as_json_does(tmp_path: Path, text: s
     paths = paths_for(tmp_path)
     Path(paths.index).write_text(text)
     document = sm.read_index_document(paths)
-    assert document.entries == json.loads(text)
+    assert document.entries == light(json.loads(text))
     assert json.loads(document.render()) == json.loads(text)
 
 
