@@ -62,9 +62,9 @@ def main(argv: list[str]) -> None:
     if job == "load":
         for path in argv[1:]:
             load(path)
-    elif job == "rewrite":
+    elif job == "rewrite":  # into a sibling file, so that the index the skill is measured on stays as it was
         store = load(argv[1])
-        write_atomic(argv[1], json.dumps(store, ensure_ascii=False).encode("utf-8"))
+        write_atomic(argv[1] + ".floor", json.dumps(store, ensure_ascii=False).encode("utf-8"))
     elif job == "prune":
         with open(argv[1], encoding="utf-8") as handle:
             plan = json.load(handle)

@@ -287,14 +287,14 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
     seconds, memory = median_of(runs, prune_skill)
     record("prune", seconds, floor_seconds, memory)
 
-    # One delete on a pristine copy: the floor loads and writes that one agent's index.
+    # One delete on a pristine copy, as the agent makes it after a delegation (no agent named):
+    # the floor loads and writes that one agent's index.
     target, env = fresh_copy(0)
     victims = [sid for sid in tree.stale_ids][: runs * 2]
     main_index = str(target / "agents" / AGENTS[0] / "sessions" / "sessions.json")
     rewrite_floor, _ = median_of(runs, lambda n: run_process(floor("rewrite", main_index), env))
     seconds, memory = median_of(
-        runs,
-        lambda n: run_process(skill("delete_session", {"session_id": victims[n], "agent": AGENTS[0]}), env),
+        runs, lambda n: run_process(skill("cleanup_after_delegation", {"session_id": victims[n]}), env)
     )
     record("delete_session", seconds, rewrite_floor, memory)
     server.shutdown()
