@@ -380,13 +380,23 @@ NESTED_READ_FIELDS = (("origin", "label"), ("deliveryContext", "to"))
 
 
 def project_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    """An entry reduced to the fields the skill reads (READ_FIELDS)."""
+    """An entry reduced to the fields the skill reads (READ_FIELDS); the nested ones are kept flat,
+    as ``origin.label`` and ``deliveryContext.to``, which spares a dict an entry."""
     kept = {name: entry[name] for name in READ_FIELDS if name in entry}
     for name, inner in NESTED_READ_FIELDS:
         value = entry.get(name)
         if isinstance(value, dict) and inner in value:
-            kept[name] = {inner: value[inner]}
+            kept[f"{name}.{inner}"] = value[inner]
     return kept
+
+
+def _nested_field(entry: dict[str, Any], name: str, inner: str) -> Any:
+    """``entry[name][inner]`` of a full entry, or its flat copy in a projected one."""
+    flat = entry.get(f"{name}.{inner}")
+    if flat is not None:
+        return flat
+    value = entry.get(name)
+    return value.get(inner) if isinstance(value, dict) else None
 
 
 _DECODER = json.JSONDecoder()
@@ -628,8 +638,14 @@ class LockHolder(NamedTuple):
         return who + since
 
 
-def inspect_lock(path: str, stale_after: float = LOCK_STALE_SECONDS) -> LockHolder | None:
-    """Read a gateway lock file; None when there is none. Staleness follows FORMATS.md section 3."""
+def inspect_lock(
+    path: str, stale_after: float = LOCK_STALE_SECONDS, live_pid_holds: bool = False
+) -> LockHolder | None:
+    """Read a gateway lock file; None when there is none. Staleness follows FORMATS.md section 3.
+
+    ``live_pid_holds``: a lock whose process is alive is held however old it is (a transcript's
+    lock lasts as long as its run, often minutes).
+    """
     try:
         with open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -641,8 +657,9 @@ def inspect_lock(path: str, stale_after: float = LOCK_STALE_SECONDS) -> LockHold
     pid, created_at, created = _parse_lock_content(raw)
     if pid is None or created is None:
         return LockHolder(pid, created_at, stale=time.time() - info.st_mtime > stale_after)
-    too_old = (_utc_now() - created).total_seconds() > stale_after
-    return LockHolder(pid, created_at, stale=too_old or not _pid_alive(pid))
+    alive = _pid_alive(pid)
+    too_old = not (live_pid_holds and alive) and (_utc_now() - created).total_seconds() > stale_after
+    return LockHolder(pid, created_at, stale=too_old or not alive)
 
 
 def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | None]:
@@ -878,12 +895,10 @@ def _label_of(entry: dict[str, Any]) -> str | None:
     for name in ("label", "displayName", "subject"):
         if isinstance(entry.get(name), str) and entry[name]:
             return str(entry[name])
-    origin = entry.get("origin")
-    if isinstance(origin, dict) and isinstance(origin.get("label"), str) and origin["label"]:
-        return str(origin["label"])
-    context = entry.get("deliveryContext")
-    if isinstance(context, dict) and isinstance(context.get("to"), str) and context["to"]:
-        return str(context["to"])
+    for name, inner in NESTED_READ_FIELDS:
+        value = _nested_field(entry, name, inner)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
@@ -1099,8 +1114,9 @@ def referenced_transcripts(paths: AgentPaths, store: dict[str, Any], listing: Fo
 
 
 def transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
-    """Whether a run is writing the transcript: its ``.lock`` exists and is not stale."""
-    holder = inspect_lock(paths.file(transcript + LOCK_SUFFIX))
+    """Whether a run is writing the transcript: its ``.lock`` names a live process (or, unreadable,
+    was touched in the last 30 s)."""
+    holder = inspect_lock(paths.file(transcript + LOCK_SUFFIX), live_pid_holds=True)
     return holder is not None and not holder.stale
 
 
@@ -2016,6 +2032,16 @@ def _intent_pieces(
     yield "}}"
 
 
+def _release_parsed_entries(view: AgentView, planned: list[Session]) -> None:
+    """Let the parsed entries of sessions about to go be freed: from here on their recorded text
+    and fingerprints stand for them (a 100,000-session prune would otherwise hold them all)."""
+    for session in planned:
+        for key in session.keys:
+            if key in view.store:
+                view.store[key] = None
+        session.entries = dict.fromkeys(session.keys)
+
+
 def remove_sessions(
     config: Config,
     view: AgentView,
@@ -2037,6 +2063,7 @@ def remove_sessions(
     header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
     fingerprints: dict[str, int] = {}
     append_audit_stream(config, _intent_pieces(header, planned, view.document, fingerprints))
+    _release_parsed_entries(view, planned)
     removals = [Removal(session) for session in planned]
 
     def change(document: IndexDocument) -> IndexDocument:
@@ -2301,6 +2328,7 @@ def prune_sessions(
             if s.protected
         ]
         doomed = [s for s in stale if not s.protected]
+        view.sessions.clear()  # the kept sessions are counted; only the doomed are needed now
         if dry_run:
             removals += [_dry_run_removal(s) for s in doomed]
         elif doomed:

@@ -188,3 +188,28 @@ def test_one_short_lock_hold_per_agent_per_call(
     assert result["pruned_count"] == 80
     assert sorted(Path(path).parent.parent.name for path, _ in holds) == ["main", "other"]
     assert max(seconds for _, seconds in holds) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("pid", "protected"), [(os.getpid(), True), (None, False)], ids=["live-run", "dead-run"]
+)
+def test_a_transcript_lock_protects_as_long_as_its_run_lives(
+    root: Path, pid: int | None, protected: bool
+) -> None:
+    write_index(root, "worker", {"agent:worker:cron:long": {"sessionId": "long", "updatedAt": ago(300)}})
+    add_transcript(root, "worker", "long.jsonl", age_minutes=300)
+    lock = root / "worker" / "sessions" / "long.jsonl.lock"
+    lock.write_text(json.dumps({"pid": pid or dead_pid(), "createdAt": iso(600)}))  # a run of ten minutes
+    result = sm.prune_sessions(max_age_minutes=60)
+    assert (
+        result["protected"]
+        == [
+            {
+                "id": "long",
+                "agentId": "worker",
+                "key": "agent:worker:cron:long",
+                "reason": "transcript_locked",
+            }
+        ]
+    ) is protected
+    assert (result["deleted_ids"] == []) is protected
