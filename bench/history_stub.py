@@ -92,3 +92,13 @@ def serve(rows: Rows, latency: float) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python3 history_stub.py ROWS.json LATENCY: serve those rows; print the port, then run until killed.
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        served = serve(Rows(json.load(handle)), float(sys.argv[2]))
+    print(served.server_address[1], flush=True)
+    threading.Event().wait()
