@@ -1654,34 +1654,30 @@ def deliver_marks(
     return results
 
 
-@contextmanager
-def _try_state_file_lock(config: Config, name: str) -> Iterator[bool]:
-    """Like _state_file_lock, but yields False at once when another process holds it."""
-    import fcntl
-
-    descriptor = os.open(_state_path(config, name + ".flock"), os.O_WRONLY | os.O_CREAT, 0o600)
+def read_json_lines(path: str) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines log, oldest first; a line torn by a crash is skipped."""
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(descriptor)
-
-
-def read_outbox(config: Config) -> list[Mark]:
-    """Marks waiting in the outbox, oldest first (a torn last line is ignored)."""
-    try:
-        with open(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME), encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             lines = handle.readlines()
     except FileNotFoundError:
         return []
-    marks = []
+    records = []
     for line in lines:
         try:
-            marks.append(Mark.from_record(json.loads(line)))
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def read_outbox(config: Config) -> list[Mark]:
+    """Marks waiting in the outbox, oldest first."""
+    marks = []
+    for record in read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)):
+        try:
+            marks.append(Mark.from_record(record))
         except (ValueError, KeyError, TypeError):
             continue
     return marks
@@ -1726,7 +1722,7 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
     own_ids = {mark.session_id for mark in marks}
     if not marks and not include_pending:
         return report
-    with _try_state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery") as delivering:
+    with _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", wait=False) as delivering:
         pending: list[Mark] = []
         report.outbox_busy = include_pending and not delivering
         if include_pending and delivering:
@@ -1803,15 +1799,22 @@ def _state_path(config: Config, name: str) -> str:
 
 
 @contextmanager
-def _state_file_lock(config: Config, name: str) -> Iterator[None]:
-    """Serialise the skill's own processes on one of its state files (the gateway never reads them)."""
+def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[bool]:
+    """Serialise the skill's own processes on one of its state files (the gateway never reads them).
+
+    Yields True once held; with ``wait=False``, yields False at once when another process holds it.
+    """
     import fcntl
 
     # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
     descriptor = os.open(_state_path(config, name + ".flock"), os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(descriptor)
 
@@ -1893,22 +1896,8 @@ def trim_audit(config: Config, older_than: datetime) -> int:
 
 
 def read_audit(config: Config) -> list[dict[str, Any]]:
-    """Every readable record of the audit log, oldest first; a torn last line is ignored."""
-    path = os.path.join(config.state_dir, AUDIT_LOG_NAME)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.readlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    """Every readable record of the audit log, oldest first."""
+    return read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
 
 
 class Deletion:
