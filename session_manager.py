@@ -962,7 +962,7 @@ class Session:
     """One session of one agent: its sessionId and every key that points to it."""
 
     __slots__ = (
-        "_types",
+        "_kinds",
         "agent",
         "entries",
         "keys",
@@ -982,7 +982,7 @@ class Session:
         self.last_active: datetime | None = None  # that, or else its transcript's mtime
         self.transcripts: list[str] = []
         self.protected: str | None = None
-        self._types: list[str] | None = None
+        self._kinds: list[str] | None = None
 
     @property
     def primary_key(self) -> str:
@@ -990,17 +990,17 @@ class Session:
 
     @property
     def session_type(self) -> str:
-        return self._kinds()[0]
+        return self.kinds()[0]
 
     @property
     def types(self) -> set[str]:
-        return set(self._kinds())
+        return set(self.kinds())
 
-    def _kinds(self) -> list[str]:
+    def kinds(self) -> list[str]:
         """The kind of each key, in key order; computed once."""
-        if self._types is None or len(self._types) != len(self.keys):
-            self._types = [session_type_of(key) for key in self.keys]
-        return self._types
+        if self._kinds is None or len(self._kinds) != len(self.keys):
+            self._kinds = [session_type_of(key) for key in self.keys]
+        return self._kinds
 
     def idle_minutes(self, now: datetime) -> float | None:
         if self.last_active is None:
@@ -1125,7 +1125,7 @@ def protection_of(config: Config, session: Session, listing: FolderListing, path
     running = config.running_session_id
     if running and (running == session.session_id or running in session.keys):
         return "running_conversation"
-    kinds = session._kinds()
+    kinds = session.kinds()
     for kind in kinds:
         if kind in PROTECTED_KINDS:
             return "main_session" if kind == "main" else "global_session"
