@@ -593,11 +593,8 @@ def read_index_document(paths: AgentPaths) -> IndexDocument:
 
 
 def load_index(paths: AgentPaths) -> dict[str, Any]:
-    """Read an agent's index for a listing: key -> entry (READ_FIELDS only)."""
-    read = _read_text(paths.index)
-    if read is None:
-        return {}
-    return parse_index_text(read[0], paths.index).entries
+    """Read an agent's index for a listing: key -> entry (READ_FIELDS only); the text is let go."""
+    return read_index_document(paths).entries
 
 
 # --- The store: the gateway's lock --------------------------------------------------------------

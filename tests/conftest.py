@@ -86,6 +86,15 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return agents
 
 
+@pytest.fixture
+def tree(root: Path) -> Path:
+    """The realistic two-agent tree of tests/trees.py in the agents root."""
+    from trees import build_tree  # trees imports this module's helpers
+
+    build_tree(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def history_server() -> Iterator[HistoryService]:
     service = HistoryService().start()

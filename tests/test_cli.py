@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli, snapshot
-from trees import build_tree
 
 SKILL = "session_manager"
 
@@ -223,12 +222,6 @@ BAD_INPUT = [
         "ARIA_AGENTS_DIR",
     ),
 ]
-
-
-@pytest.fixture
-def tree(root: Path) -> Path:
-    build_tree(root)
-    return root
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import add_transcript, ago, gateway_json, leftovers, read_index, snapshot, write_index
-from trees import EXPECTED_AT_60, build_tree
+from trees import EXPECTED_AT_60
 
 import session_manager as sm
 
@@ -25,12 +25,6 @@ CARD_LIST_KEYS = {
     "contextTokens",
     "model",
 }
-
-
-@pytest.fixture
-def tree(root: Path) -> Path:
-    build_tree(root)
-    return root
 
 
 def archived_names(root: Path, agent: str) -> list[str]:

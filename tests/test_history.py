@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import ago, read_index, write_index
 from history_service import HistoryService
-from trees import build_tree
 
 import session_manager as sm
-
-
-@pytest.fixture
-def tree(root: Path) -> Path:
-    build_tree(root)
-    return root
 
 
 def test_delete_marks_the_row_ended_with_the_api_key(

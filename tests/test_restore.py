@@ -14,17 +14,10 @@ from typing import Any
 import pytest
 from conftest import add_transcript, ago, leftovers, read_index, snapshot, write_index
 from history_service import HistoryService
-from trees import build_tree
 
 import session_manager as sm
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def tree(root: Path) -> Path:
-    build_tree(root)
-    return root
 
 
 def transcripts(root: Path) -> dict[str, bytes]:
