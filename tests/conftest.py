@@ -14,8 +14,14 @@ from typing import Any
 
 import pytest
 from history_service import HistoryService
+from hypothesis import settings
 
 import session_manager
+
+# Property tests assert behaviour, not speed: hypothesis's default 200 ms deadline per example
+# would fail them on a loaded 2-core machine for being slow, not wrong.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 REPO = Path(__file__).resolve().parent.parent
 NOW_MS = int(time.time() * 1000)
