@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -165,16 +166,17 @@ class Config(NamedTuple):
                 "that holds <agent>/sessions/sessions.json"
             )
         root = os.path.realpath(root)
+        _require_dateutil()
         return cls(
             agents_root=root,
-            api_url=normalise_api_url(os.environ.get("ARIA_API_URL") or DEFAULT_API_URL),
-            api_key=os.environ.get("ARIA_API_KEY") or None,
-            running_session_id=os.environ.get("ARIA_SESSION_ID") or None,
+            api_url=_api_url_from_environment(),
+            api_key=_api_key_from_environment(),
+            running_session_id=os.environ.get("ARIA_SESSION_ID", "").strip() or None,
             stale_minutes=_number_from_environment("SESSION_STALE_MINUTES", DEFAULT_STALE_MINUTES),
             lock_timeout=_number_from_environment(
                 "SESSION_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS
             ),
-            state_dir=os.environ.get("SESSION_MANAGER_STATE_DIR") or os.path.join(root, STATE_DIR_NAME),
+            state_dir=_state_dir_from_environment(root),
             history_budget=_number_from_environment("SESSION_HISTORY_BUDGET_SECONDS", HISTORY_BUDGET_SECONDS),
             history_concurrency=max(
                 1, int(_number_from_environment("SESSION_HISTORY_CONCURRENCY", HISTORY_CONCURRENCY))
@@ -193,6 +195,66 @@ def _number_from_environment(name: str, default: float) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigurationError(f"{name}={raw!r} must be a finite number of at least 0")
     return value
+
+
+def _require_dateutil() -> None:
+    """Fail before any change when python-dateutil is missing, not half-way through a prune."""
+    from importlib.util import find_spec
+
+    if find_spec("dateutil") is None:
+        raise ConfigurationError(
+            "python-dateutil is not installed; install it with 'python3 -m pip install python-dateutil' "
+            "(or 'pip install .' in the skill's folder)"
+        )
+
+
+def _api_key_from_environment() -> str | None:
+    """ARIA_API_KEY without surrounding white space ('$(cat key)' of a CRLF file ends in '\\r').
+
+    What is left must be printable ASCII, as an HTTP header value must; the error never shows it.
+    """
+    key = os.environ.get("ARIA_API_KEY", "").strip()
+    if not key:
+        return None
+    for position, character in enumerate(key):
+        if not " " <= character <= "~":
+            raise ConfigurationError(
+                f"ARIA_API_KEY has a character that cannot be sent in a header at position {position + 1} "
+                f"of {len(key)}; set it to the key alone (its value is not shown)"
+            )
+    return key
+
+
+def _api_url_from_environment() -> str:
+    """ARIA_API_URL as a base URL ending in /api; refused unless http(s) with a host."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("ARIA_API_URL", "").strip() or DEFAULT_API_URL
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid or any(not " " < character <= "~" for character in url):
+        raise ConfigurationError(
+            "ARIA_API_URL must be an http(s) URL such as http://aria-api:8000 (its value is not shown, "
+            "as it may hold credentials)"
+        )
+    return normalise_api_url(url)
+
+
+def _state_dir_from_environment(root: str) -> str:
+    """SESSION_MANAGER_STATE_DIR, refused inside a sessions folder (the gateway owns those)."""
+    state_dir = os.environ.get("SESSION_MANAGER_STATE_DIR", "").strip() or os.path.join(root, STATE_DIR_NAME)
+    real = os.path.realpath(state_dir)
+    if _is_inside(real, root):
+        parts = os.path.relpath(real, root).split(os.sep)
+        if len(parts) >= 2 and parts[1] == "sessions":
+            raise ConfigurationError(
+                f"SESSION_MANAGER_STATE_DIR {state_dir!r} lies inside the sessions folder of agent "
+                f"{parts[0]!r}; choose a folder outside every <agent>/sessions"
+            )
+    return real
 
 
 def normalise_api_url(url: str) -> str:
@@ -286,11 +348,12 @@ def _type_name(value: Any) -> str:
 class AgentPaths:
     """The resolved files of one agent; every path here lies inside the agents root."""
 
-    __slots__ = ("agent", "folder")
+    __slots__ = ("agent", "folder", "root")
 
-    def __init__(self, agent: str, folder: str) -> None:
+    def __init__(self, agent: str, folder: str, root: str) -> None:
         self.agent = agent
         self.folder = folder
+        self.root = root
 
     @property
     def index(self) -> str:
@@ -322,7 +385,7 @@ def agent_paths(config: Config, agent: str) -> AgentPaths:
             f"agent {agent!r} has no sessions folder under {config.agents_root}; "
             f"known agents: {', '.join(discover_agents(config)) or 'none'}"
         )
-    return AgentPaths(agent, folder)
+    return AgentPaths(agent, folder, config.agents_root)
 
 
 def discover_agents(config: Config) -> list[str]:
@@ -399,7 +462,49 @@ def _nested_field(entry: dict[str, Any], name: str, inner: str) -> Any:
     return value.get(inner) if isinstance(value, dict) else None
 
 
-_DECODER = json.JSONDecoder()
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (the gateway's JSON.parse rejects it)")
+
+
+def _finite_or_none(text: str) -> float | None:
+    """A JSON number as a float; one too large for a double (1e400) reads as null, as in Node."""
+    value = float(text)
+    return value if value - value == 0 else None
+
+
+# The one decoder for what the gateway and the skill write: strict JSON only (NaN and Infinity are
+# refused, as Node's JSON.parse refuses them), so that nothing read can print as non-JSON.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_or_none)
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse strict JSON; a document nested too deep for the parser is a ValueError too."""
+    try:
+        return _DECODER.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def gateway_json(value: Any, indent: int | None = None) -> str:
+    """JSON text as Node's JSON.stringify writes it: non-ASCII kept, lone surrogates escaped."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _open_regular(path: str, follow_symlinks: bool = True) -> int:
+    """Open a file for reading, refusing anything but a regular file without waiting on it.
+
+    O_NONBLOCK makes opening a FIFO return at once (a plain open would wait for a writer forever).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    descriptor = os.open(path, flags)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return descriptor
 
 
 class IndexDocument:
@@ -451,8 +556,8 @@ class IndexDocument:
         self.entries[key] = entry
         self.spans.pop(key, None)
         if value_text is None:
-            value_text = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        self.added[key] = (json.dumps(key, ensure_ascii=False), value_text)
+            value_text = gateway_json(entry, indent=2).replace("\n", "\n  ")
+        self.added[key] = (gateway_json(key), value_text)
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         """The index in the gateway's ``JSON.stringify(store, null, 2)`` layout, in pieces."""
@@ -487,7 +592,7 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
     gc.disable()  # a parse makes millions of objects and no cycles: the collector only slows it
     try:
         document = _scan_object(text)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         document = None
     finally:
         if collecting:
@@ -497,7 +602,7 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
     # The fast scanner refused it: let the standard parser say what is wrong, or, for valid JSON
     # it cannot splice (duplicate keys), fall back to re-serialising every entry.
     try:
-        parsed = json.loads(text)
+        parsed = loads_strict(text)
     except ValueError as error:
         raise StoreUnreadable(
             f"{path} is not valid JSON ({error}); it was left as it is. Repair it by hand or "
@@ -555,13 +660,13 @@ def _scan_object(text: str) -> IndexDocument | None:
 def _read_text(path: str) -> tuple[str, tuple[int, ...]] | None:
     """The file's text and signature, or None when it does not exist (an agent with no sessions)."""
     try:
-        with open(path, "rb") as handle:
+        with open(_open_regular(path), "rb") as handle:
             signature = _signature_of(os.fstat(handle.fileno()))
             raw = handle.read()
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise StoreUnreadable(f"cannot read {path}: {error.strerror}", path) from None
+        raise StoreUnreadable(f"cannot read {path}: {error.strerror}; it was left as it is", path) from None
     try:
         return raw.decode("utf-8"), signature
     except UnicodeDecodeError as error:
@@ -584,6 +689,11 @@ def file_signature(path: str) -> tuple[int, ...] | None:
 
 def read_index_document(paths: AgentPaths) -> IndexDocument:
     """Read an agent's index for a rewrite; a missing file is an empty index."""
+    if os.path.islink(paths.index) and not _is_inside(os.path.realpath(paths.index), paths.root):
+        raise StoreUnreadable(
+            f"{paths.index} is a symbolic link that leads outside the agents root; it is not followed",
+            paths.index,
+        )
     read = _read_text(paths.index)
     if read is None:
         return IndexDocument({})
@@ -644,13 +754,18 @@ def inspect_lock(
     lock lasts as long as its run, often minutes).
     """
     try:
-        with open(path, "rb") as handle:
+        with open(_open_regular(path, follow_symlinks=False), "rb") as handle:
             info = os.fstat(handle.fileno())
             raw = handle.read(4096)
     except FileNotFoundError:
         return None
     except OSError:
-        return LockHolder(None, None, stale=False)
+        # Not a regular file (a FIFO, a link) or unreadable: judged by its age, like unreadable content.
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        return LockHolder(None, None, stale=time.time() - info.st_mtime > stale_after)
     pid, created_at, created = _parse_lock_content(raw)
     if pid is None or created is None:
         return LockHolder(pid, created_at, stale=time.time() - info.st_mtime > stale_after)
@@ -661,8 +776,8 @@ def inspect_lock(
 
 def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | None]:
     try:
-        content = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        content = loads_strict(raw)
+    except ValueError:  # UnicodeDecodeError included
         return None, None, None
     if not isinstance(content, dict):
         return None, None, None
@@ -1285,17 +1400,23 @@ class BudgetSpent(HistoryUnavailable):
 
 
 class Mark:
-    """One status change for one session's history rows, made now or waiting in the outbox."""
+    """One status change for one session's history rows, made now or waiting in the outbox.
+
+    A deletion queues its marks before it changes the index (``txn`` names it, ``confirmed`` is
+    False) and confirms them once the index is written; see queue_marks.
+    """
 
     __slots__ = (
         "agent",
         "attempts",
+        "confirmed",
         "last_error",
         "outbox_id",
         "queued_at",
         "row_ids",
         "session_id",
         "status",
+        "txn",
     )
 
     def __init__(
@@ -1308,6 +1429,8 @@ class Mark:
         attempts: int = 0,
         queued_at: str | None = None,
         last_error: str | None = None,
+        txn: str | None = None,
+        confirmed: bool = True,
     ) -> None:
         self.session_id = session_id
         self.agent = agent
@@ -1317,6 +1440,8 @@ class Mark:
         self.attempts = attempts
         self.queued_at = queued_at
         self.last_error = last_error
+        self.txn = txn
+        self.confirmed = confirmed
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mark) and self.as_record() == other.as_record()
@@ -1331,19 +1456,47 @@ class Mark:
             "attempts": self.attempts,
             "queued_at": self.queued_at or _iso_utc(_utc_now()),
             "last_error": self.last_error,
+            "txn": self.txn,
+            "confirmed": self.confirmed,
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Mark:
+        """A mark from its outbox record; ValueError for a record of the wrong shape."""
+        fields = (
+            (record.get("session_id"), str, False),
+            (record.get("id"), str, False),
+            (record.get("agent"), str, True),
+            (record.get("queued_at"), str, True),
+            (record.get("last_error"), str, True),
+            (record.get("txn"), str, True),
+        )
+        row_ids = record.get("row_ids")
+        attempts = record.get("attempts", 0)
+        if (
+            any(
+                not isinstance(value, kind) and not (optional and value is None)
+                for value, kind, optional in fields
+            )
+            or record.get("status", "ended") not in ("ended", "active")
+            or not (
+                row_ids is None or (isinstance(row_ids, list) and all(isinstance(r, str) for r in row_ids))
+            )
+            or type(attempts) is not int
+            or type(record.get("confirmed", True)) is not bool
+        ):
+            raise ValueError("not a history mark")
         return cls(
-            str(record["session_id"]),
+            record["session_id"],
             record.get("agent"),
-            str(record.get("status", "ended")),
-            record.get("row_ids"),
-            str(record["id"]),
-            int(record.get("attempts", 0)),
+            record.get("status", "ended"),
+            row_ids,
+            record["id"],
+            attempts,
             record.get("queued_at"),
             record.get("last_error"),
+            record.get("txn"),
+            record.get("confirmed", True),
         )
 
 
@@ -1654,14 +1807,14 @@ def deliver_marks(
 def read_json_lines(path: str) -> list[dict[str, Any]]:
     """The objects of a JSON-lines log, oldest first; a line torn by a crash is skipped."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(_open_regular(path, follow_symlinks=False), "rb") as handle:
             lines = handle.readlines()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     records = []
     for line in lines:
         try:
-            record = json.loads(line)
+            record = loads_strict(line)
         except ValueError:
             continue
         if isinstance(record, dict):
@@ -1669,26 +1822,89 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def read_outbox(config: Config) -> list[Mark]:
-    """Marks waiting in the outbox, oldest first."""
-    marks = []
+# A deletion's marks wait unconfirmed in the outbox only while its call is between queuing them and
+# writing the index (at most the lock timeout). One left longer belongs to a call that died there:
+# the index then says whether its deletion happened.
+UNCONFIRMED_GRACE_SECONDS = 300.0
+
+
+def _read_outbox_records(config: Config) -> tuple[list[Mark], list[dict[str, Any]]]:
+    """The marks waiting in the outbox, oldest first, and the records that are no mark at all."""
+    marks, unreadable = [], []
     for record in read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)):
         try:
             marks.append(Mark.from_record(record))
         except (ValueError, KeyError, TypeError):
-            continue
-    return marks
+            unreadable.append(record)
+    return marks, unreadable
+
+
+def read_outbox(config: Config) -> list[Mark]:
+    """Marks waiting in the outbox, oldest first."""
+    return _read_outbox_records(config)[0]
 
 
 def _rewrite_outbox(config: Config, change: Callable[[list[Mark]], list[Mark]]) -> None:
-    """Re-read the outbox under its lock, change the list of marks, and write it back atomically."""
+    """Re-read the outbox under its lock, change the list of marks, and write it back atomically.
+
+    A record that is no mark (edited by hand, say) is moved to the abandoned file, not dropped.
+    """
     with _state_file_lock(config, HISTORY_OUTBOX_NAME):
         _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, HISTORY_OUTBOX_NAME))
-        marks = read_outbox(config)
+        marks, unreadable = _read_outbox_records(config)
         changed = change(list(marks))
-        if changed != marks:
-            data = "".join(json.dumps(m.as_record(), ensure_ascii=False) + "\n" for m in changed)
+        if unreadable:
+            moment = _iso_utc(_utc_now())
+            _append_lines(
+                _state_path(config, HISTORY_ABANDONED_NAME),
+                [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
+            )
+        if changed != marks or unreadable:
+            data = "".join(json.dumps(m.as_record()) + "\n" for m in changed)
             write_atomic(_state_path(config, HISTORY_OUTBOX_NAME), data.encode("utf-8"))
+
+
+def queue_marks(config: Config, marks: list[Mark]) -> None:
+    """Append a deletion's marks to the outbox, flushed, before its index is written.
+
+    So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
+    them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
+    """
+    moment = _iso_utc(_utc_now())
+    for mark in marks:
+        mark.outbox_id = mark.outbox_id or os.urandom(16).hex()
+        mark.queued_at = mark.queued_at or moment
+    try:
+        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
+            _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [m.as_record() for m in marks])
+    except OSError as error:
+        raise StoreWriteFailed(
+            f"cannot queue history marks in {config.state_dir}: {error.strerror or error}; nothing was "
+            "deleted (set SESSION_MANAGER_STATE_DIR to a writable folder)"
+        ) from None
+
+
+def confirm_marks(config: Config, txn: str, done: list[Mark]) -> None:
+    """After the index is written: confirm the marks of sessions it removed, drop the others.
+
+    A failure here is left for later: the marks stay unconfirmed and, past the grace, the index
+    decides (_pending_marks).
+    """
+
+    for mark in done:
+        mark.confirmed = True
+    done_ids = {mark.outbox_id for mark in done}
+
+    def change(queued: list[Mark]) -> list[Mark]:
+        kept = [mark for mark in queued if mark.txn != txn or mark.outbox_id in done_ids]
+        for mark in kept:
+            mark.confirmed = mark.confirmed or mark.txn == txn
+        return kept
+
+    try:
+        _rewrite_outbox(config, change)
+    except (OSError, SessionManagerError):
+        pass
 
 
 def _expired(mark: Mark, now: datetime) -> bool:
@@ -1707,6 +1923,72 @@ def _pending_row(mark: Mark) -> dict[str, Any]:
     }
 
 
+def _session_ids_in_index(config: Config, agent: str) -> set[str] | None:
+    """Every sessionId of an agent's index, or None when it cannot be read."""
+    try:
+        store = load_index(agent_paths(config, agent))
+    except SessionManagerError:
+        return None
+    return {_session_id_of(key, entry) for key, entry in store.items()}
+
+
+def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[Mark], list[Mark]]:
+    """Outbox marks to deliver now, and unconfirmed ones whose deletion never reached the index.
+
+    An unconfirmed mark within its grace belongs to a call still running, and is left alone.
+    """
+    deliver: list[Mark] = []
+    dropped: list[Mark] = []
+    unconfirmed: dict[str, list[Mark]] = {}
+    for mark in read_outbox(config):
+        if mark.outbox_id in own:
+            continue
+        if mark.confirmed or mark.agent is None:
+            deliver.append(mark)
+        elif now - (parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
+            unconfirmed.setdefault(mark.agent, []).append(mark)
+    for agent, marks in unconfirmed.items():
+        present = _session_ids_in_index(config, agent)
+        if present is None:
+            continue
+        for mark in marks:
+            took_effect = (mark.session_id in present) == (mark.status == "active")
+            (deliver if took_effect else dropped).append(mark)
+    return deliver, dropped
+
+
+def _settle_outbox(
+    queued: list[Mark], finished: set[str], requeue: list[Mark], now: datetime
+) -> tuple[list[Mark], list[Mark]]:
+    """The outbox after a delivery: (marks still waiting, marks given up on).
+
+    ``finished`` outbox ids leave it; ``requeue`` marks replace their queued copy or join it.
+    """
+    updates = {m.outbox_id: m for m in requeue if m.outbox_id}
+    kept = [updates.get(m.outbox_id or "", m) for m in queued if m.outbox_id not in finished]
+    present = {m.outbox_id for m in kept}
+    kept += [m for m in requeue if not m.outbox_id or m.outbox_id not in present]
+    for mark in kept:
+        mark.outbox_id = mark.outbox_id or os.urandom(16).hex()
+    return [m for m in kept if not _expired(m, now)], [m for m in kept if _expired(m, now)]
+
+
+@contextmanager
+def _delivery_turn(config: Config, report: HistoryReport) -> Iterator[bool]:
+    """Whether this call delivers the outbox: one call at a time, and none where it cannot be opened."""
+    try:
+        turn = _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", wait=False)
+        delivering = turn.__enter__()
+    except OSError as error:
+        report.configuration_error = f"cannot open the history outbox in {config.state_dir}: {error.strerror}"
+        yield False
+        return
+    try:
+        yield delivering
+    finally:
+        turn.__exit__(None, None, None)
+
+
 def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = True) -> HistoryReport:
     """Deliver this call's marks, then any waiting in the outbox, within one time budget.
 
@@ -1716,20 +1998,30 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
     """
     report = HistoryReport()
     deadline = time.monotonic() + config.history_budget
-    own_ids = {mark.session_id for mark in marks}
     if not marks and not include_pending:
         return report
-    with _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", wait=False) as delivering:
+    own_ids = {mark.session_id for mark in marks}
+    own_queued = {mark.outbox_id for mark in marks if mark.outbox_id}
+    now = _utc_now()
+    with _delivery_turn(config, report) as delivering:
         pending: list[Mark] = []
+        dropped: list[Mark] = []
         report.outbox_busy = include_pending and not delivering
         if include_pending and delivering:
             # A newer mark of the same session supersedes what waits in the outbox.
-            _rewrite_outbox(config, lambda queued: [m for m in queued if m.session_id not in own_ids])
-            pending = read_outbox(config)
+            _rewrite_outbox(
+                config,
+                lambda queued: [
+                    m for m in queued if m.session_id not in own_ids or m.outbox_id in own_queued
+                ],
+            )
+            pending, dropped = _pending_marks(config, now, own_queued)
         batch = marks + pending
         results = deliver_marks(config, batch, deadline) if batch else {}
-        now = _utc_now()
-        delivered_ids: set[str] = set()
+        finished = {str(m.outbox_id) for m in dropped}
+        report.delivered += [
+            {**_pending_row(m), "outcome": "dropped: its deletion never happened"} for m in dropped
+        ]
         requeue: list[Mark] = []
         for index, mark in enumerate(batch):
             result = results.get(index)
@@ -1738,45 +2030,37 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
                 if own:
                     report.outcomes[mark.session_id] = result
                 else:
-                    delivered_ids.add(str(mark.outbox_id))
                     report.delivered.append({**_pending_row(mark), "outcome": result.status})
+                if mark.outbox_id:
+                    finished.add(mark.outbox_id)
                 continue
             reason = str(result) if result is not None else "not attempted"
             if isinstance(result, HistoryRefused):
                 report.configuration_error = reason
             mark.attempts += 1
             mark.last_error = reason
+            mark.queued_at = mark.queued_at or _iso_utc(now)
             if own:
-                mark.queued_at = _iso_utc(now)
                 report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, tuple(mark.row_ids or ()))
             requeue.append(mark)
 
         def settle(queued: list[Mark]) -> list[Mark]:
-            updates = {m.outbox_id: m for m in requeue if m.outbox_id}
-            kept = []
-            for mark in queued:
-                if mark.outbox_id in delivered_ids:
-                    continue
-                kept.append(updates.get(mark.outbox_id or "", mark))
-            kept += [m for m in requeue if not m.outbox_id]
-            for mark in kept:
-                mark.outbox_id = mark.outbox_id or os.urandom(16).hex()
-            abandoned = [m for m in kept if _expired(m, now)]
+            kept, abandoned = _settle_outbox(queued, finished, requeue, now)
             if abandoned:
                 _append_lines(
                     _state_path(config, HISTORY_ABANDONED_NAME),
                     [{**m.as_record(), "abandoned_at": _iso_utc(now)} for m in abandoned],
                 )
                 report.gave_up += [_pending_row(m) for m in abandoned]
-            return [m for m in kept if not _expired(m, now)]
+            return kept
 
-        if requeue or delivered_ids:
+        if requeue or finished:
             try:
                 _rewrite_outbox(config, settle)
-            except OSError as error:
+            except (OSError, SessionManagerError) as error:
                 report.configuration_error = (
                     f"could not record undelivered history marks in {config.state_dir}: "
-                    f"{error.strerror or error}"
+                    f"{getattr(error, 'strerror', None) or error}"
                 )
         report.still_pending = [_pending_row(m) for m in read_outbox(config)]
     return report
@@ -1795,29 +2079,51 @@ def _state_path(config: Config, name: str) -> str:
     return os.path.join(config.state_dir, name)
 
 
+def _open_state_file(path: str, flags: int) -> int:
+    """Open (creating) one of the skill's own files; anything but a regular file is refused at once."""
+    descriptor = os.open(path, flags | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return descriptor
+
+
 @contextmanager
 def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[bool]:
     """Serialise the skill's own processes on one of its state files (the gateway never reads them).
 
     Yields True once held; with ``wait=False``, yields False at once when another process holds it.
+    A wait lasts at most SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
     """
     import fcntl
 
     # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
-    descriptor = os.open(_state_path(config, name + ".flock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    path = _state_path(config, name + ".flock")
+    descriptor = _open_state_file(path, os.O_WRONLY)
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        deadline = time.monotonic() + config.lock_timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{path} is held by another session manager call; gave up after "
+                        f"{config.lock_timeout:g} s. Try again shortly",
+                        path,
+                    ) from None
+                time.sleep(LOCK_RETRY_STEP_SECONDS)
         yield True
     finally:
         os.close(descriptor)
 
 
 def _append_lines(path: str, records: list[dict[str, Any]], sync: bool = True) -> None:
-    _append_pieces(path, [json.dumps(record, ensure_ascii=False) for record in records], sync, separate=True)
+    _append_pieces(path, [json.dumps(record) for record in records], sync, separate=True)
 
 
 def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool = False) -> None:
@@ -1825,7 +2131,7 @@ def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool 
 
     A line torn by a crash is closed with a newline first, so that it never swallows the next one.
     """
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    descriptor = _open_state_file(path, os.O_RDWR | os.O_APPEND)
     try:
         size = os.fstat(descriptor).st_size
         if size and os.pread(descriptor, 1, size - 1) != b"\n":
@@ -1854,7 +2160,7 @@ def _write_all(descriptor: int, data: bytes) -> None:
 def append_audit(config: Config, records: list[dict[str, Any]], sync: bool = False) -> None:
     """Append records to the audit log; ``sync`` flushes them (and all before) to disk."""
     if records:
-        pieces = [json.dumps(record, ensure_ascii=False) for record in records]
+        pieces = [json.dumps(record) for record in records]
         append_audit_stream(config, pieces, sync, separate=True)
 
 
@@ -1887,7 +2193,7 @@ def trim_audit(config: Config, older_than: datetime) -> int:
         }
         kept = [record for record in records if record.get("txn") not in expired]
         if len(kept) < len(records):
-            data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept)
+            data = "".join(json.dumps(record) + "\n" for record in kept)
             write_atomic(path, data.encode("utf-8"))
     return len(records) - len(kept)
 
@@ -1956,7 +2262,8 @@ def recorded_deletions(config: Config) -> list[Deletion]:
                 deletion.transcripts.update(part.get("transcripts", {}))
             elif event == "restored":
                 deletion.restored = True
-    return [deletion for deletion in deletions.values() if deletion.committed]
+    # A commit that removed nothing (a delete that lost a race) is no deletion to list or restore.
+    return [d for d in deletions.values() if d.committed and (d.keys or d.transcripts)]
 
 
 # --- Deleting -----------------------------------------------------------------------------------
@@ -1965,10 +2272,11 @@ def recorded_deletions(config: Config) -> list[Deletion]:
 class Removal:
     """What one deletion did to one session on the filesystem."""
 
-    __slots__ = ("archived", "errors", "kept_transcripts", "removed_keys", "session", "skipped")
+    __slots__ = ("archived", "errors", "kept_transcripts", "mark", "removed_keys", "session", "skipped")
 
     def __init__(self, session: Session, removed_keys: list[str] | None = None) -> None:
         self.session = session
+        self.mark = Mark(session.session_id, session.agent)
         self.removed_keys: list[str] = removed_keys or []
         self.archived: dict[str, str] = {}
         self.kept_transcripts: list[str] = []
@@ -1999,7 +2307,7 @@ def _entry_text(document: IndexDocument | None, key: str, entry: Any) -> str:
     """An entry's exact text in the index (for the audit log), or the gateway's layout of it."""
     if document is not None and (key in document.spans or key in document.added):
         return document.value_text(key)
-    return json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    return gateway_json(entry, indent=2).replace("\n", "\n  ")
 
 
 def _intent_pieces(
@@ -2009,11 +2317,11 @@ def _intent_pieces(
     fingerprints: dict[str, int],
 ) -> Iterator[str]:
     """The intent record, one session at a time, so a large prune never holds it whole."""
-    yield json.dumps({**header, "event": "intent"}, ensure_ascii=False)[:-1] + ', "sessions": {'
+    yield json.dumps({**header, "event": "intent"})[:-1] + ', "sessions": {'
     for number, session in enumerate(planned):
         texts = {key: _entry_text(document, key, session.entries[key]) for key in session.keys}
         fingerprints.update((key, hash(text)) for key, text in texts.items())
-        part = json.dumps({"entries": texts, "transcripts": session.transcripts}, ensure_ascii=False)
+        part = json.dumps({"entries": texts, "transcripts": session.transcripts})
         yield ("" if number == 0 else ", ") + json.dumps(session.session_id) + ": " + part
     yield "}}"
 
@@ -2051,6 +2359,9 @@ def remove_sessions(
     append_audit_stream(config, _intent_pieces(header, planned, view.document, fingerprints))
     _release_parsed_entries(view, planned)
     removals = [Removal(session) for session in planned]
+    for removal in removals:
+        removal.mark.txn, removal.mark.confirmed = txn, False
+    queue_marks(config, [removal.mark for removal in removals])
 
     def change(document: IndexDocument) -> IndexDocument:
         # The same parse as planned (the file is provably unchanged): nothing can have moved.
@@ -2059,6 +2370,9 @@ def remove_sessions(
         committed: dict[str, Any] = {}
         for removal in removals:
             fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
+            if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
+                removal.skipped = "already gone"
+                continue
             if recheck is not None:
                 recheck(fresh)
             amended: dict[str, str] = {}
@@ -2066,7 +2380,7 @@ def remove_sessions(
                 texts = {key: document.value_text(key) for key in fresh.keys}
                 amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
                 if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
-                    removal.skipped = "changed since it was read" if fresh.keys else "already gone"
+                    removal.skipped = "changed since it was read"
                     continue
             committed[fresh.session_id] = {"keys": fresh.keys, "entries": amended}
             removal.removed_keys = list(fresh.keys)
@@ -2081,8 +2395,10 @@ def remove_sessions(
     try:
         written: IndexDocument = rewrite_index(paths, config, change, earlier=view.document)
     except SessionManagerError:
+        confirm_marks(config, txn, [])
         append_audit(config, [{**header, "event": "abort", "sessions": {}}])
         raise
+    confirm_marks(config, txn, [removal.mark for removal in removals if removal.removed_keys])
     still_referenced = referenced_transcripts(paths, written.entries, view.listing)
     archived: dict[str, Any] = {}
     for removal in removals:
@@ -2338,11 +2654,7 @@ def prune_sessions(
             }
             for text in removal.errors
         ]
-    report = (
-        HistoryReport()
-        if dry_run
-        else mark_history(config, [Mark(r.session.session_id, r.session.agent) for r in done])
-    )
+    report = HistoryReport() if dry_run else mark_history(config, [r.mark for r in done])
     return report.annotate(
         {
             "total_sessions": total,
@@ -2365,10 +2677,54 @@ def prune_sessions(
     )
 
 
+class Leftovers(NamedTuple):
+    """Transcripts named after a session that no index holds: those free to archive, and those kept."""
+
+    paths: AgentPaths
+    free: list[str]
+    kept: dict[str, str]
+
+
+def _leftover_transcripts(config: Config, view: AgentView, session_id: str) -> Leftovers:
+    """``<id>.jsonl`` and ``<id>-topic-*.jsonl`` files of a session absent from the index.
+
+    The rule of every path that archives: a transcript that any key still points to (by sessionFile
+    or by its sessionId), that a live run holds, or that belongs to the running conversation is kept.
+    """
+    leftover = Session(view.paths.agent, session_id, [], {})
+    attach_transcripts(view.paths, {session_id: leftover}, view.listing)
+    referenced = referenced_transcripts(view.paths, view.store, view.listing)
+    result = Leftovers(view.paths, [], {})
+    for name in leftover.transcripts:
+        reason = _transcript_protection(config, view.paths, view.listing, referenced, name)
+        if reason:
+            result.kept[name] = reason
+        else:
+            result.free.append(name)
+    return result
+
+
+def _transcript_protection(
+    config: Config, paths: AgentPaths, listing: FolderListing, referenced: set[str], name: str
+) -> str | None:
+    """Why a transcript that no deleted key owns must stay where it is, or None."""
+    owner = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
+    if config.running_session_id and owner == config.running_session_id:
+        return "running_conversation"
+    if name in referenced:
+        return "referenced_by_a_key"
+    if name in listing.locks and transcript_lock_held(paths, name):
+        return "transcript_locked"
+    return None
+
+
 def _find_session(
     config: Config, reference: str, agent: str | None
-) -> tuple[AgentView | None, Session | None, list[AgentPaths]]:
-    """Find a session by sessionId or key, reading as few indexes as possible."""
+) -> tuple[AgentView | None, Session | None, list[Leftovers]]:
+    """Find a session by sessionId or key, reading as few indexes as possible.
+
+    When no index holds it, the transcripts it may have left are returned instead (per agent).
+    """
     is_key = reference == "global" or reference.startswith("agent:")
     owner = reference.split(":")[1] if reference.startswith("agent:") else None
     if agent is None and owner is not None and owner in discover_agents(config):
@@ -2383,6 +2739,7 @@ def _find_session(
         }
         scope.sort(key=lambda p: p.agent not in holds_transcript)
     found: list[tuple[AgentView, Session]] = []
+    leftovers: list[Leftovers] = []
     for paths in scope:
         view = read_agent(config, paths, for_change=True)
         if is_key:
@@ -2394,12 +2751,14 @@ def _find_session(
             found.append((view, session))
             if len(scope) == 1 or paths.agent in holds_transcript:
                 break
+        elif not is_key and SESSION_ID_PATTERN.match(reference) and not view.newer_store:
+            leftovers.append(_leftover_transcripts(config, view, reference))
     if len(found) > 1:
         names = ", ".join(view.paths.agent for view, _ in found)
         raise InvalidArgument(f'session {reference!r} exists in agents {names}; pass "agent" to choose one')
     if found:
-        return found[0][0], found[0][1], scope
-    return None, None, scope
+        return found[0][0], found[0][1], []
+    return None, None, leftovers
 
 
 def _refuse_protected(config: Config, session: Session, force: bool) -> None:
@@ -2428,9 +2787,14 @@ def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) 
     _check_flag("dry_run", dry_run)
     _check_flag("force", force)
     config = Config.from_environment()
-    view, session, scope = _find_session(config, reference, agent)
+    if reference == config.running_session_id:
+        raise ProtectedSession(
+            f"session {reference} is the conversation running this skill (ARIA_SESSION_ID); "
+            "it cannot be deleted, not even with force"
+        )
+    view, session, leftovers = _find_session(config, reference, agent)
     if view is None or session is None:
-        return _delete_missing(config, reference, scope, dry_run)
+        return _delete_missing(config, reference, leftovers, dry_run)
     _refuse_protected(config, session, force)
     if dry_run:
         removal = _dry_run_removal(session)
@@ -2443,11 +2807,15 @@ def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) 
         (removal,) = remove_sessions(
             config, view, [session], reason, only_if_unchanged=False, recheck=recheck
         )
-    report = HistoryReport() if dry_run else mark_history(config, [Mark(session.session_id, session.agent)])
+    report = (
+        HistoryReport() if dry_run else mark_history(config, [removal.mark] if removal.removed_keys else [])
+    )
     outcome = report.outcomes.get(session.session_id)
     archived = bool(removal.archived)
     history_text = "history not touched (dry run)" if dry_run else _history_phrase(outcome)
     verb = "would be removed" if dry_run else "removed"
+    if removal.skipped:
+        verb = "was removed by another call in the meantime; nothing more was removed"
     return report.annotate(
         {
             "deleted": session.session_id,
@@ -2482,29 +2850,33 @@ def _history_phrase(outcome: HistoryOutcome | None) -> str:
     return f"PG mark failed ({outcome.reason})"
 
 
-def _delete_missing(config: Config, reference: str, scope: list[AgentPaths], dry_run: bool) -> dict[str, Any]:
-    """A session no index holds: archive any transcript it left, and still mark its history ended."""
+def _delete_missing(
+    config: Config, reference: str, leftovers: list[Leftovers], dry_run: bool
+) -> dict[str, Any]:
+    """A session no index holds: archive the transcripts it left that nothing else claims (see
+    _leftover_transcripts), and still mark its history ended."""
     archived: dict[str, str] = {}
-    if SESSION_ID_PATTERN.match(reference) and not dry_run:
-        for paths in scope:
-            if _uses_newer_store(config, paths):
-                continue
-            listing = list_folder(paths)
-            leftover = Session(paths.agent, reference, [], {})
-            attach_transcripts(paths, {reference: leftover}, listing)
-            unlocked = [n for n in leftover.transcripts if not transcript_lock_held(paths, n)]
-            moment = _utc_now()
-            for name in unlocked:
+    would_archive = [name for found in leftovers for name in found.free]
+    kept = [
+        {"agent": found.paths.agent, "file": n, "reason": r}
+        for found in leftovers
+        for n, r in found.kept.items()
+    ]
+    if not dry_run:
+        moment = _utc_now()
+        for found in leftovers:
+            made: dict[str, str] = {}
+            for name in found.free:
                 try:
-                    archived[name] = archive_transcript(paths, name, moment)
+                    made[name] = archive_transcript(found.paths, name, moment)
                 except FileNotFoundError:
                     pass
-            record_late_archives(
-                config, paths.agent, {n: archived[n] for n in unlocked if n in archived}, "leftover"
-            )
+            record_late_archives(config, found.paths.agent, made, "leftover")
+            archived.update(made)
     is_id = not (reference == "global" or reference.startswith("agent:"))
     report = mark_history(config, [Mark(reference, None)]) if is_id and not dry_run else HistoryReport()
     outcome = report.outcomes.get(reference)
+    count = len(would_archive) if dry_run else len(archived)
     return report.annotate(
         {
             "deleted": reference,
@@ -2512,15 +2884,16 @@ def _delete_missing(config: Config, reference: str, scope: list[AgentPaths], dry
             "transcript_archived": bool(archived),
             "pg_status_updated": bool(outcome and outcome.updated),
             "message": (
-                f"Session {reference} is not in any index (already removed); "
-                f"{len(archived)} leftover transcripts archived, "
-                + ("nothing changed (dry run)" if dry_run else _history_phrase(outcome))
+                f"Session {reference} is not in any index (already removed); {count} leftover transcripts "
+                + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
+                + ("" if dry_run else _history_phrase(outcome))
+                + (f"; {len(kept)} kept (a key or a live run still uses them)" if kept else "")
             ),
             "agentId": None,
             "dry_run": dry_run,
             "archived_files": archived,
-            "would_archive": [],
-            "kept_transcripts": [],
+            "would_archive": would_archive if dry_run else [],
+            "kept_transcripts": kept,
             "history": outcome.as_dict() if outcome else None,
             "errors": [],
         }
@@ -2591,7 +2964,7 @@ def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
     """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
     of the index holds it (READ_FIELDS)."""
     text = deletion.entries.get(key)
-    entry = json.loads(text) if isinstance(text, str) else text
+    entry = loads_strict(text) if isinstance(text, str) else text
     return project_entry(entry) if light and isinstance(entry, dict) else entry
 
 
@@ -2731,10 +3104,7 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
             result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
             continue
         try:
-            removed += [
-                Mark(session_id, view.paths.agent)
-                for session_id in _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
-            ]
+            removed += _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
         except SessionManagerError as error:
             errors.append(_error_record(error, agent=view.paths.agent))
     if not dry_run:
@@ -2760,7 +3130,7 @@ def _cleanup_agent(
     dry_run: bool,
     retention_days: float,
     result: dict[str, Any],
-) -> list[str]:
+) -> list[Mark]:
     paths, listing = view.paths, view.listing
     holder = inspect_lock(paths.index_lock)
     if holder is not None and holder.stale:
@@ -2783,8 +3153,8 @@ def _cleanup_agent(
                 os.unlink(paths.file(name))
             archived[name] = twin
             result["archived_orphans"].append({"agent": paths.agent, "file": name, "archive": twin})
-        elif name in listing.locks and transcript_lock_held(paths, name):
-            result["skipped"].append({"agent": paths.agent, "file": name, "reason": "transcript_locked"})
+        elif reason := _transcript_protection(config, paths, listing, referenced, name):
+            result["skipped"].append({"agent": paths.agent, "file": name, "reason": reason})
         elif time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
             result["skipped"].append({"agent": paths.agent, "file": name, "reason": "recently_modified"})
         else:
@@ -2800,11 +3170,11 @@ def _cleanup_agent(
         for session in view.sessions.values()
         if not session.transcripts and not session.protected and session.is_stale(now, config.stale_minutes)
     ]
-    removed: list[str] = []
+    removed: list[Mark] = []
     if missing and not dry_run:
         for removal in remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True):
             if removal.removed_keys:
-                removed.append(removal.session.session_id)
+                removed.append(removal.mark)
                 result["removed_keys"].append(
                     {"agent": paths.agent, "id": removal.session.session_id, "keys": removal.removed_keys}
                 )

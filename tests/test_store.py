@@ -54,7 +54,7 @@ def light(store: dict[str, Any]) -> dict[str, Any]:
 def paths_for(tmp_path: Path) -> sm.AgentPaths:
     folder = tmp_path / "sessions"
     folder.mkdir(exist_ok=True)
-    return sm.AgentPaths("main", str(folder))
+    return sm.AgentPaths("main", str(folder), str(folder.parent.parent))
 
 
 @pytest.mark.skipif(
