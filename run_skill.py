@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import os
 import re
 import signal
 import sys
@@ -26,6 +27,7 @@ DEFAULT_NOTES = {
     "session_type": "all types",
 }
 REQUIRED = object()
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?[ \t]*```\s*$", re.DOTALL)
 
 
@@ -53,14 +55,33 @@ def parse_arguments(raw: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise UsageError(
-            f'the arguments are not valid JSON ({error}); pass an object such as \'{{"agent": "main"}}\'',
+            f'the arguments are not valid JSON ({reason}); pass an object such as \'{{"agent": "main"}}\'',
             "invalid_json",
         ) from None
     if not isinstance(value, dict):
         raise UsageError('the arguments must be a JSON object such as \'{"agent": "main"}\'', "invalid_json")
+    _refuse_unpaired_surrogates(value)
     return value
+
+
+def _refuse_unpaired_surrogates(value: Any) -> None:
+    """Strings must be Unicode text: an escape such as "\\ud83d" alone names no character."""
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, dict):
+            waiting += item.keys()
+            waiting += item.values()
+        elif isinstance(item, list):
+            waiting += item
+        elif isinstance(item, str) and _SURROGATE.search(item):
+            raise UsageError(
+                "an argument holds an unpaired surrogate escape (half of an emoji?); send whole characters",
+                "invalid_argument",
+            )
 
 
 def parameters(function: Callable[..., Any]) -> list[tuple[str, Any]]:
@@ -95,24 +116,69 @@ def check_argument_names(name: str, function: Callable[..., Any], arguments: dic
         )
 
 
-def describe_functions(skill: str, module: ModuleType) -> str:
+_TYPE_WORDS = {"str": "string", "float": "number", "int": "integer", "bool": "true or false", "None": "null"}
+
+
+def _argument_type(function: Callable[..., Any], parameter: str) -> str:
+    """An argument's type in words, from the function's annotation ("str | None": string or null)."""
+    annotation = str(function.__annotations__.get(parameter, "any"))
+    return " or ".join(_TYPE_WORDS.get(part.strip(), part.strip()) for part in annotation.split("|"))
+
+
+def _argument_lines(function: Callable[..., Any]) -> list[str]:
+    lines = []
+    for parameter, default in parameters(function):
+        kind = _argument_type(function, parameter)
+        if default is REQUIRED:
+            lines.append(f"      {parameter}: {kind}, required")
+        else:
+            shown = DEFAULT_NOTES.get(parameter) if default is None else None
+            lines.append(f"      {parameter}: {kind}, default {shown or json.dumps(default)}")
+    return lines or ["      (no arguments)"]
+
+
+def _environment_lines(module: ModuleType) -> list[str]:
+    variables: dict[str, str] = getattr(module, "ENVIRONMENT", {})
+    return ["environment:"] + [f"  {name}: {meaning}" for name, meaning in variables.items()]
+
+
+def describe_functions(prefix: str, module: ModuleType) -> str:
     """Help text: each function with its arguments, defaults and first docstring line."""
-    lines = [f"usage: run_skill.py {skill} <function> '<json args>'", "", "functions:"]
+    lines = [
+        f"usage: {prefix} <function> '<json args>'",
+        f"       {prefix} <function> --help",
+        "",
+        "functions:",
+    ]
     for name, function in module.FUNCTIONS.items():
         lines.append(f"  {name}")
         summary = (function.__doc__ or "").strip().splitlines()[0]
         lines.append(f"      {summary}")
-        for parameter, default in parameters(function):
-            if default is REQUIRED:
-                lines.append(f"      {parameter} (required)")
-            else:
-                shown = DEFAULT_NOTES.get(parameter) if default is None else None
-                lines.append(f"      {parameter} (default: {shown or json.dumps(default)})")
+        lines += _argument_lines(function)
     lines += [
         "",
         "The JSON may be omitted ({}), given as '-' to read it from stdin, or wrapped in a",
-        "Markdown code fence. Environment: ARIA_AGENTS_DIR, ARIA_API_URL, ARIA_API_KEY,",
-        "ARIA_SESSION_ID, SESSION_STALE_MINUTES.",
+        "Markdown code fence.",
+        "",
+        *_environment_lines(module),
+    ]
+    return "\n".join(lines)
+
+
+def describe_function(prefix: str, module: ModuleType, name: str) -> str:
+    """One function's help: what it does, its arguments, an example call and its answer's keys."""
+    function = module.FUNCTIONS[name]
+    example, answer = getattr(module, "HELP", {}).get(name, ("{}", ()))
+    lines = [f"usage: {prefix} {name} '<json args>'", ""]
+    lines += [line.strip() for line in (function.__doc__ or "").strip().splitlines()]
+    lines += ["", "arguments:", *_argument_lines(function), "", "example:", f"  {prefix} {name} '{example}'"]
+    if answer:
+        lines += ["", "answer keys:", f"  {', '.join(answer)}"]
+    lines += [
+        "",
+        'errors: {"error", "error_type"}, exit 2 for a mistake in the call, 1 for a failure of the world.',
+        "",
+        *_environment_lines(module),
     ]
     return "\n".join(lines)
 
@@ -128,10 +194,45 @@ def general_help() -> str:
     )
 
 
+SECRET_VARIABLES = ("ARIA_API_KEY", "OPENCLAW_GATEWAY_TOKEN")
+
+
+def _redact(text: str) -> str:
+    """Remove the deployment's secrets from text bound for stdout, whatever put them there."""
+    for name in SECRET_VARIABLES:
+        secret = os.environ.get(name, "").strip()
+        if len(secret) >= 4 and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every number that JSON cannot hold (NaN, Infinity) as null, as Node does."""
+    if isinstance(value, float) and value - value != 0:
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _emit(document: dict[str, Any]) -> None:
+    """Print one strict JSON document as UTF-8: no NaN, no unpaired surrogate, no secret."""
     try:
-        sys.stdout.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(document), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = _redact(_SURROGATE.sub("\ufffd", text)) + "\n"
+    try:
+        binary = getattr(sys.stdout, "buffer", None)
+        if binary is not None:
+            sys.stdout.flush()
+            binary.write(text.encode("utf-8"))
+            binary.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
     except BrokenPipeError:
         pass
 
@@ -158,14 +259,35 @@ def _load_skill(skill: str) -> ModuleType:
     return importlib.import_module(skill)
 
 
-def run(argv: list[str]) -> int:
-    """Parse the command line, call the function, print its JSON; return the exit code."""
-    if not argv or argv[0] in ("-h", "--help"):
+def _usage_error(message: str, usage: str) -> UsageError:
+    """A command line that names too little: the usage goes to stderr, the error to stdout."""
+    print(usage, file=sys.stderr)
+    return UsageError(message, "invalid_argument")
+
+
+def run(argv: list[str], prefix: str | None = None) -> int:
+    """Parse the command line, call the function, print its JSON; return the exit code.
+
+    ``prefix`` is how the user calls a skill's functions (``aria-sessions``); by default
+    ``run_skill.py <skill>``.
+    """
+    if argv in (["-h"], ["--help"]):
         print(general_help())
         return 0
+    if not argv:
+        raise _usage_error(
+            f"name a skill and a function, for example: run_skill.py {SKILLS[0]} list_sessions '{{}}'",
+            general_help(),
+        )
     module = _load_skill(argv[0])
-    if len(argv) == 1 or argv[1] in ("-h", "--help"):
-        print(describe_functions(argv[0], module))
+    prefix = prefix or f"run_skill.py {argv[0]}"
+    if len(argv) == 1:
+        raise _usage_error(
+            f"name a function after the skill: one of {', '.join(module.FUNCTIONS)}",
+            describe_functions(prefix, module),
+        )
+    if argv[1] in ("-h", "--help"):
+        print(describe_functions(prefix, module))
         return 0
     name = argv[1]
     function = module.FUNCTIONS.get(name)
@@ -173,6 +295,9 @@ def run(argv: list[str]) -> int:
         raise UsageError(
             f"unknown function {name!r}; available: {', '.join(module.FUNCTIONS)}", "unknown_function"
         )
+    if len(argv) == 3 and argv[2] in ("-h", "--help"):
+        print(describe_function(prefix, module, name))
+        return 0
     if len(argv) > 3:
         raise UsageError(
             "too many arguments: pass one JSON object, quoted as a single word", "invalid_argument"
@@ -190,36 +315,58 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _check_text(argv: list[str]) -> list[str]:
+    """Refuse command-line words that are not UTF-8 (Python keeps their bytes as lone surrogates)."""
+    for position, word in enumerate(argv, start=1):
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(
+                f"word {position} of the command line is not UTF-8 text; send the arguments as UTF-8 JSON",
+                "invalid_argument",
+            ) from None
+    return argv
+
+
+def main(argv: list[str] | None = None, prefix: str | None = None) -> int:
     """Entry point: never lets a traceback reach the agent."""
     # A call lives for a second or two and makes no cycles worth collecting, while a large index
     # is millions of live objects that every full collection would walk again: about 20% of a
     # 100,000-session listing.
     gc.disable()
     _install_signal_handlers()
+    after_signal = (
+        "the lock was released and the index left whole; the history marks of anything deleted "
+        "wait in the outbox (sync_pending delivers them)"
+    )
     try:
-        return run(list(sys.argv[1:] if argv is None else argv))
+        return run(_check_text(list(sys.argv[1:] if argv is None else argv)), prefix)
     except UsageError as error:
         return _error(str(error), error.error_type, CALLER_MISTAKE)
     except Terminated as stop:
         return _error(
-            f"interrupted by signal {stop.signal_number}; the lock was released and the index left whole",
+            f"interrupted by signal {stop.signal_number}; {after_signal}",
             "interrupted",
             128 + stop.signal_number,
         )
     except KeyboardInterrupt:
-        return _error("interrupted; the lock was released and the index left whole", "interrupted", 130)
+        return _error(f"interrupted; {after_signal}", "interrupted", 130)
     except OSError as error:
         return _error(
             f"{error.strerror or error}: {error.filename or ''}".strip(": "), "os_error", WORLD_FAILURE
         )
     except Exception as error:
-        return _error(f"internal error: {type(error).__name__}: {error}", "internal_error", WORLD_FAILURE)
+        return _error(
+            f"internal error: {type(error).__name__}: {error}. Nothing is left half-done (every change is "
+            "recorded in the audit log before it is made); report this with the command that caused it",
+            "internal_error",
+            WORLD_FAILURE,
+        )
 
 
 def console_main() -> None:
     """The ``aria-sessions`` command: the session manager without the skill name."""
-    sys.exit(main(["session_manager", *sys.argv[1:]]))
+    sys.exit(main(["session_manager", *sys.argv[1:]], prefix="aria-sessions"))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any, NamedTuple
 
 INDEX_NAME = "sessions.json"
@@ -1277,22 +1278,28 @@ def read_agent(config: Config, paths: AgentPaths, for_change: bool = False) -> A
 
 
 def each_agent(
-    config: Config, agent: str | None, errors: list[dict[str, Any]], for_change: bool = False
+    config: Config,
+    agent: str | None,
+    errors: list[dict[str, Any]],
+    for_change: bool = False,
+    hold: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> Iterator[AgentView]:
     """The selected agents, read one at a time so that only one index is in memory at once.
 
     An unreadable index is added to ``errors``, and is fatal only when that agent was named.
+    ``hold``, given an agent id, is a lock held from before the read until the next agent.
     """
     for paths in _selected_agents(config, agent):
-        try:
-            view = read_agent(config, paths, for_change)
-        except StoreUnreadable as error:
-            if agent is not None:
-                raise
-            errors.append(_error_record(error, agent=paths.agent))
-            continue
-        yield view
-        del view
+        with hold(paths.agent) if hold is not None else nullcontext():
+            try:
+                view = read_agent(config, paths, for_change)
+            except StoreUnreadable as error:
+                if agent is not None:
+                    raise
+                errors.append(_error_record(error, agent=paths.agent))
+                continue
+            yield view
+            del view
 
 
 def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
@@ -2980,16 +2987,17 @@ def _latest_deletion(config: Config, reference: str) -> Deletion:
     )
 
 
-def restore_session(session_id: str) -> dict[str, Any]:
-    """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
-    reference = _check_session_reference(session_id)
-    config = Config.from_environment()
-    deletion = _latest_deletion(config, reference)
-    paths = agent_paths(config, deletion.agent)
-    _refuse_if_not_live(config, paths)
-    restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
-    present = load_index(paths)
-    _refuse_restore_conflicts(paths, deletion, restorable, present)
+def _transcripts_turn(config: Config, agent: str) -> AbstractContextManager[bool]:
+    """The skill's own lock on an agent's transcripts: a restore renames archives back before its
+    keys return, and an orphan cleanup in between would take them for orphans."""
+    return _state_file_lock(config, f"agent-{agent}.transcripts")
+
+
+def _restore_files_and_keys(
+    config: Config, paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any]
+) -> tuple[dict[str, str], list[str]]:
+    """Rename the archives back, then put the keys back under the gateway's lock; undo the renames
+    if the keys cannot return."""
     renamed, missing = _rename_archives_back(paths, deletion)
 
     def change(document: IndexDocument) -> None:
@@ -3010,6 +3018,21 @@ def restore_session(session_id: str) -> dict[str, Any]:
         for original, archive in renamed.items():
             _rename_without_overwrite(paths.file(original), paths.file(archive))
         raise
+    return renamed, missing
+
+
+def restore_session(session_id: str) -> dict[str, Any]:
+    """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
+    reference = _check_session_reference(session_id)
+    config = Config.from_environment()
+    deletion = _latest_deletion(config, reference)
+    paths = agent_paths(config, deletion.agent)
+    _refuse_if_not_live(config, paths)
+    restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
+    present = load_index(paths)
+    _refuse_restore_conflicts(paths, deletion, restorable, present)
+    with _transcripts_turn(config, paths.agent):
+        renamed, missing = _restore_files_and_keys(config, paths, deletion, restorable)
     append_audit(
         config,
         [
@@ -3099,7 +3122,8 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
         "errors": errors,
     }
     removed: list[Mark] = []
-    for view in each_agent(config, None, errors, for_change=not dry_run):
+    hold = None if dry_run else partial(_transcripts_turn, config)
+    for view in each_agent(config, None, errors, for_change=not dry_run, hold=hold):
         if view.newer_store:
             result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
             continue
@@ -3238,8 +3262,128 @@ FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "sync_pending": sync_pending,
 }
 
+#: The variables a deployment sets (README's table); run_skill's help lists them.
+ENVIRONMENT = {
+    "ARIA_AGENTS_DIR": "agents root: each folder with a sessions/ folder is an agent (default /app/agents)",
+    "ARIA_API_URL": "history service base URL, with or without /api (default http://aria-api:8000)",
+    "ARIA_API_KEY": "sent as X-API-Key to the history service; never printed",
+    "ARIA_SESSION_ID": "the conversation running the skill: never deleted",
+    "SESSION_STALE_MINUTES": "default staleness threshold in minutes (60)",
+    "SESSION_LOCK_TIMEOUT_SECONDS": "how long to wait for the gateway's lock (10)",
+    "SESSION_HISTORY_BUDGET_SECONDS": "time budget of a call's history step (5)",
+    "SESSION_HISTORY_CONCURRENCY": "connections for history marks (8)",
+    "SESSION_MANAGER_STATE_DIR": "audit log and history outbox (default <agents root>/.session-manager)",
+}
+
+#: For each function: one example call and the keys of its answer (run_skill's per-function help).
+HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "list_sessions": (
+        '{"agent": "main", "session_type": "cron"}',
+        ("session_count", "sessions", "agents", "errors"),
+    ),
+    "get_session_stats": (
+        '{"stale_threshold_minutes": 60}',
+        (
+            "total_sessions",
+            "stale_sessions",
+            "active_sessions",
+            "by_agent",
+            "stale_threshold_minutes",
+            "by_type",
+            "protected_sessions",
+            "stale_unprotected_sessions",
+            "oldest_session",
+            "orphaned_transcripts",
+            "pending_history_marks",
+            "disk",
+            "agents",
+            "errors",
+        ),
+    ),
+    "prune_sessions": (
+        '{"max_age_minutes": 60, "dry_run": true}',
+        (
+            "total_sessions",
+            "pruned_count",
+            "kept_count",
+            "dry_run",
+            "deleted_ids",
+            "errors",
+            "threshold_minutes",
+            "protected",
+            "skipped",
+            "archived_transcripts",
+            "history",
+            "history_by_session",
+            "history_pending",
+        ),
+    ),
+    "delete_session": (
+        '{"session_id": "sub-1", "dry_run": true}',
+        (
+            "deleted",
+            "removed_keys",
+            "transcript_archived",
+            "pg_status_updated",
+            "message",
+            "agentId",
+            "dry_run",
+            "archived_files",
+            "would_archive",
+            "kept_transcripts",
+            "history",
+            "errors",
+            "history_pending",
+        ),
+    ),
+    "cleanup_after_delegation": (
+        '{"session_id": "sub-1"}',
+        (
+            "deleted",
+            "removed_keys",
+            "transcript_archived",
+            "pg_status_updated",
+            "message",
+            "history",
+            "errors",
+        ),
+    ),
+    "cleanup_orphans": (
+        '{"dry_run": true, "archive_retention_days": 30}',
+        (
+            "dry_run",
+            "archive_retention_days",
+            "archived_orphans",
+            "removed_keys",
+            "deleted_archives",
+            "stale_locks_removed",
+            "skipped",
+            "errors",
+            "history",
+            "history_pending",
+        ),
+    ),
+    "list_deleted": ('{"agent": "main", "limit": 20}', ("count", "total", "deleted")),
+    "restore_session": (
+        '{"session_id": "sub-1"}',
+        (
+            "restored",
+            "agentId",
+            "restored_keys",
+            "restored_transcripts",
+            "missing_archives",
+            "pg_status_updated",
+            "history",
+            "message",
+        ),
+    ),
+    "sync_pending": ("{}", ("delivered", "still_pending", "gave_up", "busy", "message")),
+}
+
 __all__ = [
+    "ENVIRONMENT",
     "FUNCTIONS",
+    "HELP",
     "ConfigurationError",
     "InvalidArgument",
     "LockTimeout",

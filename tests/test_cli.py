@@ -304,9 +304,9 @@ def test_help_lists_functions_arguments_and_defaults(tree: Path) -> None:
     for expected in (
         "list_sessions",
         "prune_sessions",
-        "max_age_minutes (default: $SESSION_STALE_MINUTES or 60)",
-        "dry_run (default: false)",
-        "session_id (required)",
+        "max_age_minutes: number or null, default $SESSION_STALE_MINUTES or 60",
+        "dry_run: true or false, default false",
+        "session_id: string, required",
         "restore_session",
     ):
         assert expected in detail.stdout
