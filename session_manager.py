@@ -1290,16 +1290,15 @@ def each_agent(
     ``hold``, given an agent id, is a lock held from before the read until the next agent.
     """
     for paths in _selected_agents(config, agent):
-        with hold(paths.agent) if hold is not None else nullcontext():
-            try:
+        try:
+            with hold(paths.agent) if hold is not None else nullcontext():
                 view = read_agent(config, paths, for_change)
-            except StoreUnreadable as error:
-                if agent is not None:
-                    raise
-                errors.append(_error_record(error, agent=paths.agent))
-                continue
-            yield view
-            del view
+                yield view
+                del view
+        except (StoreUnreadable, LockTimeout) as error:
+            if agent is not None:
+                raise
+            errors.append(_error_record(error, agent=paths.agent))
 
 
 def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
@@ -1818,6 +1817,12 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
             lines = handle.readlines()
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as error:
+        raise StoreUnreadable(
+            f"cannot read the skill's own {path}: {error.strerror}; move it aside (the audit log and the "
+            "history outbox must be regular files)",
+            path,
+        ) from None
     records = []
     for line in lines:
         try:
@@ -1859,14 +1864,15 @@ def _rewrite_outbox(config: Config, change: Callable[[list[Mark]], list[Mark]]) 
     with _state_file_lock(config, HISTORY_OUTBOX_NAME):
         _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, HISTORY_OUTBOX_NAME))
         marks, unreadable = _read_outbox_records(config)
-        changed = change(list(marks))
+        before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
+        changed = change(marks)
         if unreadable:
             moment = _iso_utc(_utc_now())
             _append_lines(
                 _state_path(config, HISTORY_ABANDONED_NAME),
                 [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
             )
-        if changed != marks or unreadable:
+        if unreadable or [mark.as_record() for mark in changed] != before:
             data = "".join(json.dumps(m.as_record()) + "\n" for m in changed)
             write_atomic(_state_path(config, HISTORY_OUTBOX_NAME), data.encode("utf-8"))
 
@@ -2210,6 +2216,37 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
     return read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
 
 
+def _is_text_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+_AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
+    "intent": (("entries", _is_text_map), ("transcripts", _is_text_list)),
+    "commit": (("keys", _is_text_list), ("entries", _is_text_map)),
+    "archived": (("transcripts", _is_text_map),),
+    "restored": (("keys", _is_text_list),),
+}
+
+
+def _audit_parts(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A record's per-session parts, if the record has the shape its event gives it; else none.
+
+    A record edited by hand or cut short must not stop every later call that reads the log.
+    """
+    sessions, shapes = record.get("sessions"), _AUDIT_PART_SHAPES.get(str(record.get("event")))
+    if not isinstance(sessions, dict) or shapes is None or not isinstance(record.get("txn"), str):
+        return []
+    parts = []
+    for session_id, part in sessions.items():
+        if isinstance(part, dict) and all(name not in part or check(part[name]) for name, check in shapes):
+            parts.append((session_id, part))
+    return parts
+
+
 class Deletion:
     """One recorded deletion, assembled from its audit records."""
 
@@ -2246,7 +2283,7 @@ def recorded_deletions(config: Config) -> list[Deletion]:
     deletions: dict[tuple[str, str], Deletion] = {}
     for record in read_audit(config):
         event, txn = record.get("event"), record.get("txn")
-        for session_id, part in (record.get("sessions") or {}).items():
+        for session_id, part in _audit_parts(record):
             slot = (str(txn), session_id)
             deletion = deletions.get(slot)
             if deletion is None:
@@ -2368,7 +2405,11 @@ def remove_sessions(
     removals = [Removal(session) for session in planned]
     for removal in removals:
         removal.mark.txn, removal.mark.confirmed = txn, False
-    queue_marks(config, [removal.mark for removal in removals])
+    try:
+        queue_marks(config, [removal.mark for removal in removals])
+    except SessionManagerError:
+        append_audit(config, [{**header, "event": "abort", "sessions": {}}])
+        raise
 
     def change(document: IndexDocument) -> IndexDocument:
         # The same parse as planned (the file is provably unchanged): nothing can have moved.
