@@ -63,20 +63,29 @@ def parse_arguments(raw: str) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise UsageError('the arguments must be a JSON object such as \'{"agent": "main"}\'', "invalid_json")
-    _refuse_unpaired_surrogates(value)
+    _check_argument_values(value)
     return value
 
 
-def _refuse_unpaired_surrogates(value: Any) -> None:
-    """Strings must be Unicode text: an escape such as "\\ud83d" alone names no character."""
-    waiting = [value]
+MAX_ARGUMENT_DEPTH = 32
+
+
+def _check_argument_values(value: Any) -> None:
+    """Arguments are a few flat values: refuse deep nesting (whatever this Python's parser allows)
+    and strings that are not Unicode text (an escape such as "\\ud83d" alone names no character)."""
+    waiting = [(value, 0)]
     while waiting:
-        item = waiting.pop()
+        item, depth = waiting.pop()
+        if depth > MAX_ARGUMENT_DEPTH:
+            raise UsageError(
+                f"the arguments are not valid JSON (nested deeper than {MAX_ARGUMENT_DEPTH}); "
+                'pass an object such as \'{"agent": "main"}\'',
+                "invalid_json",
+            )
         if isinstance(item, dict):
-            waiting += item.keys()
-            waiting += item.values()
+            waiting += [(key, depth + 1) for key in item] + [(inner, depth + 1) for inner in item.values()]
         elif isinstance(item, list):
-            waiting += item
+            waiting += [(inner, depth + 1) for inner in item]
         elif isinstance(item, str) and _SURROGATE.search(item):
             raise UsageError(
                 "an argument holds an unpaired surrogate escape (half of an emoji?); send whole characters",

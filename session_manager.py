@@ -226,17 +226,17 @@ def _api_key_from_environment() -> str | None:
     return key
 
 
+# scheme://[user@]host[:port][/path]: what a base URL of the history service can be. A regular
+# expression, not urllib.parse, which a listing must not import (tests/test_speed_rules.py).
+_API_URL_PATTERN = re.compile(
+    r"^https?://(?:[^@/\s]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^:/?#\s@\[\]]+)(?::\d{1,5})?(?:[/?#]\S*)?$"
+)
+
+
 def _api_url_from_environment() -> str:
     """ARIA_API_URL as a base URL ending in /api; refused unless http(s) with a host."""
-    from urllib.parse import urlsplit
-
     url = os.environ.get("ARIA_API_URL", "").strip() or DEFAULT_API_URL
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
-    except ValueError:  # a port that is not a number
-        valid = False
-    if not valid or any(not " " < character <= "~" for character in url):
+    if not _API_URL_PATTERN.match(url) or any(not " " < character <= "~" for character in url):
         raise ConfigurationError(
             "ARIA_API_URL must be an http(s) URL such as http://aria-api:8000 (its value is not shown, "
             "as it may hold credentials)"

@@ -6,7 +6,8 @@
 
 Each figure is the median wall time of whole processes, started the way the agent starts the skill
 (`python3 run_skill.py session_manager <function> '<json>'`), beside the floor for the same job on
-the same tree (bench/floor.py) and their ratio. Prints a table and writes bench/results/latest.json.
+the same tree (bench/floor.py) and their ratio. Prints a table and writes bench/results/latest.json
+(--quick: quick.json, which is not tracked).
 """
 
 from __future__ import annotations
@@ -378,9 +379,13 @@ def main() -> int:
     )
     parser.add_argument("--latency", type=float, default=0.002, help="history service latency, seconds")
     parser.add_argument("--quick", action="store_true", help="the two smaller sizes, 3 runs")
-    parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    parser.add_argument(
+        "--out", default=None, help="the figures' file (default results/latest.json; --quick: quick.json)"
+    )
     options = parser.parse_args()
     sizes = ["4x50", "4x500"] if options.quick else options.sizes.split(",")
+    # A quick run must not replace the tracked figures of a full one.
+    options.out = options.out or str(HERE / "results" / ("quick.json" if options.quick else "latest.json"))
     runs = 3 if options.quick else options.runs
     results: list[dict[str, Any]] = []
     # Measure the skill as deployed: byte-compiled once (PYTHONDONTWRITEBYTECODE would otherwise

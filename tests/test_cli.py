@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -340,3 +341,22 @@ def test_api_key_never_appears_in_output(tree: Path) -> None:
     for exit_code, document, stderr in outputs:
         assert exit_code == 0
         assert secret not in json.dumps(document) and secret not in stderr
+
+
+def test_every_error_type_is_documented_in_the_readme_and_the_card() -> None:
+    import session_manager as sm
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
+
+    emitted = {cls.error_type for cls in subclasses(sm.SessionManagerError)} - {"error"}
+    emitted |= set(
+        re.findall(
+            r'"([a-z_]+)",\s*(?:CALLER_MISTAKE|WORLD_FAILURE|128|130)', (REPO / "run_skill.py").read_text()
+        )
+    )
+    emitted |= {"unknown_skill", "unknown_function", "invalid_json"}
+    assert {"internal_error", "os_error", "interrupted"} <= emitted
+    for document in ("README.md", "SKILL.md"):
+        text = (REPO / document).read_text()
+        assert [kind for kind in sorted(emitted) if f"`{kind}`" not in text] == [], document

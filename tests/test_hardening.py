@@ -422,9 +422,7 @@ def test_a_fifo_never_blocks_a_call(
         (root / where).unlink()
     fifo(root / where)
     started = time.monotonic()
-    exit_code, output = run_raw(
-        SKILL, function, arguments, env={"SESSION_LOCK_TIMEOUT_SECONDS": "1"}, timeout=30
-    )
+    _, output = run_raw(SKILL, function, arguments, env={"SESSION_LOCK_TIMEOUT_SECONDS": "1"}, timeout=30)
     assert time.monotonic() - started < 20
     assert answer_ok(strict_json(output.decode("utf-8"))), output
 
@@ -432,18 +430,20 @@ def test_a_fifo_never_blocks_a_call(
 # --- 5 and 9. Read what the gateway writes; write and print only strict JSON ---------------------
 
 
-CUT_EMOJI = '{\n  "agent:main:cron:cut": {\n    "sessionId": "cut",\n    "updatedAt": %d,\n    "label": "ok \\ud83d"\n  }%s\n}'
+def cut_label_index(age: int) -> str:
+    """Two entries whose labels were cut mid-emoji, as Node writes them: a lone surrogate escape."""
+    store = {
+        "agent:main:cron:cut": {"sessionId": "cut", "updatedAt": ago(age), "label": "ok HALF"},
+        "agent:main:cron:keep": {"sessionId": "keep", "updatedAt": ago(1), "label": "HALF"},
+    }
+    return json.dumps(store, indent=2).replace("HALF", "\\ud83d")
 
 
 @pytest.mark.parametrize("age", [1, 300])
 def test_a_label_cut_mid_emoji_is_listed_and_pruned(root: Path, age: int) -> None:
-    other = (
-        ',\n  "agent:main:cron:keep": {\n    "sessionId": "keep",\n    "updatedAt": %d,\n    "label": "\\ud83d"\n  }'
-        % ago(1)
-    )
     path = root / "main" / "sessions" / "sessions.json"
     path.parent.mkdir(parents=True)
-    path.write_text(CUT_EMOJI % (ago(age), other))
+    path.write_text(cut_label_index(age))
     exit_code, output = run_raw(SKILL, "list_sessions", "{}")
     rows = strict_json(output.decode("utf-8"))["sessions"]
     assert exit_code == 0 and {row["label"] for row in rows} == {"ok \ufffd", "\ufffd"}
@@ -486,9 +486,8 @@ def test_an_index_that_is_not_json_is_reported_and_left_alone(root: Path, text: 
 def test_a_number_too_large_for_a_double_prints_as_null(root: Path) -> None:
     path = root / "main" / "sessions" / "sessions.json"
     path.parent.mkdir(parents=True)
-    path.write_text(
-        '{"agent:main:cron:a": {"sessionId": "a", "updatedAt": %d, "contextTokens": 1e400}}' % ago(1)
-    )
+    store = {"agent:main:cron:a": {"sessionId": "a", "updatedAt": ago(1), "contextTokens": "BIG"}}
+    path.write_text(json.dumps(store).replace('"BIG"', "1e400"))
     exit_code, output = run_raw(SKILL, "list_sessions", "{}")
     assert exit_code == 0 and strict_json(output.decode())["sessions"][0]["contextTokens"] is None
 

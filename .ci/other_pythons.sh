@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The suite again on the oldest Python the skill supports (3.10) and the newest on this machine,
+# each in a fresh virtual environment with the same install step a user runs. An interpreter that
+# is not on the machine is skipped with a printed reason; a failing run fails CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+newest=$(ls -d /root/.pyenv/versions/3.1[3-9]* 2>/dev/null | sort -V | tail -n 1 | xargs -r basename)
+for version in 3.10 ${newest:+${newest%.*}}; do
+  python="$(ls -d /root/.pyenv/versions/"$version".*/bin/python"$version" 2>/dev/null | sort -V | tail -n 1)"
+  [ -n "$python" ] || python="$(command -v "python$version" || true)"
+  if [ -z "$python" ] || ! "$python" -c 'import sys' 2>/dev/null; then
+    echo "python$version is not installed here: its run is skipped" >&2
+    continue
+  fi
+  venv="$(mktemp -d)/venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+  echo "== the suite on $("$venv/bin/python" --version)"
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider
+  rm -rf "$(dirname "$venv")"
+done
