@@ -11,7 +11,7 @@ install:
 demo:
 	$(PIP) .
 	$(PYTHON) -m compileall -q session_manager.py run_skill.py
-	bash examples/demo.sh
+	$(PYTHON) examples/demo.py
 
 bench:
 	$(PIP) -e .

@@ -1377,10 +1377,6 @@ def _rename_without_overwrite(source: str, target: str) -> bool:
 
 
 # --- History service ----------------------------------------------------------------------------
-#
-# The standard library's http.client, one keep-alive connection per worker thread: on a 2-core
-# machine it sends 1,780 PATCHes in 0.62 s where httpx needs 1.74 s (threads) or 2.77 s (async),
-# and the history step of a large prune is mostly PATCHes.
 
 HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
 HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
@@ -1555,57 +1551,78 @@ class HistoryReport:
         return result
 
 
+def _refused_connection(error: BaseException) -> bool:
+    """Whether an httpx connection error was the service's port refusing it (nothing listens)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "Connection refused" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _import_httpx() -> Any:
+    """httpx and the httpcore it loads, without trio and anyio.
+
+    httpcore imports both, when installed, for async back-ends that this synchronous client never
+    uses: about 100 ms of every call that marks history (measured with python -X importtime). They
+    are hidden while httpx loads, and only if no one loaded them before.
+    """
+    import sys
+
+    hidden = [name for name in ("trio", "anyio") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import httpcore  # noqa: F401  (httpx imports it lazily: now, while the two are hidden)
+        import httpx
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+    return httpx
+
+
 class HistoryClient:
-    """Requests to the history service under one deadline, with retries and a circuit breaker."""
+    """Requests to the history service under one deadline, with retries and a circuit breaker.
+
+    One httpx.Client, shared by the worker threads, keeps SESSION_HISTORY_CONCURRENCY keep-alive
+    connections; httpx is imported here only, by a call that marks history.
+    """
 
     def __init__(self, config: Config, deadline: float) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(config.api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HistoryRefused(f"ARIA_API_URL must be an http(s) URL, not {config.api_url!r}")
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
-        self.prefix = parts.path.rstrip("/")
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        httpx = _import_httpx()
+        self.httpx = httpx
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if config.api_key:
-            self.headers["X-API-Key"] = config.api_key
+            headers["X-API-Key"] = config.api_key
+        width = max(1, config.history_concurrency)
+        self.timeout = httpx.Timeout(HISTORY_READ_TIMEOUT, connect=HISTORY_CONNECT_TIMEOUT)
+        self.http = httpx.Client(
+            base_url=config.api_url,
+            headers=headers,
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=width, max_keepalive_connections=width),
+            # An http:// service needs no TLS: loading the CA bundle would cost ~100 ms a call.
+            # (Redirects are not followed, so a plain URL never reaches a TLS server.)
+            verify=config.api_url.startswith("https:"),
+        )
         self.deadline = deadline
         self.refused = False
-        import threading
-
-        self._local = threading.local()
-        self._connections: list[Any] = []
-
-    def _connection(self, timeout: float) -> Any:
-        """This thread's keep-alive connection, connected within the connect timeout."""
-        import http.client
-
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            connection = kind(self.host, self.port)
-            self._local.connection = connection
-            self._connections.append(connection)
-        if connection.sock is None:
-            connection.timeout = min(HISTORY_CONNECT_TIMEOUT, timeout)
-            connection.connect()
-        connection.sock.settimeout(timeout)
-        return connection
-
-    def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
 
     def close(self) -> None:
-        for connection in self._connections:
-            connection.close()
+        self.http.close()
+
+    def _timeout_for(self, remaining: float) -> Any:
+        """The usual timeouts, shortened when the budget (plus its grace) ends sooner."""
+        limit = remaining + HISTORY_GRACE_SECONDS
+        if limit >= HISTORY_READ_TIMEOUT:
+            return self.timeout
+        return self.httpx.Timeout(limit, connect=min(HISTORY_CONNECT_TIMEOUT, limit))
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
         """Send one request, retrying transient failures with back-off while the budget lasts."""
-        import http.client
-
+        httpx = self.httpx
         payload = json.dumps(body).encode("utf-8") if body is not None else None
         reason = "no attempt was made"
         for attempt in range(HISTORY_RETRIES + 1):
@@ -1615,26 +1632,22 @@ class HistoryClient:
             if remaining <= 0.05:
                 raise BudgetSpent(f"the history time budget ran out ({reason})")
             try:
-                connection = self._connection(min(HISTORY_READ_TIMEOUT, remaining + HISTORY_GRACE_SECONDS))
-                connection.request(method, self.prefix + path, body=payload, headers=self.headers)
-                response = connection.getresponse()
-                data = response.read()
-            except ConnectionRefusedError:
-                self._drop_connection()
-                self.refused = True
-                raise HistoryUnavailable("the history service refused the connection") from None
-            except TimeoutError:
-                self._drop_connection()
+                response = self.http.request(
+                    method, path, content=payload, timeout=self._timeout_for(remaining)
+                )
+            except httpx.ConnectError as error:
+                if _refused_connection(error):
+                    self.refused = True
+                    raise HistoryUnavailable("the history service refused the connection") from None
+                reason = "connection to the history service failed (ConnectError)"
+            except httpx.TimeoutException:
                 reason = "the history service did not answer in time"
-            except (OSError, http.client.HTTPException) as error:
-                self._drop_connection()
+            except (httpx.HTTPError, OSError) as error:
                 reason = f"connection to the history service failed ({type(error).__name__})"
             else:
-                if response.status < 500 and response.status != 429:
-                    return response.status, data
-                reason = f"HTTP {response.status} from the history service"
-                if response.will_close:
-                    self._drop_connection()
+                if response.status_code < 500 and response.status_code != 429:
+                    return response.status_code, response.content
+                reason = f"HTTP {response.status_code} from the history service"
             if attempt < HISTORY_RETRIES:
                 time.sleep(max(0.0, min(0.2 * 2**attempt, self.deadline - time.monotonic() - 0.05)))
         raise HistoryUnavailable(reason)

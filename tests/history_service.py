@@ -43,6 +43,7 @@ class HistoryService:
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, str]] = field(default_factory=list)
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    user_agents: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -95,6 +96,7 @@ class HistoryService:
             self.faults = Faults()
             self.requests.clear()
             self.patches.clear()
+            self.user_agents.clear()
 
     def row_of(self, session_id: str) -> dict[str, Any]:
         for row in self.rows:
@@ -106,6 +108,7 @@ class HistoryService:
     def _handle(self, request: Request) -> Response:
         with self._lock:
             self.requests.append((request.method, request.full_path))
+            self.user_agents.add(request.headers.get("User-Agent", ""))
         faults = self.faults
         if faults.hang:  # accept, never answer in time, and never apply the request
             time.sleep(faults.hang)

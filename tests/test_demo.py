@@ -93,3 +93,57 @@ def test_real_prune_leaves_exactly_the_fresh_and_protected(demo: Path) -> None:
     assert len(archives) == 9 and all(ARCHIVE.match(name) for name in archives)
     for session_id in before - KEPT_AT_60:
         assert not list(demo.glob(f"*/sessions/{session_id}.jsonl"))
+
+
+def test_the_demo_shows_both_layers_in_a_short_summary(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "demo.py"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) < 30
+    assert "history: 8 rows marked ended in the history service (8 marked)" in lines
+    assert "  all                       16      8" in lines
+    answers = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
+    assert answers == [
+        "1-get_session_stats.json",
+        "2-prune_sessions-dry-run.json",
+        "3-prune_sessions.json",
+        "4-sync_pending.json",
+        "5-get_session_stats.json",
+    ]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_stops_the_demos_history_service(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    demo = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "demo.py"), str(out)], stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "1-get_session_stats.json").exists():
+        assert demo.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    services = children_of(demo.pid)
+    assert services, "the demo runs its history service as a child process"
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=30) in (0, 130)
+    for pid in services:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -25,6 +25,7 @@ def test_delete_marks_the_row_ended_with_the_api_key(
     assert history.row_of("run-9")["status"] == "ended"
     assert history.row_of("sub-1")["status"] == "active" and history.patches == [(row, {"status": "ended"})]
     assert other not in [patched for patched, _ in history.patches]
+    assert {agent.split("/")[0] for agent in history.user_agents} == {"python-httpx"}
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "/api", "/api/"])

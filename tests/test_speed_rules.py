@@ -25,19 +25,25 @@ def test_a_single_delete_reads_only_its_own_agents_index(root: Path) -> None:
     assert sm.delete_session("agent:main:subagent:gone")["removed_keys"] == []
 
 
-@pytest.mark.parametrize("function", ["list_sessions", "get_session_stats"])
-def test_reading_calls_load_no_network_or_thread_machinery(root: Path, function: str) -> None:
+@pytest.mark.parametrize(
+    ("function", "arguments"),
+    [("list_sessions", "{}"), ("get_session_stats", "{}"), ("prune_sessions", '{"dry_run": true}')],
+)
+def test_reading_calls_load_no_network_or_thread_machinery(root: Path, function: str, arguments: str) -> None:
     write_index(root, "main", {"agent:main:cron:a": {"sessionId": "a", "updatedAt": ago(500)}})
     script = (
         "import sys, io, contextlib; sys.path.insert(0, sys.argv[1]); import run_skill\n"
         "before = set(sys.modules)\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    code = run_skill.main(['session_manager', sys.argv[2], '{}'])\n"
+        "    code = run_skill.main(['session_manager', sys.argv[2], sys.argv[3]])\n"
         "heavy = ['http.client', 'concurrent.futures', 'ctypes', 'urllib.parse', 'dateutil', 'httpx']\n"
         "print(code, [name for name in heavy if name in set(sys.modules) - before])"
     )
     completed = subprocess.run(
-        [sys.executable, "-c", script, str(REPO), function], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, str(REPO), function, arguments],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert completed.stdout.split(" ", 1) == ["0", "[]\n"]
 
@@ -87,3 +93,19 @@ def test_a_prune_reads_the_index_again_when_the_gateway_wrote_in_between(
     monkeypatch.setattr(sm, "rewrite_index", gateway_writes_first)
     assert sm.prune_sessions(max_age_minutes=60)["pruned_count"] == 3
     assert list(json.loads(path.read_text())) == ["agent:main:cron:new"]
+
+
+def test_marking_history_loads_httpx_without_its_async_back_ends() -> None:
+    """httpcore would import trio and anyio (about 100 ms) for async back-ends a sync client never
+    uses; they stay importable afterwards for anyone who wants them."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import session_manager as sm\n"
+        "httpx = sm._import_httpx(); httpx.Client().close()\n"
+        "loaded = sorted(name for name in ('trio', 'anyio') if name in sys.modules)\n"
+        "usable = all(sys.modules.get(name, 1) is not None for name in ('trio', 'anyio'))\n"
+        "print(loaded, usable, httpx.__name__)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout == "[] True httpx\n"
