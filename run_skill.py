@@ -183,6 +183,12 @@ def describe_function(prefix: str, module: ModuleType, name: str) -> str:
     lines += ["", "arguments:", *_argument_lines(function), "", "example:", f"  {prefix} {name} '{example}'"]
     if answer:
         lines += ["", "answer keys:", f"  {', '.join(answer)}"]
+    if "detail" in dict(parameters(function)):
+        lines += [
+            "",
+            'answers stay under 32 KiB: a list cut to fit is counted in "truncated";',
+            '"detail": "full" returns every list whole.',
+        ]
     lines += [
         "",
         'errors: {"error", "error_type"}, exit 2 for a mistake in the call, 1 for a failure of the world.',

@@ -9,6 +9,7 @@ return plain dicts; only ``run_skill.py`` prints and picks exit codes.
 from __future__ import annotations
 
 import errno
+import heapq
 import json
 import os
 import re
@@ -2542,7 +2543,83 @@ def _first_field(session: Session, name: str) -> Any:
     return None
 
 
-def _session_row(session: Session, now: datetime) -> dict[str, Any]:
+# Every answer lands in a language model's context: with default arguments it stays under
+# ANSWER_BUDGET_BYTES at any store size. Counts are always exact; lists that grow with the store
+# show at most LIST_CAP items (fewer if the answer would still be too large), and "truncated" says
+# how many each left out. "detail": "full" gives every list whole, for scripts and operators.
+ANSWER_BUDGET_BYTES = 32 * 1024
+AFTER_A_DELETION = "list_deleted shows every deletion of this call in full"
+FULL_ON_REQUEST = 'repeat the call with "detail": "full" to see every item'
+LIST_CAP = 100
+ROW_LIST_CAP = 10
+TEXT_CAP = 200
+DETAIL_LEVELS = ("summary", "full")
+
+
+def _check_detail(value: Any) -> bool:
+    """True for "full" (every list whole), False for the default, bounded answer."""
+    if value not in DETAIL_LEVELS:
+        raise InvalidArgument(
+            f'detail must be "summary" (the default: lists of at most {LIST_CAP} items) or "full" '
+            f"(every list whole), not {value!r}"
+        )
+    return bool(value == "full")
+
+
+def _check_limit(value: Any) -> int | None:
+    """A page size of 1 to 10,000, or None for "all"."""
+    if value == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+        raise InvalidArgument(f'limit must be a whole number from 1 to 10000, or "all", not {value!r}')
+    return value
+
+
+def _answer_size(value: Any) -> int:
+    """Bytes of ``value`` as run_skill prints it (compact UTF-8 JSON)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _short(value: Any) -> Any:
+    """A string from the index cut to TEXT_CAP characters (a label can be any length)."""
+    if isinstance(value, str) and len(value) > TEXT_CAP:
+        return value[: TEXT_CAP - 1] + "…"
+    return value
+
+
+def _first_items(items: Any, count: int) -> Any:
+    return dict(list(items.items())[:count]) if isinstance(items, dict) else items[:count]
+
+
+def fit_answer(result: dict[str, Any], growing: tuple[str, ...], full: bool, hint: str) -> dict[str, Any]:
+    """Cap the ``growing`` lists of an answer so that it fits ANSWER_BUDGET_BYTES.
+
+    Each keeps its first LIST_CAP items; while the answer is still too large, the list that takes
+    most room gives up half of what it shows. ``truncated`` counts what each left out, and the
+    message says where the rest is (``hint``). With ``full`` the answer is left whole.
+    """
+    whole = {name: result[name] for name in growing if isinstance(result.get(name), (list, dict))}
+    if full or not whole:
+        return result
+    shown = {name: min(len(items), LIST_CAP) for name, items in whole.items()}
+    result.update({name: _first_items(whole[name], shown[name]) for name in whole})
+    while _answer_size(result) > ANSWER_BUDGET_BYTES and any(shown.values()):
+        largest = max((name for name in shown if shown[name]), key=lambda name: _answer_size(result[name]))
+        shown[largest] //= 2
+        result[largest] = _first_items(whole[largest], shown[largest])
+    truncated = {name: len(whole[name]) - shown[name] for name in whole if shown[name] < len(whole[name])}
+    if truncated:
+        result["truncated"] = truncated
+        note = (
+            f"lists cut to fit this answer ({sum(truncated.values())} items left out, see truncated); {hint}"
+        )
+        result["message"] = f"{result['message']}; {note}" if result.get("message") else note
+    return result
+
+
+def _session_row(session: Session, now: datetime, full: bool = False) -> dict[str, Any]:
+    """One row of a listing; by default its texts are cut to TEXT_CAP and its lists to ROW_LIST_CAP."""
     updated_at = _iso_or_none(session.updated_at)
     last_activity = (
         updated_at if session.last_active is session.updated_at else _iso_or_none(session.last_active)
@@ -2554,7 +2631,7 @@ def _session_row(session: Session, now: datetime) -> dict[str, Any]:
             label = _label_of(session.entries[key])
             if label:
                 break
-    return {
+    row = {
         "id": session.session_id,
         "sessionId": session.session_id,
         "key": session.primary_key,
@@ -2570,39 +2647,107 @@ def _session_row(session: Session, now: datetime) -> dict[str, Any]:
         "transcripts": session.transcripts,
         "protected": session.protected,
     }
+    return row if full else _bounded_row(row)
+
+
+def _bounded_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row whose strings from the index are cut to TEXT_CAP and whose lists to ROW_LIST_CAP items."""
+    cut: dict[str, int] = {}
+    for name in ("keys", "transcripts"):
+        if len(row[name]) > ROW_LIST_CAP:
+            cut[name] = len(row[name]) - ROW_LIST_CAP
+        row[name] = [_short(item) for item in row[name][:ROW_LIST_CAP]]
+    for name in ("key", "session_type", "label", "model"):
+        row[name] = _short(row[name])
+    if cut:
+        row["truncated"] = cut
+    return row
 
 
 def _activity_order(session: Session) -> float:
     return session.last_active.timestamp() if session.last_active else float("-inf")
 
 
+def _listing_order(session: Session) -> tuple[Any, ...]:
+    """Newest activity first, never-active last; ties by agent, then sessionId (a stable order)."""
+    if session.last_active is None:
+        return (1, 0.0, session.agent, session.session_id)
+    return (0, -session.last_active.timestamp(), session.agent, session.session_id)
+
+
 def _agent_summary(view: AgentView) -> dict[str, Any]:
     return {"sessions": len(view.sessions), "live_index": not view.newer_store}
 
 
-def list_sessions(agent: str | None = None, session_type: str | None = None) -> dict[str, Any]:
-    """List sessions, newest first, one row per sessionId with its alias keys folded in."""
+def _listed(session: Session, session_type: str | None, min_idle: float | None, now: datetime) -> bool:
+    """Whether a session passes list_sessions' filters (never-active sessions count as idle)."""
+    if session_type is not None and session_type not in session.types:
+        return False
+    if min_idle is None:
+        return True
+    idle = session.idle_minutes(now)
+    return idle is None or idle >= min_idle
+
+
+def _rows_that_fit(result: dict[str, Any], rows: list[dict[str, Any]]) -> int:
+    """How many of the page's rows fit the answer's budget beside what it already holds."""
+    room = ANSWER_BUDGET_BYTES - _answer_size({**result, "sessions": []}) - 80  # the paging keys
+    kept = 0
+    for row in rows:
+        room -= _answer_size(row) + 1
+        if room < 0:
+            break
+        kept += 1
+    return kept
+
+
+def list_sessions(
+    agent: str | None = None,
+    session_type: str | None = None,
+    limit: int | str = 50,
+    offset: int = 0,
+    min_idle_minutes: float | None = None,
+    detail: str = "summary",
+) -> dict[str, Any]:
+    """List sessions a page at a time, newest first, one row per sessionId with its alias keys.
+
+    session_count counts every session that matches the filters; page on with next_offset until
+    has_more is false. A page holds at most limit rows, fewer if they would not fit 32 KiB.
+    """
     session_type = _check_session_type(session_type)
+    page_size = _check_limit(limit)
+    _check_count("offset", offset, 0, 10**9)
+    min_idle = None if min_idle_minutes is None else _check_minutes("min_idle_minutes", min_idle_minutes, 0)
+    full = _check_detail(detail)
     config = Config.from_environment()
     errors: list[dict[str, Any]] = []
     agents: dict[str, dict[str, Any]] = {}
-    rows: list[tuple[float, dict[str, Any]]] = []
     now = _utc_now()
+    wanted = None if page_size is None else offset + page_size
+    matched = 0
+    best: list[tuple[tuple[Any, ...], Session]] = []  # (order, session): those that may reach the page
     for view in each_agent(config, agent, errors):
         agents[view.paths.agent] = _agent_summary(view)
-        rows += [
-            (_activity_order(session), _session_row(session, now))
-            for session in view.sessions.values()
-            if session_type is None or session_type in session.types
+        chosen = [
+            (_listing_order(s), s) for s in view.sessions.values() if _listed(s, session_type, min_idle, now)
         ]
-        del view  # before the next agent is read: one index in memory at a time
-    rows.sort(key=lambda pair: pair[0], reverse=True)
-    return {
-        "session_count": len(rows),
-        "sessions": [row for _, row in rows],
-        "agents": agents,
-        "errors": errors,
-    }
+        matched += len(chosen)
+        # Only the sessions that can still reach the page are kept (their rows are built once).
+        best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
+        del view, chosen  # before the next agent is read: one index in memory at a time
+    rows = [_session_row(session, now, full) for _, session in sorted(best)[offset:wanted]]
+    result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": errors}
+    result = fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors")
+    returned = len(rows) if full else _rows_that_fit(result, rows)
+    more = offset + returned < matched
+    result.update(
+        sessions=rows[:returned],
+        returned=returned,
+        offset=offset,
+        has_more=more,
+        next_offset=offset + returned if more else None,
+    )
+    return result
 
 
 def _disk_usage(view: AgentView) -> dict[str, Any]:
@@ -2620,9 +2765,10 @@ def _disk_usage(view: AgentView) -> dict[str, Any]:
 
 
 def get_session_stats(
-    agent: str | None = None, stale_threshold_minutes: float | None = None
+    agent: str | None = None, stale_threshold_minutes: float | None = None, detail: str = "summary"
 ) -> dict[str, Any]:
     """Counts of sessions (stale, active, by agent and type), the oldest one, and disk use."""
+    full = _check_detail(detail)
     config = Config.from_environment()
     threshold = _check_minutes("stale_threshold_minutes", stale_threshold_minutes, config.stale_minutes)
     errors: list[dict[str, Any]] = []
@@ -2647,9 +2793,9 @@ def get_session_stats(
             stale_unprotected += is_stale and session.protected is None
             order = _activity_order(session)
             if oldest is None or order < oldest[0]:
-                oldest = (order, _session_row(session, now))
+                oldest = (order, _session_row(session, now, full))
         del view  # before the next agent is read: one index in memory at a time
-    return {
+    answer = {
         "total_sessions": total,
         "stale_sessions": stale,
         "active_sessions": total - stale,
@@ -2665,6 +2811,8 @@ def get_session_stats(
         "agents": agents,
         "errors": errors,
     }
+    growing = ("by_type", "by_agent", "disk", "agents", "errors")
+    return fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
 
 
 def prune_sessions(
@@ -2672,10 +2820,12 @@ def prune_sessions(
     dry_run: bool = False,
     agent: str | None = None,
     session_type: str | None = None,
+    detail: str = "summary",
 ) -> dict[str, Any]:
     """Delete every unprotected session idle for longer than the threshold (two layers each)."""
     _check_flag("dry_run", dry_run)
     session_type = _check_session_type(session_type)
+    full = _check_detail(detail)
     config = Config.from_environment()
     threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
     errors: list[dict[str, Any]] = []
@@ -2686,7 +2836,7 @@ def prune_sessions(
         total += len(chosen)
         stale = [s for s in chosen if s.is_stale(now, threshold)]
         protected += [
-            {"id": s.session_id, "agentId": s.agent, "key": s.primary_key, "reason": s.protected}
+            {"id": s.session_id, "agentId": s.agent, "key": _short(s.primary_key), "reason": s.protected}
             for s in stale
             if s.protected
         ]
@@ -2716,7 +2866,7 @@ def prune_sessions(
             for text in removal.errors
         ]
     report = HistoryReport() if dry_run else mark_history(config, [r.mark for r in done])
-    return report.annotate(
+    answer = report.annotate(
         {
             "total_sessions": total,
             "pruned_count": len(done),
@@ -2733,9 +2883,16 @@ def prune_sessions(
             ],
             "archived_transcripts": sum(len(r.archived) for r in done),
             "history": report.summary(),
-            "history_by_session": {sid: outcome.as_dict() for sid, outcome in report.outcomes.items()},
+            # By default only the exceptions an agent must act on; the counts above cover all.
+            "history_by_session": {
+                sid: outcome.as_dict()
+                for sid, outcome in report.outcomes.items()
+                if full or not outcome.updated
+            },
         }
     )
+    growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
+    return fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
 class Leftovers(NamedTuple):
@@ -2961,24 +3118,68 @@ def _delete_missing(
     )
 
 
+DELETE_GROWING = (
+    "removed_keys",
+    "archived_files",
+    "would_archive",
+    "kept_transcripts",
+    "errors",
+    "history_gave_up",
+)
+
+
 def delete_session(
-    session_id: str, agent: str | None = None, dry_run: bool = False, force: bool = False
+    session_id: str,
+    agent: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    detail: str = "summary",
 ) -> dict[str, Any]:
     """Delete one session (by sessionId or key): its keys, its transcripts, then its history row."""
-    return _delete(session_id, agent, dry_run, force, "delete")
+    full = _check_detail(detail)
+    answer = _delete(session_id, agent, dry_run, force, "delete")
+    return fit_answer(answer, DELETE_GROWING, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
-def cleanup_after_delegation(session_id: str) -> dict[str, Any]:
+def cleanup_after_delegation(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Delete a finished sub-agent's session after a delegation; protections apply, no force."""
-    result = _delete(session_id, None, False, False, "delegation_cleanup")
-    return result
+    full = _check_detail(detail)
+    answer = _delete(session_id, None, False, False, "delegation_cleanup")
+    return fit_answer(answer, DELETE_GROWING, full, AFTER_A_DELETION)
 
 
-def list_deleted(agent: str | None = None, limit: int = 50) -> dict[str, Any]:
-    """Recorded deletions that can still be undone with restore_session, newest first."""
+def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
+    row = {
+        "session_id": deletion.session_id,
+        "agentId": deletion.agent,
+        "keys": deletion.keys,
+        "reason": deletion.reason,
+        "deleted_at": deletion.time,
+        "transcripts": deletion.transcripts,
+        "txn": deletion.txn,
+    }
+    if not full:
+        cut = {
+            name: len(row[name]) - ROW_LIST_CAP
+            for name in ("keys", "transcripts")
+            if len(row[name]) > ROW_LIST_CAP
+        }
+        row["keys"] = [_short(key) for key in deletion.keys[:ROW_LIST_CAP]]
+        row["transcripts"] = _first_items(deletion.transcripts, ROW_LIST_CAP)
+        if cut:
+            row["truncated"] = cut
+    return row
+
+
+def list_deleted(
+    agent: str | None = None, limit: int = 50, offset: int = 0, detail: str = "summary"
+) -> dict[str, Any]:
+    """Recorded deletions that can still be undone with restore_session, newest first, a page at a time."""
     if agent is not None:
         _check_agent_name(agent)
     _check_count("limit", limit, 1, 10_000)
+    _check_count("offset", offset, 0, 10**9)
+    full = _check_detail(detail)
     config = Config.from_environment()
     deletions = [
         deletion
@@ -2990,20 +3191,13 @@ def list_deleted(agent: str | None = None, limit: int = 50) -> dict[str, Any]:
     for deletion in deletions:  # newest first: a later deletion of the same session supersedes
         latest.setdefault((deletion.agent, deletion.session_id), deletion)
     deletions = [d for d in latest.values() if _took_effect(config, d, indexes)]
-    rows = []
-    for deletion in deletions[:limit]:
-        rows.append(
-            {
-                "session_id": deletion.session_id,
-                "agentId": deletion.agent,
-                "keys": deletion.keys,
-                "reason": deletion.reason,
-                "deleted_at": deletion.time,
-                "transcripts": deletion.transcripts,
-                "txn": deletion.txn,
-            }
-        )
-    return {"count": len(rows), "total": len(deletions), "deleted": rows}
+    rows = [_deletion_row(deletion, full) for deletion in deletions[offset : offset + limit]]
+    answer: dict[str, Any] = {"count": len(rows), "total": len(deletions), "deleted": rows}
+    answer = fit_answer(answer, ("deleted",), full, "page on with next_offset")
+    count = answer["count"] = len(answer["deleted"])
+    more = offset + count < len(deletions)
+    answer.update(offset=offset, has_more=more, next_offset=offset + count if more else None)
+    return answer
 
 
 def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
@@ -3075,9 +3269,10 @@ def _restore_files_and_keys(
     return renamed, missing
 
 
-def restore_session(session_id: str) -> dict[str, Any]:
+def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
     reference = _check_session_reference(session_id)
+    full = _check_detail(detail)
     config = Config.from_environment()
     deletion = _latest_deletion(config, reference)
     paths = agent_paths(config, deletion.agent)
@@ -3101,7 +3296,7 @@ def restore_session(session_id: str) -> dict[str, Any]:
     )
     report = mark_history(config, [Mark(deletion.session_id, deletion.agent, status="active")])
     outcome = report.outcomes.get(deletion.session_id)
-    return report.annotate(
+    answer = report.annotate(
         {
             "restored": deletion.session_id,
             "agentId": deletion.agent,
@@ -3117,6 +3312,8 @@ def restore_session(session_id: str) -> dict[str, Any]:
             ),
         }
     )
+    growing = ("restored_keys", "restored_transcripts", "missing_archives", "history_gave_up")
+    return fit_answer(answer, growing, full, FULL_ON_REQUEST)
 
 
 def _refuse_restore_conflicts(
@@ -3153,9 +3350,12 @@ def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[s
 ORPHAN_MIN_AGE_SECONDS = 600
 
 
-def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -> dict[str, Any]:
+def cleanup_orphans(
+    dry_run: bool = False, archive_retention_days: float = 30, detail: str = "summary"
+) -> dict[str, Any]:
     """Archive transcripts no key points to, drop stale keys without transcripts, expire archives."""
     _check_flag("dry_run", dry_run)
+    full = _check_detail(detail)
     if (
         isinstance(archive_retention_days, bool)
         or not isinstance(archive_retention_days, (int, float))
@@ -3189,7 +3389,18 @@ def cleanup_orphans(dry_run: bool = False, archive_retention_days: float = 30) -
         result["audit_records_expired"] = trim_audit(config, now - timedelta(days=archive_retention_days))
     report = mark_history(config, removed) if not dry_run else HistoryReport()
     result["history"] = report.summary()
-    return report.annotate(result)
+    growing = (
+        "archived_orphans",
+        "removed_keys",
+        "deleted_archives",
+        "stale_locks_removed",
+        "skipped",
+        "errors",
+        "history_gave_up",
+    )
+    return fit_answer(
+        report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
+    )
 
 
 def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
@@ -3279,8 +3490,9 @@ def _cleanup_agent(
     return removed
 
 
-def sync_pending() -> dict[str, Any]:
+def sync_pending(detail: str = "summary") -> dict[str, Any]:
     """Deliver the history marks waiting in the outbox; report delivered, pending and given up."""
+    full = _check_detail(detail)
     config = Config.from_environment()
     report = mark_history(config, [], include_pending=True)
     message = (
@@ -3301,7 +3513,8 @@ def sync_pending() -> dict[str, Any]:
             "error": report.configuration_error,
             "error_type": "history_configuration_error",
         }
-    return result
+    hint = "the counts in the message are exact; the outbox keeps what is still pending"
+    return fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
 
 FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -3332,8 +3545,8 @@ ENVIRONMENT = {
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).
 HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "list_sessions": (
-        '{"agent": "main", "session_type": "cron"}',
-        ("session_count", "sessions", "agents", "errors"),
+        '{"agent": "main", "min_idle_minutes": 60, "limit": 50, "offset": 0}',
+        ("session_count", "returned", "offset", "has_more", "next_offset", "sessions", "agents", "errors"),
     ),
     "get_session_stats": (
         '{"stale_threshold_minutes": 60}',
@@ -3417,7 +3630,10 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
             "history_pending",
         ),
     ),
-    "list_deleted": ('{"agent": "main", "limit": 20}', ("count", "total", "deleted")),
+    "list_deleted": (
+        '{"agent": "main", "limit": 20, "offset": 0}',
+        ("count", "total", "deleted", "offset", "has_more", "next_offset"),
+    ),
     "restore_session": (
         '{"session_id": "sub-1"}',
         (

@@ -205,9 +205,10 @@ def floor(*arguments: str) -> list[str]:
     return [sys.executable, str(HERE / "floor.py"), *arguments]
 
 
-def median_of(runs: int, measure: Any) -> tuple[float, float]:
+def median_of(runs: int, measure: Any) -> tuple[float, float, int]:
+    """Median seconds, largest peak memory and largest output of ``runs`` measurements."""
     results = [measure(n) for n in range(runs)]
-    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+    return statistics.median(r[0] for r in results), max(r[1] for r in results), max(r[2] for r in results)
 
 
 def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[str, Any]]:
@@ -227,7 +228,7 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
     results: list[dict[str, Any]] = []
     peak = 0.0
 
-    def record(job: str, seconds: float, floor_seconds: float, memory: float) -> None:
+    def record(job: str, seconds: float, floor_seconds: float, memory: float, output: int) -> None:
         nonlocal peak
         peak = max(peak, memory)
         results.append(
@@ -239,6 +240,7 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
                 "ratio": round(seconds / floor_seconds, 2),
                 "target": TARGETS[job],
                 "peak_mb": round(memory, 1),
+                "output_bytes": output,
             }
         )
 
@@ -255,16 +257,16 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
 
     reads_env = {**base_env, "ARIA_AGENTS_DIR": str(pristine / "agents")}
     indexes = [str(p) for p in tree.indexes]
-    load_floor, _ = median_of(runs, lambda n: run_process(floor("load", *indexes), reads_env))
+    load_floor, _, _ = median_of(runs, lambda n: run_process(floor("load", *indexes), reads_env))
     for job, function, arguments in (
         ("list_sessions", "list_sessions", {}),
         ("get_session_stats", "get_session_stats", {}),
         ("prune_dry_run", "prune_sessions", {"max_age_minutes": 60, "dry_run": True}),
     ):
-        seconds, memory = median_of(
+        seconds, memory, output = median_of(
             runs, lambda n, f=function, a=arguments: run_process(skill(f, a), reads_env)
         )
-        record(job, seconds, load_floor, memory)
+        record(job, seconds, load_floor, memory, output)
 
     def plan_file(target: Path) -> str:
         plan = {
@@ -323,12 +325,12 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
         assert rows.patched == len(tree.marked_row_ids), f"skill sent {rows.patched} PATCHes"
         return outcome
 
-    floor_seconds, _ = median_of(runs, prune_floor)
-    seconds, memory = median_of(runs, prune_skill)
-    record("prune", seconds, floor_seconds, memory)
-    floor_seconds, _ = median_of(runs, history_floor)
-    seconds, memory = median_of(runs, history_skill)
-    record("history", seconds, floor_seconds, memory)
+    floor_seconds, _, _ = median_of(runs, prune_floor)
+    seconds, memory, output = median_of(runs, prune_skill)
+    record("prune", seconds, floor_seconds, memory, output)
+    floor_seconds, _, _ = median_of(runs, history_floor)
+    seconds, memory, output = median_of(runs, history_skill)
+    record("history", seconds, floor_seconds, memory, output)
 
     # One delete on a pristine copy, as the agent makes it after a delegation (no agent named):
     # the floor loads and writes that one agent's index.
@@ -342,11 +344,11 @@ def measure_size(name: str, runs: int, latency: float, work: Path) -> list[dict[
         plan.write_text(json.dumps({"base": f"http://{host}:{port}", "wanted": {AGENTS[0]: [victims[n]]}}))
         return run_process(floor("rewrite", main_index, str(plan)), env)
 
-    rewrite_floor, _ = median_of(runs, delete_floor)
-    seconds, memory = median_of(
+    rewrite_floor, _, _ = median_of(runs, delete_floor)
+    seconds, memory, output = median_of(
         runs, lambda n: run_process(skill("cleanup_after_delegation", {"session_id": victims[runs + n]}), env)
     )
-    record("delete_session", seconds, rewrite_floor, memory)
+    record("delete_session", seconds, rewrite_floor, memory, output)
     _, httpx_mb, _ = run_process(floor("httpx"), env)
     _, python_mb, _ = run_process([sys.executable, "-c", "import json"], env)
     server.shutdown()
@@ -372,8 +374,8 @@ def measure_start(runs: int, work: Path) -> dict[str, Any]:
     empty = work / "empty-agents"
     empty.mkdir(exist_ok=True)
     env = {**os.environ, "ARIA_AGENTS_DIR": str(empty)}
-    floor_seconds, _ = median_of(runs, lambda n: run_process([sys.executable, "-c", "import json"], env))
-    seconds, memory = median_of(runs, lambda n: run_process(skill("list_sessions", {}), env))
+    floor_seconds, _, _ = median_of(runs, lambda n: run_process([sys.executable, "-c", "import json"], env))
+    seconds, memory, output = median_of(runs, lambda n: run_process(skill("list_sessions", {}), env))
     return {
         "size": "empty",
         "job": "start",
@@ -382,6 +384,7 @@ def measure_start(runs: int, work: Path) -> dict[str, Any]:
         "ratio": round(seconds / floor_seconds, 2),
         "target": TARGETS["start"],
         "peak_mb": round(memory, 1),
+        "output_bytes": output,
     }
 
 
@@ -403,21 +406,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+OUTPUT_BUDGET = 32 * 1024  # issue 8: every default answer at most 32 KiB, at any store size
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| size | job | skill s | floor s | ratio | target | peak MB |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size | job | skill s | floor s | ratio | target | peak MB | output KiB (≤ 32) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in results:
         if row["job"] == "memory":
             verdict = "ok" if row["peak_mb"] <= row["limit_mb"] else "MISSED"
             lines.append(
                 f"| {row['size']} | peak memory (largest index {row['largest_index_mb']} MB, "
                 f"all {row['total_index_mb']} MB) | | | | ≤ {row['limit_mb']} MB | "
-                f"{row['peak_mb']} {verdict} |"
+                f"{row['peak_mb']} {verdict} | |"
             )
             continue
         verdict = "ok" if row["ratio"] <= row["target"] else "MISSED"
+        fits = "ok" if row["output_bytes"] <= OUTPUT_BUDGET else "OVER"
         lines.append(
             f"| {row['size']} | {row['job']} | {row['seconds']:.3f} | {row['floor_seconds']:.3f} | "
-            f"{row['ratio']:.2f} {verdict} | ≤ {row['target']} | {row['peak_mb']} |"
+            f"{row['ratio']:.2f} {verdict} | ≤ {row['target']} | {row['peak_mb']} | "
+            f"{row['output_bytes'] / 1024:.1f} {fits} |"
         )
     return "\n".join(lines)
 
@@ -458,7 +469,9 @@ def main() -> int:
     missed = [
         r
         for r in results
-        if (r.get("ratio", 0) > r.get("target", 99)) or r.get("peak_mb", 0) > r.get("limit_mb", 1e9)
+        if (r.get("ratio", 0) > r.get("target", 99))
+        or r.get("peak_mb", 0) > r.get("limit_mb", 1e9)
+        or r.get("output_bytes", 0) > OUTPUT_BUDGET
     ]
     return 1 if missed else 0
 

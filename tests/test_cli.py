@@ -360,3 +360,49 @@ def test_every_error_type_is_documented_in_the_readme_and_the_card() -> None:
     for document in ("README.md", "SKILL.md"):
         text = (REPO / document).read_text()
         assert [kind for kind in sorted(emitted) if f"`{kind}`" not in text] == [], document
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [([], "name a skill and a function"), ([SKILL], "name a function after the skill")],
+)
+def test_a_call_that_names_too_little_is_a_json_error_with_usage_on_stderr(
+    argv: list[str], names: str
+) -> None:
+    exit_code, document, stderr = run_cli(*argv)
+    assert (exit_code, document["error_type"]) == (2, "invalid_argument")
+    assert names in document["error"] and stderr.startswith("usage:")
+
+
+def readme_variables() -> list[str]:
+    table = (REPO / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([A-Z_]+)` \|", table, re.MULTILINE)
+
+
+@pytest.mark.parametrize("function", ["list_sessions", "prune_sessions", "restore_session", "sync_pending"])
+def test_each_function_has_its_own_help(function: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), SKILL, function, "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0 and completed.stdout.startswith(
+        f"usage: run_skill.py {SKILL} {function}"
+    )
+    for part in ("arguments:", "example:", "answer keys:", 'detail: string, default "summary"'):
+        assert part in completed.stdout
+    variables = readme_variables()
+    assert len(variables) >= 9 and [v for v in variables if v not in completed.stdout] == []
+
+
+def test_help_keys_are_keys_of_the_real_answers(tree: Path) -> None:
+    import session_manager as sm
+
+    examples = {
+        "delete_session": {"session_id": "sub-1"},
+        "cleanup_after_delegation": {"session_id": "cron-hb"},
+        "restore_session": {"session_id": "sub-1"},
+    }
+    for function, (_, keys) in sm.HELP.items():
+        answer = sm.FUNCTIONS[function](**examples.get(function, {}))
+        assert [key for key in keys if key not in answer] == [], function

@@ -43,7 +43,7 @@ def test_legacy_rows_and_rows_deep_in_the_pages_are_found(tree: Path, history: H
         history.add_row(f"noise-{n}", agent="analyst", started_at="2026-11-20T00:00:00+00:00")
     for n in range(300):
         history.add_row(f"other-agent-{n}", agent="main", started_at="2026-11-20T00:00:00+00:00")
-    result = sm.prune_sessions(max_age_minutes=60, agent="analyst")
+    result = sm.prune_sessions(max_age_minutes=60, agent="analyst", detail="full")
     assert result["history_by_session"]["an-cron"]["status"] == "marked"
     assert history.row_of("an-cron")["status"] == "ended"
     pages = [path for method, path in history.requests if method == "GET"]

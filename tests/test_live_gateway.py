@@ -51,7 +51,7 @@ def run_round(root: Path, locked: bool) -> dict[str, Any]:
     time.sleep(0.3)
     even = [f"stale-{n}" for n in range(0, STALE, 2)]
     batches = [
-        [["prune_sessions", {"max_age_minutes": 60, "session_type": "cron_run"}]],
+        [["prune_sessions", {"max_age_minutes": 60, "session_type": "cron_run", "detail": "full"}]],
         [["delete_session", {"session_id": sid}] for sid in even[::2]],
         [["delete_session", {"session_id": sid}] for sid in even[1::2]],
     ]
