@@ -1,6 +1,6 @@
 """A stand-in for aria-api's two session endpoints, served over real HTTP on 127.0.0.1.
 
-It behaves as FORMATS.md section 5 describes: newest-first pages, PATCH that answers
+It behaves as docs/FORMATS.md §5 describes: newest-first pages, PATCH that answers
 ``{"updated": true}`` even for unknown ids, a 500 for an id that is not a UUID, and an optional
 ``X-API-Key`` check. Faults (latency, 500s, a share of failures, malformed bodies, hanging) can be
 switched on to test the skill's history step.

@@ -1,4 +1,4 @@
-"""A stand-in for aria-api's session endpoints over a real PostgreSQL table (FORMATS.md section 5)."""
+"""A stand-in for aria-api's session endpoints over a real PostgreSQL table (docs/FORMATS.md §5)."""
 
 from __future__ import annotations
 

@@ -147,3 +147,43 @@ def test_ctrl_c_stops_the_demos_history_service(tmp_path: Path) -> None:
     assert demo.wait(timeout=30) in (0, 130)
     for pid in services:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def card_example(section: str) -> dict[str, object]:
+    """The first JSON example under a function's heading in SKILL.md."""
+    text = (REPO / "SKILL.md").read_text().split(f"### {section}\n", 1)[1]
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    example: dict[str, object] = json.loads(block)
+    return example
+
+
+@pytest.mark.parametrize(
+    ("function", "arguments", "fields"),
+    [
+        (
+            "get_session_stats",
+            {},
+            (
+                "total_sessions",
+                "stale_sessions",
+                "active_sessions",
+                "by_agent",
+                "by_type",
+                "protected_sessions",
+                "stale_unprotected_sessions",
+                "orphaned_transcripts",
+            ),
+        ),
+        (
+            "prune_sessions",
+            {"max_age_minutes": 60},
+            ("total_sessions", "pruned_count", "kept_count", "archived_transcripts"),
+        ),
+    ],
+)
+def test_the_cards_example_numbers_are_the_demo_trees(
+    demo: Path, function: str, arguments: dict[str, object], fields: tuple[str, ...]
+) -> None:
+    exit_code, answer, _ = run_cli("session_manager", function, json.dumps(arguments))
+    example = card_example(function)
+    assert exit_code == 0 and {f: example[f] for f in fields} == {f: answer[f] for f in fields}

@@ -53,10 +53,9 @@ def agents_snapshot(root: Path) -> dict[str, bytes]:
 
 
 def outbox(root: Path) -> list[dict[str, Any]]:
-    path = root / ".session-manager" / "history-outbox.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The marks waiting in the outbox, as the skill reads them (confirmations folded in)."""
+    assert os.environ["ARIA_AGENTS_DIR"] == str(root)
+    return [mark.as_record() for mark in sm.read_outbox(sm.Config.from_environment())]
 
 
 # --- 1. A transcript that any key points to is never touched, and every path protects ------------
@@ -671,3 +670,13 @@ def test_a_state_dir_inside_a_sessions_folder_is_refused(root: Path, inside: str
     assert (exit_code, answer["error_type"]) == (1, "configuration_error")
     assert "outside every <agent>/sessions" in answer["error"]
     assert snapshot(root) == before
+
+
+def test_a_fifo_lock_older_than_30_seconds_is_broken_like_any_stale_lock(root: Path) -> None:
+    stale_agent(root)
+    lock = root / "main" / "sessions" / "sessions.json.lock"
+    fifo(lock)
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    exit_code, output = run_raw(SKILL, "prune_sessions", '{"max_age_minutes": 60}', timeout=30)
+    assert exit_code == 0 and strict_json(output.decode())["pruned_count"] == 6
+    assert not lock.exists()

@@ -1,4 +1,4 @@
-"""Beside a live gateway: a gateway-like writer (Node, FORMATS.md section 3) and several skill
+"""Beside a live gateway: a gateway-like writer (Node, docs/FORMATS.md §3) and several skill
 processes pruning and deleting at once. With the lock nothing is lost; without it, writes are."""
 
 from __future__ import annotations
