@@ -501,8 +501,12 @@ def _open_regular(path: str, follow_symlinks: bool = True) -> int:
 
     O_NONBLOCK makes opening a FIFO return at once (a plain open would wait for a writer forever).
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
-    descriptor = os.open(path, flags)
+    return _open_checked(path, os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW))
+
+
+def _open_checked(path: str, flags: int) -> int:
+    """os.open with O_NONBLOCK, then refuse the descriptor unless it is a regular file."""
+    descriptor = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
         raise OSError(errno.EINVAL, "not a regular file", path)
@@ -2142,11 +2146,7 @@ def _state_path(config: Config, name: str) -> str:
 
 def _open_state_file(path: str, flags: int) -> int:
     """Open (creating) one of the skill's own files; anything but a regular file is refused at once."""
-    descriptor = os.open(path, flags | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return descriptor
+    return _open_checked(path, flags | os.O_CREAT | os.O_NOFOLLOW)
 
 
 @contextmanager
@@ -2682,17 +2682,21 @@ def _session_row(session: Session, now: datetime, full: bool = False) -> dict[st
         "transcripts": session.transcripts,
         "protected": session.protected,
     }
-    return row if full else _bounded_row(row)
+    return (
+        row if full else _bounded_row(row, ("keys", "transcripts"), ("key", "session_type", "label", "model"))
+    )
 
 
-def _bounded_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row whose strings from the index are cut to TEXT_CAP and whose lists to ROW_LIST_CAP items."""
+def _bounded_row(row: dict[str, Any], lists: tuple[str, ...], texts: tuple[str, ...]) -> dict[str, Any]:
+    """A row whose ``lists`` keep ROW_LIST_CAP items (the rest counted in its own "truncated") and
+    whose ``texts``, and list items, taken from the index are cut to TEXT_CAP."""
     cut: dict[str, int] = {}
-    for name in ("keys", "transcripts"):
+    for name in lists:
         if len(row[name]) > ROW_LIST_CAP:
             cut[name] = len(row[name]) - ROW_LIST_CAP
-        row[name] = [_short(item) for item in row[name][:ROW_LIST_CAP]]
-    for name in ("key", "session_type", "label", "model"):
+        kept = _first_items(row[name], ROW_LIST_CAP)
+        row[name] = [_short(item) for item in kept] if isinstance(kept, list) else kept
+    for name in texts:
         row[name] = _short(row[name])
     if cut:
         row["truncated"] = cut
@@ -3193,17 +3197,7 @@ def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
         "transcripts": deletion.transcripts,
         "txn": deletion.txn,
     }
-    if not full:
-        cut = {
-            name: len(row[name]) - ROW_LIST_CAP
-            for name in ("keys", "transcripts")
-            if len(row[name]) > ROW_LIST_CAP
-        }
-        row["keys"] = [_short(key) for key in deletion.keys[:ROW_LIST_CAP]]
-        row["transcripts"] = _first_items(deletion.transcripts, ROW_LIST_CAP)
-        if cut:
-            row["truncated"] = cut
-    return row
+    return row if full else _bounded_row(row, ("keys", "transcripts"), ())
 
 
 def list_deleted(
