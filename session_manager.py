@@ -734,6 +734,11 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _new_id() -> str:
+    """A random id for a deletion (its audit transaction) or an outbox record."""
+    return os.urandom(16).hex()
+
+
 def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -1455,7 +1460,7 @@ class Mark:
 
     def as_record(self) -> dict[str, Any]:
         return {
-            "id": self.outbox_id or os.urandom(16).hex(),
+            "id": self.outbox_id or _new_id(),
             "session_id": self.session_id,
             "agent": self.agent,
             "status": self.status,
@@ -1941,7 +1946,7 @@ def queue_marks(config: Config, marks: list[Mark]) -> None:
     """
     moment = _iso_utc(_utc_now())
     for mark in marks:
-        mark.outbox_id = mark.outbox_id or os.urandom(16).hex()
+        mark.outbox_id = mark.outbox_id or _new_id()
         mark.queued_at = mark.queued_at or moment
     try:
         with _state_file_lock(config, HISTORY_OUTBOX_NAME):
@@ -2034,7 +2039,7 @@ def _settle_outbox(
     present = {m.outbox_id for m in kept}
     kept += [m for m in requeue if not m.outbox_id or m.outbox_id not in present]
     for mark in kept:
-        mark.outbox_id = mark.outbox_id or os.urandom(16).hex()
+        mark.outbox_id = mark.outbox_id or _new_id()
     return [m for m in kept if not _expired(m, now)], [m for m in kept if _expired(m, now)]
 
 
@@ -2445,7 +2450,7 @@ def remove_sessions(
     """
     paths = view.paths
     _refuse_if_not_live(config, paths)
-    txn, moment = os.urandom(16).hex(), _utc_now()
+    txn, moment = _new_id(), _utc_now()
     header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
     fingerprints: dict[str, int] = {}
     append_audit_stream(config, _intent_pieces(header, planned, view.document, fingerprints))
@@ -2542,7 +2547,7 @@ def record_late_archives(config: Config, agent: str, archived: dict[str, str], r
         if owner is not None:
             txn, session_id, why = owner.txn, owner.session_id, owner.reason
         else:
-            txn, why = os.urandom(16).hex(), reason
+            txn, why = _new_id(), reason
             session_id = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
         records.append(
             {

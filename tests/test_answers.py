@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, add_transcript, ago, closed_port, write_index
+from helpers import REPO, add_transcript, ago, closed_port, write_index
 
 import session_manager as sm
 

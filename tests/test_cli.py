@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, snapshot
+from helpers import REPO, run_cli, snapshot
 
 SKILL = "session_manager"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import add_transcript, ago, leftovers, run_cli, write_index
+from helpers import add_transcript, ago, leftovers, run_cli, write_index
 
 HERE = Path(__file__).resolve().parent
 PRUNE = ["prune_sessions", '{"max_age_minutes": 60}']

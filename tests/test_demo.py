@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 CARD_KEYS = {
     "list_sessions": {"session_count", "sessions"},

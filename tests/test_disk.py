@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import add_transcript, ago, leftovers, run_cli, snapshot, write_index
+from helpers import add_transcript, ago, leftovers, run_cli, snapshot, write_index
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import add_transcript, ago, gateway_json, leftovers, read_index, snapshot, write_index
+from helpers import add_transcript, ago, gateway_json, leftovers, read_index, snapshot, write_index
 from trees import EXPECTED_AT_60
 
 import session_manager as sm

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, add_transcript, ago, read_index, run_cli, snapshot, write_index
+from helpers import REPO, add_transcript, ago, read_index, run_cli, snapshot, write_index
 from history_service import HistoryService
 
 import session_manager as sm

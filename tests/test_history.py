@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ago, read_index, write_index
+from helpers import ago, read_index, write_index
 from history_service import HistoryService
 
 import session_manager as sm

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ago, closed_port, read_index, write_index
+from helpers import ago, closed_port, read_index, write_index
 from history_service import Faults, HistoryService
 
 import session_manager as sm

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import add_transcript, ago, leftovers, write_index
+from helpers import add_transcript, ago, leftovers, write_index
 
 HERE = Path(__file__).resolve().parent
 NODE = shutil.which("node")

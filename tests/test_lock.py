@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import add_transcript, ago, leftovers, read_index, write_index
+from helpers import add_transcript, ago, leftovers, read_index, write_index
 
 import session_manager as sm
 

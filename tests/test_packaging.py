@@ -8,7 +8,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_the_sdist_holds_what_pytest_needs_and_collects_from_it(tmp_path: Path) -> None:
@@ -32,6 +32,8 @@ def test_the_sdist_holds_what_pytest_needs_and_collects_from_it(tmp_path: Path) 
     for needed in (
         "LICENSE",
         "tests/conftest.py",
+        "tests/helpers.py",
+        "tests/golden/same_answers.jsonl",
         "tests/history_service.py",
         "tests/trees.py",
         "tests/gateway_writer.js",

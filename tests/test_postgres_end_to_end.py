@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import add_transcript, ago, run_cli, write_index
+from helpers import add_transcript, ago, run_cli, write_index
 from postgres import PostgresServer, server_binaries
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import add_transcript, ago, leftovers, read_index, snapshot, write_index
+from helpers import add_transcript, ago, leftovers, read_index, snapshot, write_index
 from history_service import HistoryService
 
 import session_manager as sm

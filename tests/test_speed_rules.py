@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, add_transcript, ago, write_index
+from helpers import REPO, add_transcript, ago, write_index
 
 import session_manager as sm
 

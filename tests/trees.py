@@ -7,7 +7,7 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import add_transcript, ago, write_index
+from helpers import add_transcript, ago, write_index
 
 #: sessionId -> why a 60-minute prune must keep it (None: it is pruned)
 EXPECTED_AT_60 = {
