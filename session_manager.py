@@ -145,47 +145,6 @@ class RestoreConflict(SessionManagerError):
 # --- Configuration ------------------------------------------------------------------------------
 
 
-class Config(NamedTuple):
-    """What the deployment's environment says; read once per call."""
-
-    agents_root: str
-    api_url: str
-    api_key: str | None
-    running_session_id: str | None
-    stale_minutes: float
-    lock_timeout: float
-    state_dir: str
-    history_budget: float
-    history_concurrency: int
-
-    @classmethod
-    def from_environment(cls) -> Config:
-        """Read the variables of docs/FORMATS.md §6 (and the skill's own tuning knobs)."""
-        root = os.environ.get("ARIA_AGENTS_DIR") or DEFAULT_AGENTS_DIR
-        if not os.path.isdir(root):
-            raise ConfigurationError(
-                f"agents root {root!r} is not a directory; set ARIA_AGENTS_DIR to the folder "
-                "that holds <agent>/sessions/sessions.json"
-            )
-        root = os.path.realpath(root)
-        _require_dateutil()
-        return cls(
-            agents_root=root,
-            api_url=_api_url_from_environment(),
-            api_key=_api_key_from_environment(),
-            running_session_id=os.environ.get("ARIA_SESSION_ID", "").strip() or None,
-            stale_minutes=_number_from_environment("SESSION_STALE_MINUTES", DEFAULT_STALE_MINUTES),
-            lock_timeout=_number_from_environment(
-                "SESSION_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS
-            ),
-            state_dir=_state_dir_from_environment(root),
-            history_budget=_number_from_environment("SESSION_HISTORY_BUDGET_SECONDS", HISTORY_BUDGET_SECONDS),
-            history_concurrency=max(
-                1, int(_number_from_environment("SESSION_HISTORY_CONCURRENCY", HISTORY_CONCURRENCY))
-            ),
-        )
-
-
 def _number_from_environment(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -234,6 +193,16 @@ _API_URL_PATTERN = re.compile(
 )
 
 
+def _is_inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def normalise_api_url(url: str) -> str:
+    """Return the history service base URL ending in ``/api``, whichever way it was set."""
+    url = url.strip().rstrip("/")
+    return url if url.endswith("/api") else url + "/api"
+
+
 def _api_url_from_environment() -> str:
     """ARIA_API_URL as a base URL ending in /api; refused unless http(s) with a host."""
     url = os.environ.get("ARIA_API_URL", "").strip() or DEFAULT_API_URL
@@ -259,13 +228,60 @@ def _state_dir_from_environment(root: str) -> str:
     return real
 
 
-def normalise_api_url(url: str) -> str:
-    """Return the history service base URL ending in ``/api``, whichever way it was set."""
-    url = url.strip().rstrip("/")
-    return url if url.endswith("/api") else url + "/api"
+class Config(NamedTuple):
+    """What the deployment's environment says; read once per call."""
+
+    agents_root: str
+    api_url: str
+    api_key: str | None
+    running_session_id: str | None
+    stale_minutes: float
+    lock_timeout: float
+    state_dir: str
+    history_budget: float
+    history_concurrency: int
+
+    @classmethod
+    def from_environment(cls) -> Config:
+        """Read the variables of docs/FORMATS.md §6 (and the skill's own tuning knobs)."""
+        root = os.environ.get("ARIA_AGENTS_DIR") or DEFAULT_AGENTS_DIR
+        if not os.path.isdir(root):
+            raise ConfigurationError(
+                f"agents root {root!r} is not a directory; set ARIA_AGENTS_DIR to the folder "
+                "that holds <agent>/sessions/sessions.json"
+            )
+        root = os.path.realpath(root)
+        _require_dateutil()
+        return cls(
+            agents_root=root,
+            api_url=_api_url_from_environment(),
+            api_key=_api_key_from_environment(),
+            running_session_id=os.environ.get("ARIA_SESSION_ID", "").strip() or None,
+            stale_minutes=_number_from_environment("SESSION_STALE_MINUTES", DEFAULT_STALE_MINUTES),
+            lock_timeout=_number_from_environment(
+                "SESSION_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS
+            ),
+            state_dir=_state_dir_from_environment(root),
+            history_budget=_number_from_environment("SESSION_HISTORY_BUDGET_SECONDS", HISTORY_BUDGET_SECONDS),
+            history_concurrency=max(
+                1, int(_number_from_environment("SESSION_HISTORY_CONCURRENCY", HISTORY_CONCURRENCY))
+            ),
+        )
 
 
 # --- Argument checks ----------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _check_agent_name(agent: Any) -> str:
@@ -332,18 +348,6 @@ def _check_session_type(value: Any) -> str | None:
     return value
 
 
-def _type_name(value: Any) -> str:
-    return {
-        type(None): "null",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)
-
-
 # --- Paths --------------------------------------------------------------------------------------
 
 
@@ -372,24 +376,6 @@ class AgentPaths:
         return os.path.join(self.folder, name)
 
 
-def _is_inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def agent_paths(config: Config, agent: str) -> AgentPaths:
-    """Resolve an agent's sessions folder, refusing names or symlinks that lead out of the root."""
-    _check_agent_name(agent)
-    folder = os.path.realpath(os.path.join(config.agents_root, agent, "sessions"))
-    if not _is_inside(folder, config.agents_root):
-        raise UnsafePath(f"the sessions folder of agent {agent!r} leads outside the agents root")
-    if not os.path.isdir(folder):
-        raise UnknownAgent(
-            f"agent {agent!r} has no sessions folder under {config.agents_root}; "
-            f"known agents: {', '.join(discover_agents(config)) or 'none'}"
-        )
-    return AgentPaths(agent, folder, config.agents_root)
-
-
 def discover_agents(config: Config) -> list[str]:
     """Agent ids under the root: every directory that has a ``sessions`` folder inside the root."""
     found = []
@@ -404,6 +390,20 @@ def discover_agents(config: Config) -> list[str]:
         if os.path.isdir(folder) and _is_inside(folder, config.agents_root):
             found.append(entry.name)
     return found
+
+
+def agent_paths(config: Config, agent: str) -> AgentPaths:
+    """Resolve an agent's sessions folder, refusing names or symlinks that lead out of the root."""
+    _check_agent_name(agent)
+    folder = os.path.realpath(os.path.join(config.agents_root, agent, "sessions"))
+    if not _is_inside(folder, config.agents_root):
+        raise UnsafePath(f"the sessions folder of agent {agent!r} leads outside the agents root")
+    if not os.path.isdir(folder):
+        raise UnknownAgent(
+            f"agent {agent!r} has no sessions folder under {config.agents_root}; "
+            f"known agents: {', '.join(discover_agents(config)) or 'none'}"
+        )
+    return AgentPaths(agent, folder, config.agents_root)
 
 
 def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
@@ -425,6 +425,55 @@ def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
 
 
 # --- The store: reading -------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_id() -> str:
+    """A random id for a deletion (its audit transaction) or an outbox record."""
+    return os.urandom(16).hex()
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An aware UTC time from epoch ms, epoch seconds or an ISO-8601 string; None if it is none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return parse_timestamp(float(text))
+        from dateutil.parser import isoparse
+
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        try:
+            return moment.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        try:
+            if isinstance(value, int):  # exact: no float rounding of epoch milliseconds
+                return EPOCH + (
+                    timedelta(milliseconds=value) if abs(value) >= 1e11 else timedelta(seconds=value)
+                )
+            return datetime.fromtimestamp(value / 1000.0 if abs(value) >= 1e11 else value, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -496,14 +545,6 @@ def gateway_json(value: Any, indent: int | None = None) -> str:
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
-def _open_regular(path: str, follow_symlinks: bool = True) -> int:
-    """Open a file for reading, refusing anything but a regular file without waiting on it.
-
-    O_NONBLOCK makes opening a FIFO return at once (a plain open would wait for a writer forever).
-    """
-    return _open_checked(path, os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW))
-
-
 def _open_checked(path: str, flags: int) -> int:
     """os.open with O_NONBLOCK, then refuse the descriptor unless it is a regular file."""
     descriptor = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
@@ -511,6 +552,14 @@ def _open_checked(path: str, flags: int) -> int:
         os.close(descriptor)
         raise OSError(errno.EINVAL, "not a regular file", path)
     return descriptor
+
+
+def _open_regular(path: str, follow_symlinks: bool = True) -> int:
+    """Open a file for reading, refusing anything but a regular file without waiting on it.
+
+    O_NONBLOCK makes opening a FIFO return at once (a plain open would wait for a writer forever).
+    """
+    return _open_checked(path, os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW))
 
 
 class IndexDocument:
@@ -587,6 +636,42 @@ class IndexDocument:
         return b"".join(self.chunks())
 
 
+def _scan_object(text: str) -> IndexDocument | None:
+    """Walk a top-level object entry by entry; None when it is not one or repeats a key."""
+    skip = _WHITESPACE.match
+    position = skip(text, 0).end()  # type: ignore[union-attr]
+    if text[position : position + 1] != "{":
+        return None
+    entries: dict[str, Any] = {}
+    spans: dict[str, tuple[int, int, int, int]] = {}
+    position = skip(text, position + 1).end()  # type: ignore[union-attr]
+    if text[position] != "}":
+        while True:
+            if text[position] != '"':
+                return None
+            key_start = position
+            key, position = json.decoder.scanstring(text, position + 1)  # type: ignore[attr-defined]
+            if key in entries:
+                return None
+            key_end = position
+            position = skip(text, position).end()  # type: ignore[union-attr]
+            if text[position] != ":":
+                return None
+            value_start = position = skip(text, position + 1).end()  # type: ignore[union-attr]
+            entry, position = _DECODER.raw_decode(text, position)
+            entries[key] = project_entry(entry) if type(entry) is dict else entry
+            spans[key] = (key_start, key_end, value_start, position)
+            position = skip(text, position).end()  # type: ignore[union-attr]
+            if text[position] == "}":
+                break
+            if text[position] != ",":
+                return None
+            position = skip(text, position + 1).end()  # type: ignore[union-attr]
+    if skip(text, position + 1).end() != len(text):  # type: ignore[union-attr]
+        return None
+    return IndexDocument(entries, text, spans)
+
+
 def parse_index_text(text: str, path: str) -> IndexDocument:
     """Parse an index, keeping every entry's place in the text; refuse anything but a JSON object.
 
@@ -627,40 +712,9 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
     return fallback
 
 
-def _scan_object(text: str) -> IndexDocument | None:
-    """Walk a top-level object entry by entry; None when it is not one or repeats a key."""
-    skip = _WHITESPACE.match
-    position = skip(text, 0).end()  # type: ignore[union-attr]
-    if text[position : position + 1] != "{":
-        return None
-    entries: dict[str, Any] = {}
-    spans: dict[str, tuple[int, int, int, int]] = {}
-    position = skip(text, position + 1).end()  # type: ignore[union-attr]
-    if text[position] != "}":
-        while True:
-            if text[position] != '"':
-                return None
-            key_start = position
-            key, position = json.decoder.scanstring(text, position + 1)  # type: ignore[attr-defined]
-            if key in entries:
-                return None
-            key_end = position
-            position = skip(text, position).end()  # type: ignore[union-attr]
-            if text[position] != ":":
-                return None
-            value_start = position = skip(text, position + 1).end()  # type: ignore[union-attr]
-            entry, position = _DECODER.raw_decode(text, position)
-            entries[key] = project_entry(entry) if type(entry) is dict else entry
-            spans[key] = (key_start, key_end, value_start, position)
-            position = skip(text, position).end()  # type: ignore[union-attr]
-            if text[position] == "}":
-                break
-            if text[position] != ",":
-                return None
-            position = skip(text, position + 1).end()  # type: ignore[union-attr]
-    if skip(text, position + 1).end() != len(text):  # type: ignore[union-attr]
-        return None
-    return IndexDocument(entries, text, spans)
+def _signature_of(info: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file is replaced or written: inode, size, mtime and ctime in ns."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _read_text(path: str) -> tuple[str, tuple[int, ...]] | None:
@@ -679,11 +733,6 @@ def _read_text(path: str) -> tuple[str, tuple[int, ...]] | None:
         raise StoreUnreadable(
             f"{path} is not UTF-8 text (byte {error.start}); it was left as it is", path
         ) from None
-
-
-def _signature_of(info: os.stat_result) -> tuple[int, ...]:
-    """What changes whenever a file is replaced or written: inode, size, mtime and ctime in ns."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def file_signature(path: str) -> tuple[int, ...] | None:
@@ -730,19 +779,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _new_id() -> str:
-    """A random id for a deletion (its audit transaction) or an outbox record."""
-    return os.urandom(16).hex()
-
-
-def _iso_utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class LockHolder(NamedTuple):
     """What a lock file says about its holder, and whether that holder is gone."""
 
@@ -754,6 +790,19 @@ class LockHolder(NamedTuple):
         who = f"pid {self.pid}" if self.pid is not None else "an unknown process"
         since = f" since {self.created_at}" if self.created_at else ""
         return who + since
+
+
+def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | None]:
+    try:
+        content = loads_strict(raw)
+    except ValueError:  # UnicodeDecodeError included
+        return None, None, None
+    if not isinstance(content, dict):
+        return None, None, None
+    pid = content.get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    created_at = content.get("createdAt") if isinstance(content.get("createdAt"), str) else None
+    return pid, created_at, parse_timestamp(created_at) if created_at else None
 
 
 def inspect_lock(
@@ -783,19 +832,6 @@ def inspect_lock(
     alive = _pid_alive(pid)
     too_old = not (live_pid_holds and alive) and (_utc_now() - created).total_seconds() > stale_after
     return LockHolder(pid, created_at, stale=too_old or not alive)
-
-
-def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | None]:
-    try:
-        content = loads_strict(raw)
-    except ValueError:  # UnicodeDecodeError included
-        return None, None, None
-    if not isinstance(content, dict):
-        return None, None, None
-    pid = content.get("pid")
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
-    created_at = content.get("createdAt") if isinstance(content.get("createdAt"), str) else None
-    return pid, created_at, parse_timestamp(created_at) if created_at else None
 
 
 def _try_create_lock(path: str) -> int | None:
@@ -839,6 +875,14 @@ def _break_stale_lock(path: str) -> None:
     os.unlink(aside)
 
 
+def _release_lock(path: str, inode: int) -> None:
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 @contextmanager
 def gateway_lock(path: str, timeout: float) -> Iterator[None]:
     """Hold the gateway's ``sessions.json.lock``: exclusive create, stale-lock breaking, back-off."""
@@ -866,14 +910,6 @@ def gateway_lock(path: str, timeout: float) -> Iterator[None]:
         yield
     finally:
         _release_lock(path, inode)
-
-
-def _release_lock(path: str, inode: int) -> None:
-    try:
-        if os.stat(path).st_ino == inode:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # --- The store: writing -------------------------------------------------------------------------
@@ -963,42 +999,6 @@ def rewrite_index(
 # --- Sessions: times, kinds, grouping -----------------------------------------------------------
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """An aware UTC time from epoch ms, epoch seconds or an ISO-8601 string; None if it is none."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if re.fullmatch(r"-?\d+(\.\d+)?", text):
-            return parse_timestamp(float(text))
-        from dateutil.parser import isoparse
-
-        try:
-            moment = isoparse(text)
-        except (ValueError, OverflowError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        try:
-            return moment.astimezone(timezone.utc)
-        except (ValueError, OverflowError):
-            return None
-    if isinstance(value, (int, float)):
-        if value != value or value in (float("inf"), float("-inf")):
-            return None
-        try:
-            if isinstance(value, int):  # exact: no float rounding of epoch milliseconds
-                return EPOCH + (
-                    timedelta(milliseconds=value) if abs(value) >= 1e11 else timedelta(seconds=value)
-                )
-            return datetime.fromtimestamp(value / 1000.0 if abs(value) >= 1e11 else value, tz=timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            return None
-    return None
-
-
 def session_type_of(key: str) -> str:
     """The kind of session a key names: main, cron, cron_run, subagent, or its first segment."""
     if key == "global":
@@ -1037,6 +1037,21 @@ class FolderListing:
         self.index_bytes = 0
 
 
+def _is_regular(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """A listed file's status (cached by the entry), or None when it is gone."""
+    try:
+        return entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+
+
 def list_folder(paths: AgentPaths) -> FolderListing:
     """Sort a sessions folder's regular files into transcripts, archives and locks, with one scan."""
     listing = FolderListing()
@@ -1054,21 +1069,6 @@ def list_folder(paths: AgentPaths) -> FolderListing:
             elif ARCHIVE_PATTERN.search(name) and _is_regular(entry):
                 listing.archives[name] = entry
     return listing
-
-
-def _is_regular(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
-    """A listed file's status (cached by the entry), or None when it is gone."""
-    try:
-        return entry.stat(follow_symlinks=False)
-    except OSError:
-        return None
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:
@@ -1144,6 +1144,21 @@ def _session_id_of(key: str, entry: Any) -> str:
     return key
 
 
+def _newest_update(entries: Any) -> datetime | None:
+    newest = None
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        raw = entry.get("updatedAt")
+        if type(raw) is int and 1e11 <= raw < 1e14:
+            moment: datetime | None = EPOCH + timedelta(milliseconds=raw)
+        else:
+            moment = parse_timestamp(raw)
+        if moment is not None and (newest is None or moment > newest):
+            newest = moment
+    return newest
+
+
 def group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
     """Fold an index's keys into sessions by sessionId, keys in index order."""
     sessions: dict[str, Session] = {}
@@ -1158,21 +1173,6 @@ def group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
     for session in sessions.values():
         session.last_active = session.updated_at = _newest_update(session.entries.values())
     return sessions
-
-
-def _newest_update(entries: Any) -> datetime | None:
-    newest = None
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        raw = entry.get("updatedAt")
-        if type(raw) is int and 1e11 <= raw < 1e14:
-            moment: datetime | None = EPOCH + timedelta(milliseconds=raw)
-        else:
-            moment = parse_timestamp(raw)
-        if moment is not None and (newest is None or moment > newest):
-            newest = moment
-    return newest
 
 
 def _transcript_name_of(paths: AgentPaths, session_file: Any) -> str | None:
@@ -1287,6 +1287,10 @@ def read_agent(config: Config, paths: AgentPaths, for_change: bool = False) -> A
     return AgentView(paths, store, listing, sessions, _uses_newer_store(config, paths), document)
 
 
+def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
+    return {**context, "error": str(error), "error_type": error.error_type}
+
+
 def each_agent(
     config: Config,
     agent: str | None,
@@ -1311,10 +1315,6 @@ def each_agent(
             errors.append(_error_record(error, agent=paths.agent))
 
 
-def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
-    return {**context, "error": str(error), "error_type": error.error_type}
-
-
 # --- Transcripts --------------------------------------------------------------------------------
 
 
@@ -1332,19 +1332,10 @@ def stamp_time(archive_name: str) -> datetime | None:
     return parse_timestamp(f"{date}T{clock[:8].replace('-', ':')}{clock[8:]}")
 
 
-def archive_transcript(paths: AgentPaths, name: str, moment: datetime) -> str:
-    """Rename a transcript to ``<name>.deleted.<stamp>`` without overwriting any file."""
-    source = paths.file(name)
-    for step in range(1000):
-        target = f"{name}.deleted.{archive_stamp(moment + timedelta(milliseconds=step))}"
-        if _rename_without_overwrite(source, paths.file(target)):
-            return target
-    raise FileExistsError(errno.EEXIST, "no free archive name", source)
-
-
 _AT_FDCWD = -100
+
+
 _RENAME_NOREPLACE = 1
-_renameat2: Any = None
 
 
 def _load_renameat2() -> Any:
@@ -1386,7 +1377,320 @@ def _rename_without_overwrite(source: str, target: str) -> bool:
     return True
 
 
+def archive_transcript(paths: AgentPaths, name: str, moment: datetime) -> str:
+    """Rename a transcript to ``<name>.deleted.<stamp>`` without overwriting any file."""
+    source = paths.file(name)
+    for step in range(1000):
+        target = f"{name}.deleted.{archive_stamp(moment + timedelta(milliseconds=step))}"
+        if _rename_without_overwrite(source, paths.file(target)):
+            return target
+    raise FileExistsError(errno.EEXIST, "no free archive name", source)
+
+
+_renameat2: Any = None
+
+
+# --- The skill's own files: locked appends and rewrites -----------------------------------------
+
+
+def _state_path(config: Config, name: str) -> str:
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    return os.path.join(config.state_dir, name)
+
+
+def _open_state_file(path: str, flags: int) -> int:
+    """Open (creating) one of the skill's own files; anything but a regular file is refused at once."""
+    return _open_checked(path, flags | os.O_CREAT | os.O_NOFOLLOW)
+
+
+@contextmanager
+def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[bool]:
+    """Serialise the skill's own processes on one of its state files (the gateway never reads them).
+
+    Yields True once held; with ``wait=False``, yields False at once when another process holds it.
+    A wait lasts at most SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
+    """
+    import fcntl
+
+    # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
+    path = _state_path(config, name + ".flock")
+    descriptor = _open_state_file(path, os.O_WRONLY)
+    try:
+        deadline = time.monotonic() + config.lock_timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{path} is held by another session manager call; gave up after "
+                        f"{config.lock_timeout:g} s. Try again shortly",
+                        path,
+                    ) from None
+                time.sleep(LOCK_RETRY_STEP_SECONDS)
+        yield True
+    finally:
+        os.close(descriptor)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool = False) -> None:
+    """Append text to a log file: whole lines (``separate``: one per piece) or one line in pieces.
+
+    A line torn by a crash is closed with a newline first, so that it never swallows the next one.
+    """
+    descriptor = _open_state_file(path, os.O_RDWR | os.O_APPEND)
+    try:
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            os.write(descriptor, b"\n")
+        buffer: list[str] = []
+        length = 0
+        for piece in pieces:
+            buffer.append(piece + "\n" if separate else piece)
+            length += len(piece)
+            if length >= 1 << 20:
+                _write_all(descriptor, "".join(buffer).encode("utf-8"))
+                buffer, length = [], 0
+        _write_all(descriptor, ("".join(buffer) + ("" if separate else "\n")).encode("utf-8"))
+        if sync:
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _append_lines(path: str, records: list[dict[str, Any]], sync: bool = True) -> None:
+    _append_pieces(path, [json.dumps(record) for record in records], sync, separate=True)
+
+
+def _is_text_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def read_json_lines(path: str) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines log, oldest first; a line torn by a crash is skipped."""
+    try:
+        with open(_open_regular(path, follow_symlinks=False), "rb") as handle:
+            lines = handle.readlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as error:
+        raise StoreUnreadable(
+            f"cannot read the skill's own {path}: {error.strerror}; move it aside (the audit log and the "
+            "history outbox must be regular files)",
+            path,
+        ) from None
+    records = []
+    for line in lines:
+        try:
+            record = loads_strict(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _rewrite_state_file(
+    config: Config, name: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
+) -> None:
+    """Rewrite one of the skill's logs: under its lock, sweep what a crashed rewrite left, re-read
+    the records, and write what ``change`` makes of them atomically (None: leave the file as it is)."""
+    path = _state_path(config, name)
+    with _state_file_lock(config, name):
+        _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, name))
+        records = read_json_lines(path)
+        changed = change(records)
+        if changed is not None:
+            write_atomic(path, "".join(json.dumps(record) + "\n" for record in changed).encode("utf-8"))
+
+
+# --- The audit log ------------------------------------------------------------------------------
+
+
+class AuditTransaction(NamedTuple):
+    """One deletion (or restore) in the audit log: every record it writes carries these fields.
+
+    The life of a deletion, and what a crash leaves after each step (docs/FORMATS.md §5):
+
+    1. ``intent`` (before anything changes): each session's entries as the index holds them, word
+       for word, and the transcripts it will archive. A crash here: nothing changed; the intent
+       alone lists nothing and restores nothing.
+    2. ``commit`` (flushed to disk, under the gateway's lock, just before the index is replaced):
+       the keys removed, and entries that changed since the intent. A crash after it: the index
+       may or may not be written; list_deleted and restore_session check the index
+       (_took_effect), and the outbox's unconfirmed marks wait for the same answer.
+    3. ``abort`` instead of a commit when the index write fails: the deletion never happened.
+    4. ``archived`` after the transcripts are renamed: their archive names. A crash before it:
+       the transcripts are orphans that cleanup_orphans archives and records here later
+       (record_late_archives adds them to this deletion, so a restore still brings them back).
+    5. ``restored`` when restore_session undoes it: the keys put back; the deletion is then
+       no longer listed.
+    """
+
+    txn: str
+    agent: str
+    reason: str | None
+    time: str
+
+    @classmethod
+    def begin(cls, agent: str, reason: str | None, txn: str | None = None) -> AuditTransaction:
+        return cls(txn or _new_id(), agent, reason, _iso_utc(_utc_now()))
+
+    def record(self, event: str, sessions: dict[str, Any]) -> dict[str, Any]:
+        """The record of one event of this transaction; ``sessions`` holds each session's part."""
+        record: dict[str, Any] = {"txn": self.txn, "agent": self.agent}
+        if self.reason is not None:
+            record["reason"] = self.reason
+        return {**record, "time": self.time, "event": event, "sessions": sessions}
+
+
+def append_audit_stream(
+    config: Config, pieces: Iterable[str], sync: bool = False, separate: bool = False
+) -> None:
+    """Append one record given in pieces (or, ``separate``, several) to the audit log."""
+    try:
+        with _state_file_lock(config, AUDIT_LOG_NAME):
+            _append_pieces(_state_path(config, AUDIT_LOG_NAME), pieces, sync, separate)
+    except OSError as error:
+        raise StoreWriteFailed(
+            f"cannot write the audit log in {config.state_dir}: {error.strerror or error}; "
+            "no session was deleted without its record (set SESSION_MANAGER_STATE_DIR to move it)"
+        ) from None
+
+
+def append_audit(config: Config, records: list[dict[str, Any]], sync: bool = False) -> None:
+    """Append records to the audit log; ``sync`` flushes them (and all before) to disk."""
+    if records:
+        pieces = [json.dumps(record) for record in records]
+        append_audit_stream(config, pieces, sync, separate=True)
+
+
+def read_audit(config: Config) -> list[dict[str, Any]]:
+    """Every readable record of the audit log, oldest first."""
+    return read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
+
+
+def trim_audit(config: Config, older_than: datetime) -> int:
+    """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
+    if not os.path.exists(os.path.join(config.state_dir, AUDIT_LOG_NAME)):
+        return 0
+    dropped = 0
+
+    def trim(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        nonlocal dropped
+        expired = {
+            r.get("txn") for r in records if (parse_timestamp(r.get("time")) or older_than) < older_than
+        }
+        kept = [record for record in records if record.get("txn") not in expired]
+        dropped = len(records) - len(kept)
+        return kept if dropped else None
+
+    _rewrite_state_file(config, AUDIT_LOG_NAME, trim)
+    return dropped
+
+
+_AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
+    "intent": (("entries", _is_text_map), ("transcripts", _is_text_list)),
+    "commit": (("keys", _is_text_list), ("entries", _is_text_map)),
+    "archived": (("transcripts", _is_text_map),),
+    "restored": (("keys", _is_text_list),),
+}
+
+
+def _audit_parts(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A record's per-session parts, if the record has the shape its event gives it; else none.
+
+    A record edited by hand or cut short must not stop every later call that reads the log.
+    """
+    sessions, shapes = record.get("sessions"), _AUDIT_PART_SHAPES.get(str(record.get("event")))
+    if not isinstance(sessions, dict) or shapes is None or not isinstance(record.get("txn"), str):
+        return []
+    parts = []
+    for session_id, part in sessions.items():
+        if isinstance(part, dict) and all(name not in part or check(part[name]) for name, check in shapes):
+            parts.append((session_id, part))
+    return parts
+
+
+class Deletion:
+    """One recorded deletion, assembled from its audit records."""
+
+    __slots__ = (
+        "agent",
+        "committed",
+        "entries",
+        "keys",
+        "planned",
+        "reason",
+        "restored",
+        "session_id",
+        "time",
+        "transcripts",
+        "txn",
+    )
+
+    def __init__(self, txn: str, agent: str, session_id: str, reason: str, time: str) -> None:
+        self.txn = txn
+        self.agent = agent
+        self.session_id = session_id
+        self.reason = reason
+        self.time = time
+        self.entries: dict[str, Any] = {}
+        self.keys: list[str] = []
+        self.transcripts: dict[str, str] = {}
+        self.planned: list[str] = []
+        self.committed = False
+        self.restored = False
+
+
+def recorded_deletions(config: Config) -> list[Deletion]:
+    """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
+    deletions: dict[tuple[str, str], Deletion] = {}
+    for record in read_audit(config):
+        event, txn = record.get("event"), record.get("txn")
+        for session_id, part in _audit_parts(record):
+            slot = (str(txn), session_id)
+            deletion = deletions.get(slot)
+            if deletion is None:
+                deletion = deletions[slot] = Deletion(
+                    str(txn),
+                    str(record.get("agent")),
+                    session_id,
+                    str(record.get("reason")),
+                    str(record.get("time")),
+                )
+            if event == "intent":
+                deletion.entries.update(part.get("entries", {}))
+                deletion.planned = list(part.get("transcripts", []))
+            elif event == "commit":
+                deletion.committed = True
+                deletion.keys = list(part.get("keys", []))
+                deletion.entries.update(part.get("entries", {}))
+            elif event == "archived":
+                deletion.committed = True
+                deletion.transcripts.update(part.get("transcripts", {}))
+            elif event == "restored":
+                deletion.restored = True
+    # A commit that removed nothing (a delete that lost a race) is no deletion to list or restore.
+    return [d for d in deletions.values() if d.committed and (d.keys or d.transcripts)]
+
+
 # --- History service ----------------------------------------------------------------------------
+
 
 HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
 HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
@@ -1810,14 +2114,6 @@ def _collecting_garbage() -> Iterator[None]:
             gc.disable()
 
 
-def deliver_marks(
-    config: Config, marks: list[Mark], deadline: float
-) -> dict[int, HistoryOutcome | Exception]:
-    """Look up and PATCH every mark, concurrently, within the deadline; never raises."""
-    with _collecting_garbage():
-        return _deliver_marks(config, marks, deadline)
-
-
 def _deliver_marks(
     config: Config, marks: list[Mark], deadline: float
 ) -> dict[int, HistoryOutcome | Exception]:
@@ -1859,28 +2155,12 @@ def _deliver_marks(
     return results
 
 
-def read_json_lines(path: str) -> list[dict[str, Any]]:
-    """The objects of a JSON-lines log, oldest first; a line torn by a crash is skipped."""
-    try:
-        with open(_open_regular(path, follow_symlinks=False), "rb") as handle:
-            lines = handle.readlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except OSError as error:
-        raise StoreUnreadable(
-            f"cannot read the skill's own {path}: {error.strerror}; move it aside (the audit log and the "
-            "history outbox must be regular files)",
-            path,
-        ) from None
-    records = []
-    for line in lines:
-        try:
-            record = loads_strict(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+def deliver_marks(
+    config: Config, marks: list[Mark], deadline: float
+) -> dict[int, HistoryOutcome | Exception]:
+    """Look up and PATCH every mark, concurrently, within the deadline; never raises."""
+    with _collecting_garbage():
+        return _deliver_marks(config, marks, deadline)
 
 
 # A deletion's marks wait unconfirmed in the outbox only while its call is between queuing them and
@@ -1889,15 +2169,15 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
 UNCONFIRMED_GRACE_SECONDS = 300.0
 
 
-def _read_outbox_records(config: Config) -> tuple[list[Mark], list[dict[str, Any]]]:
-    """The marks waiting in the outbox, oldest first, and the records that are no mark at all.
+def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
+    """The marks of the outbox's records, oldest first, and the records that are no mark at all.
 
     A confirmation record (see confirm_marks) confirms the marks of its deletion and drops the
     ones it names; it is folded into them here, and gone from the file after its next rewrite.
     """
     marks, unreadable = [], []
     dropped: dict[str, set[str]] = {}
-    for record in read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)):
+    for record in records:
         if isinstance(record.get("confirm"), str) and _is_text_list(record.get("dropped")):
             dropped.setdefault(record["confirm"], set()).update(record["dropped"])
             continue
@@ -1914,28 +2194,41 @@ def _read_outbox_records(config: Config) -> tuple[list[Mark], list[dict[str, Any
 
 def read_outbox(config: Config) -> list[Mark]:
     """Marks waiting in the outbox, oldest first."""
-    return _read_outbox_records(config)[0]
+    return _marks_of_records(read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)))[0]
 
 
-def _rewrite_outbox(config: Config, change: Callable[[list[Mark]], list[Mark]]) -> None:
-    """Re-read the outbox under its lock, change the list of marks, and write it back atomically.
+def _abandon(config: Config, records: list[dict[str, Any]]) -> None:
+    """Keep what leaves the outbox undelivered in the abandoned file, for an operator to look at."""
+    if records:
+        _append_lines(_state_path(config, HISTORY_ABANDONED_NAME), records)
 
-    A record that is no mark (edited by hand, say) is moved to the abandoned file, not dropped.
+
+#: A change of the outbox: from the marks waiting, those to keep and those to give up on.
+OutboxChange = Callable[[list[Mark]], tuple[list[Mark], list[Mark]]]
+
+
+def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
+    """Change the outbox under its lock; returns the marks given up on, which go to the abandoned file.
+
+    A record that is no mark (edited by hand, say) goes to the abandoned file too, not lost.
     """
-    with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-        _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, HISTORY_OUTBOX_NAME))
-        marks, unreadable = _read_outbox_records(config)
+    given_up: list[Mark] = []
+
+    def rewrite(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        marks, unreadable = _marks_of_records(records)
         before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
-        changed = change(marks)
-        if unreadable:
-            moment = _iso_utc(_utc_now())
-            _append_lines(
-                _state_path(config, HISTORY_ABANDONED_NAME),
-                [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
-            )
-        if unreadable or [mark.as_record() for mark in changed] != before:
-            data = "".join(json.dumps(m.as_record()) + "\n" for m in changed)
-            write_atomic(_state_path(config, HISTORY_OUTBOX_NAME), data.encode("utf-8"))
+        kept, given_up[:] = change(marks)
+        moment = _iso_utc(_utc_now())
+        _abandon(config, [{**mark.as_record(), "abandoned_at": moment} for mark in given_up])
+        _abandon(
+            config,
+            [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
+        )
+        after = [mark.as_record() for mark in kept]
+        return after if unreadable or after != before else None
+
+    _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
+    return given_up
 
 
 def queue_marks(config: Config, marks: list[Mark]) -> None:
@@ -2059,79 +2352,93 @@ def _delivery_turn(config: Config, report: HistoryReport) -> Iterator[bool]:
         turn.__exit__(None, None, None)
 
 
+def _outbox_to_drain(config: Config, marks: list[Mark], now: datetime) -> tuple[list[Mark], list[Mark]]:
+    """The outbox marks to deliver beside this call's, and those whose deletion never happened.
+
+    A newer mark of the same session supersedes what waits for it in the outbox.
+    """
+    own_ids = {mark.session_id for mark in marks}
+    own_queued = {mark.outbox_id for mark in marks if mark.outbox_id}
+
+    def supersede(queued: list[Mark]) -> tuple[list[Mark], list[Mark]]:
+        return [m for m in queued if m.session_id not in own_ids or m.outbox_id in own_queued], []
+
+    _rewrite_outbox(config, supersede)
+    return _pending_marks(config, now, own_queued)
+
+
+def _record_results(
+    report: HistoryReport,
+    batch: list[Mark],
+    own: int,
+    results: dict[int, HistoryOutcome | Exception],
+    now: datetime,
+) -> tuple[set[str], list[Mark]]:
+    """Put each delivery's outcome in the report (the first ``own`` marks are this call's).
+
+    Returns the outbox ids delivered and the marks that go back to the outbox, attempts counted.
+    """
+    finished: set[str] = set()
+    requeue: list[Mark] = []
+    for index, mark in enumerate(batch):
+        result = results.get(index)
+        if isinstance(result, HistoryOutcome):
+            if index < own:
+                report.outcomes[mark.session_id] = result
+            else:
+                report.delivered.append({**_pending_row(mark), "outcome": result.status})
+            finished.update([mark.outbox_id] if mark.outbox_id else [])
+            continue
+        reason = str(result) if result is not None else "not attempted"
+        if isinstance(result, HistoryRefused):
+            report.configuration_error = reason
+        mark.attempts, mark.last_error = mark.attempts + 1, reason
+        mark.queued_at = mark.queued_at or _iso_utc(now)
+        if index < own:
+            report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, tuple(mark.row_ids or ()))
+        requeue.append(mark)
+    return finished, requeue
+
+
+def _settle_outbox_file(
+    config: Config, report: HistoryReport, finished: set[str], requeue: list[Mark], now: datetime
+) -> None:
+    """Write the outbox after a delivery; what it gives up on is reported."""
+    try:
+        given_up = _rewrite_outbox(config, lambda queued: _settle_outbox(queued, finished, requeue, now))
+    except (OSError, SessionManagerError) as error:
+        report.configuration_error = (
+            f"could not record undelivered history marks in {config.state_dir}: "
+            f"{getattr(error, 'strerror', None) or error}"
+        )
+        return
+    report.gave_up += [_pending_row(mark) for mark in given_up]
+
+
 def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = True) -> HistoryReport:
-    """Deliver this call's marks, then any waiting in the outbox, within one time budget.
+    """Deliver this call's marks and drain the outbox, within one time budget.
 
     A mark that cannot be delivered now (service down, timeout, 5xx, budget spent, or a rejected
     request that a configuration fix may cure) goes to the outbox; nothing is dropped silently:
     marks past their attempts or age are moved to the abandoned file and reported.
     """
     report = HistoryReport()
-    deadline = time.monotonic() + config.history_budget
     if not marks and not include_pending:
         return report
-    own_ids = {mark.session_id for mark in marks}
-    own_queued = {mark.outbox_id for mark in marks if mark.outbox_id}
-    now = _utc_now()
+    deadline, now = time.monotonic() + config.history_budget, _utc_now()
     with _delivery_turn(config, report) as delivering:
-        pending: list[Mark] = []
-        dropped: list[Mark] = []
         report.outbox_busy = include_pending and not delivering
-        if include_pending and delivering:
-            # A newer mark of the same session supersedes what waits in the outbox.
-            _rewrite_outbox(
-                config,
-                lambda queued: [
-                    m for m in queued if m.session_id not in own_ids or m.outbox_id in own_queued
-                ],
-            )
-            pending, dropped = _pending_marks(config, now, own_queued)
-        batch = marks + pending
+        draining = include_pending and delivering
+        waiting, never_happened = _outbox_to_drain(config, marks, now) if draining else ([], [])
+        batch = marks + waiting
         results = deliver_marks(config, batch, deadline) if batch else {}
-        finished = {str(m.outbox_id) for m in dropped}
         report.delivered += [
-            {**_pending_row(m), "outcome": "dropped: its deletion never happened"} for m in dropped
+            {**_pending_row(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
         ]
-        requeue: list[Mark] = []
-        for index, mark in enumerate(batch):
-            result = results.get(index)
-            own = index < len(marks)
-            if isinstance(result, HistoryOutcome):
-                if own:
-                    report.outcomes[mark.session_id] = result
-                else:
-                    report.delivered.append({**_pending_row(mark), "outcome": result.status})
-                if mark.outbox_id:
-                    finished.add(mark.outbox_id)
-                continue
-            reason = str(result) if result is not None else "not attempted"
-            if isinstance(result, HistoryRefused):
-                report.configuration_error = reason
-            mark.attempts += 1
-            mark.last_error = reason
-            mark.queued_at = mark.queued_at or _iso_utc(now)
-            if own:
-                report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, tuple(mark.row_ids or ()))
-            requeue.append(mark)
-
-        def settle(queued: list[Mark]) -> list[Mark]:
-            kept, abandoned = _settle_outbox(queued, finished, requeue, now)
-            if abandoned:
-                _append_lines(
-                    _state_path(config, HISTORY_ABANDONED_NAME),
-                    [{**m.as_record(), "abandoned_at": _iso_utc(now)} for m in abandoned],
-                )
-                report.gave_up += [_pending_row(m) for m in abandoned]
-            return kept
-
+        finished, requeue = _record_results(report, batch, len(marks), results, now)
+        finished.update(str(mark.outbox_id) for mark in never_happened)
         if requeue or finished:
-            try:
-                _rewrite_outbox(config, settle)
-            except (OSError, SessionManagerError) as error:
-                report.configuration_error = (
-                    f"could not record undelivered history marks in {config.state_dir}: "
-                    f"{getattr(error, 'strerror', None) or error}"
-                )
+            _settle_outbox_file(config, report, finished, requeue, now)
         report.still_pending = [_pending_row(m) for m in read_outbox(config)]
     return report
 
@@ -2139,228 +2446,6 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
 def pending_mark_count(config: Config) -> int:
     """How many history marks wait in the outbox."""
     return len(read_outbox(config))
-
-
-# --- Audit trail --------------------------------------------------------------------------------
-
-
-def _state_path(config: Config, name: str) -> str:
-    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
-    return os.path.join(config.state_dir, name)
-
-
-def _open_state_file(path: str, flags: int) -> int:
-    """Open (creating) one of the skill's own files; anything but a regular file is refused at once."""
-    return _open_checked(path, flags | os.O_CREAT | os.O_NOFOLLOW)
-
-
-@contextmanager
-def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[bool]:
-    """Serialise the skill's own processes on one of its state files (the gateway never reads them).
-
-    Yields True once held; with ``wait=False``, yields False at once when another process holds it.
-    A wait lasts at most SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
-    """
-    import fcntl
-
-    # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
-    path = _state_path(config, name + ".flock")
-    descriptor = _open_state_file(path, os.O_WRONLY)
-    try:
-        deadline = time.monotonic() + config.lock_timeout
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    yield False
-                    return
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"{path} is held by another session manager call; gave up after "
-                        f"{config.lock_timeout:g} s. Try again shortly",
-                        path,
-                    ) from None
-                time.sleep(LOCK_RETRY_STEP_SECONDS)
-        yield True
-    finally:
-        os.close(descriptor)
-
-
-def _append_lines(path: str, records: list[dict[str, Any]], sync: bool = True) -> None:
-    _append_pieces(path, [json.dumps(record) for record in records], sync, separate=True)
-
-
-def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool = False) -> None:
-    """Append text to a log file: whole lines (``separate``: one per piece) or one line in pieces.
-
-    A line torn by a crash is closed with a newline first, so that it never swallows the next one.
-    """
-    descriptor = _open_state_file(path, os.O_RDWR | os.O_APPEND)
-    try:
-        size = os.fstat(descriptor).st_size
-        if size and os.pread(descriptor, 1, size - 1) != b"\n":
-            os.write(descriptor, b"\n")
-        buffer: list[str] = []
-        length = 0
-        for piece in pieces:
-            buffer.append(piece + "\n" if separate else piece)
-            length += len(piece)
-            if length >= 1 << 20:
-                _write_all(descriptor, "".join(buffer).encode("utf-8"))
-                buffer, length = [], 0
-        _write_all(descriptor, ("".join(buffer) + ("" if separate else "\n")).encode("utf-8"))
-        if sync:
-            os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
-
-
-def append_audit(config: Config, records: list[dict[str, Any]], sync: bool = False) -> None:
-    """Append records to the audit log; ``sync`` flushes them (and all before) to disk."""
-    if records:
-        pieces = [json.dumps(record) for record in records]
-        append_audit_stream(config, pieces, sync, separate=True)
-
-
-def append_audit_stream(
-    config: Config, pieces: Iterable[str], sync: bool = False, separate: bool = False
-) -> None:
-    """Append one record given in pieces (or, ``separate``, several) to the audit log."""
-    try:
-        with _state_file_lock(config, AUDIT_LOG_NAME):
-            _append_pieces(_state_path(config, AUDIT_LOG_NAME), pieces, sync, separate)
-    except OSError as error:
-        raise StoreWriteFailed(
-            f"cannot write the audit log in {config.state_dir}: {error.strerror or error}; "
-            "no session was deleted without its record (set SESSION_MANAGER_STATE_DIR to move it)"
-        ) from None
-
-
-def trim_audit(config: Config, older_than: datetime) -> int:
-    """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
-    path = os.path.join(config.state_dir, AUDIT_LOG_NAME)
-    if not os.path.exists(path):
-        return 0
-    with _state_file_lock(config, AUDIT_LOG_NAME):
-        _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, AUDIT_LOG_NAME))
-        records = read_audit(config)
-        expired = {
-            record.get("txn")
-            for record in records
-            if (parse_timestamp(record.get("time")) or older_than) < older_than
-        }
-        kept = [record for record in records if record.get("txn") not in expired]
-        if len(kept) < len(records):
-            data = "".join(json.dumps(record) + "\n" for record in kept)
-            write_atomic(path, data.encode("utf-8"))
-    return len(records) - len(kept)
-
-
-def read_audit(config: Config) -> list[dict[str, Any]]:
-    """Every readable record of the audit log, oldest first."""
-    return read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
-
-
-def _is_text_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
-
-
-def _is_text_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-_AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
-    "intent": (("entries", _is_text_map), ("transcripts", _is_text_list)),
-    "commit": (("keys", _is_text_list), ("entries", _is_text_map)),
-    "archived": (("transcripts", _is_text_map),),
-    "restored": (("keys", _is_text_list),),
-}
-
-
-def _audit_parts(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """A record's per-session parts, if the record has the shape its event gives it; else none.
-
-    A record edited by hand or cut short must not stop every later call that reads the log.
-    """
-    sessions, shapes = record.get("sessions"), _AUDIT_PART_SHAPES.get(str(record.get("event")))
-    if not isinstance(sessions, dict) or shapes is None or not isinstance(record.get("txn"), str):
-        return []
-    parts = []
-    for session_id, part in sessions.items():
-        if isinstance(part, dict) and all(name not in part or check(part[name]) for name, check in shapes):
-            parts.append((session_id, part))
-    return parts
-
-
-class Deletion:
-    """One recorded deletion, assembled from its audit records."""
-
-    __slots__ = (
-        "agent",
-        "committed",
-        "entries",
-        "keys",
-        "planned",
-        "reason",
-        "restored",
-        "session_id",
-        "time",
-        "transcripts",
-        "txn",
-    )
-
-    def __init__(self, txn: str, agent: str, session_id: str, reason: str, time: str) -> None:
-        self.txn = txn
-        self.agent = agent
-        self.session_id = session_id
-        self.reason = reason
-        self.time = time
-        self.entries: dict[str, Any] = {}
-        self.keys: list[str] = []
-        self.transcripts: dict[str, str] = {}
-        self.planned: list[str] = []
-        self.committed = False
-        self.restored = False
-
-
-def recorded_deletions(config: Config) -> list[Deletion]:
-    """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
-    deletions: dict[tuple[str, str], Deletion] = {}
-    for record in read_audit(config):
-        event, txn = record.get("event"), record.get("txn")
-        for session_id, part in _audit_parts(record):
-            slot = (str(txn), session_id)
-            deletion = deletions.get(slot)
-            if deletion is None:
-                deletion = deletions[slot] = Deletion(
-                    str(txn),
-                    str(record.get("agent")),
-                    session_id,
-                    str(record.get("reason")),
-                    str(record.get("time")),
-                )
-            if event == "intent":
-                deletion.entries.update(part.get("entries", {}))
-                deletion.planned = list(part.get("transcripts", []))
-            elif event == "commit":
-                deletion.committed = True
-                deletion.keys = list(part.get("keys", []))
-                deletion.entries.update(part.get("entries", {}))
-            elif event == "archived":
-                deletion.committed = True
-                deletion.transcripts.update(part.get("transcripts", {}))
-            elif event == "restored":
-                deletion.restored = True
-    # A commit that removed nothing (a delete that lost a race) is no deletion to list or restore.
-    return [d for d in deletions.values() if d.committed and (d.keys or d.transcripts)]
 
 
 # --- Deleting -----------------------------------------------------------------------------------
@@ -2408,13 +2493,13 @@ def _entry_text(document: IndexDocument | None, key: str, entry: Any) -> str:
 
 
 def _intent_pieces(
-    header: dict[str, Any],
+    transaction: AuditTransaction,
     planned: list[Session],
     document: IndexDocument | None,
     fingerprints: dict[str, int],
 ) -> Iterator[str]:
     """The intent record, one session at a time, so a large prune never holds it whole."""
-    yield json.dumps({**header, "event": "intent"})[:-1] + ', "sessions": {'
+    yield json.dumps(transaction.record("intent", {}))[: -len("}}")]
     for number, session in enumerate(planned):
         texts = {key: _entry_text(document, key, session.entries[key]) for key in session.keys}
         fingerprints.update((key, hash(text)) for key, text in texts.items())
@@ -2431,6 +2516,21 @@ def _release_parsed_entries(view: AgentView, planned: list[Session]) -> None:
             if key in view.store:
                 view.store[key] = None
         session.entries = dict.fromkeys(session.keys)
+
+
+def _archive_session_transcripts(
+    paths: AgentPaths, removal: Removal, still_referenced: set[str], moment: datetime
+) -> None:
+    for name in removal.session.transcripts:
+        if name in still_referenced:
+            removal.kept_transcripts.append(name)
+            continue
+        try:
+            removal.archived[name] = archive_transcript(paths, name, moment)
+        except FileNotFoundError:
+            pass  # the gateway archived or removed it first
+        except OSError as error:
+            removal.errors.append(f"could not archive {name}: {error.strerror or error}")
 
 
 def remove_sessions(
@@ -2450,10 +2550,11 @@ def remove_sessions(
     """
     paths = view.paths
     _refuse_if_not_live(config, paths)
-    txn, moment = _new_id(), _utc_now()
-    header = {"txn": txn, "agent": paths.agent, "reason": reason, "time": _iso_utc(moment)}
+    moment = _utc_now()
+    transaction = AuditTransaction(_new_id(), paths.agent, reason, _iso_utc(moment))
+    txn = transaction.txn
     fingerprints: dict[str, int] = {}
-    append_audit_stream(config, _intent_pieces(header, planned, view.document, fingerprints))
+    append_audit_stream(config, _intent_pieces(transaction, planned, view.document, fingerprints))
     _release_parsed_entries(view, planned)
     removals = [Removal(session) for session in planned]
     for removal in removals:
@@ -2461,7 +2562,7 @@ def remove_sessions(
     try:
         queue_marks(config, [removal.mark for removal in removals])
     except SessionManagerError:
-        append_audit(config, [{**header, "event": "abort", "sessions": {}}])
+        append_audit(config, [transaction.record("abort", {})])
         raise
 
     def change(document: IndexDocument) -> IndexDocument:
@@ -2487,7 +2588,7 @@ def remove_sessions(
             removal.removed_keys = list(fresh.keys)
         if committed:
             # Flushed to disk with the intent before it, ahead of the index that it describes.
-            append_audit(config, [{**header, "event": "commit", "sessions": committed}], sync=True)
+            append_audit(config, [transaction.record("commit", committed)], sync=True)
         for removal in removals:
             for key in removal.removed_keys:
                 document.remove(key)
@@ -2497,7 +2598,7 @@ def remove_sessions(
         written: IndexDocument = rewrite_index(paths, config, change, earlier=view.document)
     except SessionManagerError:
         confirm_marks(config, txn, [removal.mark for removal in removals], [])
-        append_audit(config, [{**header, "event": "abort", "sessions": {}}])
+        append_audit(config, [transaction.record("abort", {})])
         raise
     marks = [removal.mark for removal in removals]
     confirm_marks(config, txn, marks, [removal.mark for removal in removals if removal.removed_keys])
@@ -2507,23 +2608,8 @@ def remove_sessions(
         if removal.removed_keys:
             _archive_session_transcripts(paths, removal, still_referenced, moment)
             archived[removal.session.session_id] = {"transcripts": removal.archived}
-    append_audit(config, [{**header, "event": "archived", "sessions": archived}])
+    append_audit(config, [transaction.record("archived", archived)])
     return removals
-
-
-def _archive_session_transcripts(
-    paths: AgentPaths, removal: Removal, still_referenced: set[str], moment: datetime
-) -> None:
-    for name in removal.session.transcripts:
-        if name in still_referenced:
-            removal.kept_transcripts.append(name)
-            continue
-        try:
-            removal.archived[name] = archive_transcript(paths, name, moment)
-        except FileNotFoundError:
-            pass  # the gateway archived or removed it first
-        except OSError as error:
-            removal.errors.append(f"could not archive {name}: {error.strerror or error}")
 
 
 def record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
@@ -2540,25 +2626,16 @@ def record_late_archives(config: Config, agent: str, archived: dict[str, str], r
             for name in deletion.planned:
                 if name not in deletion.transcripts:
                     owners[name] = deletion
-    moment = _iso_utc(_utc_now())
     records: list[dict[str, Any]] = []
     for name, archive in archived.items():
         owner = owners.get(name)
         if owner is not None:
-            txn, session_id, why = owner.txn, owner.session_id, owner.reason
+            transaction = AuditTransaction.begin(agent, owner.reason, owner.txn)
+            session_id = owner.session_id
         else:
-            txn, why = _new_id(), reason
+            transaction = AuditTransaction.begin(agent, reason)
             session_id = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
-        records.append(
-            {
-                "event": "archived",
-                "txn": txn,
-                "agent": agent,
-                "reason": why,
-                "time": moment,
-                "sessions": {session_id: {"transcripts": {name: archive}}},
-            }
-        )
+        records.append(transaction.record("archived", {session_id: {"transcripts": {name: archive}}}))
     append_audit(config, records)
 
 
@@ -2658,6 +2735,22 @@ def fit_answer(result: dict[str, Any], growing: tuple[str, ...], full: bool, hin
     return result
 
 
+def _bounded_row(row: dict[str, Any], lists: tuple[str, ...], texts: tuple[str, ...]) -> dict[str, Any]:
+    """A row whose ``lists`` keep ROW_LIST_CAP items (the rest counted in its own "truncated") and
+    whose ``texts``, and list items, taken from the index are cut to TEXT_CAP."""
+    cut: dict[str, int] = {}
+    for name in lists:
+        if len(row[name]) > ROW_LIST_CAP:
+            cut[name] = len(row[name]) - ROW_LIST_CAP
+        kept = _first_items(row[name], ROW_LIST_CAP)
+        row[name] = [_short(item) for item in kept] if isinstance(kept, list) else kept
+    for name in texts:
+        row[name] = _short(row[name])
+    if cut:
+        row["truncated"] = cut
+    return row
+
+
 def _session_row(session: Session, now: datetime, full: bool = False) -> dict[str, Any]:
     """One row of a listing; by default its texts are cut to TEXT_CAP and its lists to ROW_LIST_CAP."""
     updated_at = _iso_or_none(session.updated_at)
@@ -2690,22 +2783,6 @@ def _session_row(session: Session, now: datetime, full: bool = False) -> dict[st
     return (
         row if full else _bounded_row(row, ("keys", "transcripts"), ("key", "session_type", "label", "model"))
     )
-
-
-def _bounded_row(row: dict[str, Any], lists: tuple[str, ...], texts: tuple[str, ...]) -> dict[str, Any]:
-    """A row whose ``lists`` keep ROW_LIST_CAP items (the rest counted in its own "truncated") and
-    whose ``texts``, and list items, taken from the index are cut to TEXT_CAP."""
-    cut: dict[str, int] = {}
-    for name in lists:
-        if len(row[name]) > ROW_LIST_CAP:
-            cut[name] = len(row[name]) - ROW_LIST_CAP
-        kept = _first_items(row[name], ROW_LIST_CAP)
-        row[name] = [_short(item) for item in kept] if isinstance(kept, list) else kept
-    for name in texts:
-        row[name] = _short(row[name])
-    if cut:
-        row["truncated"] = cut
-    return row
 
 
 def _activity_order(session: Session) -> float:
@@ -2947,6 +3024,20 @@ class Leftovers(NamedTuple):
     kept: dict[str, str]
 
 
+def _transcript_protection(
+    config: Config, paths: AgentPaths, listing: FolderListing, referenced: set[str], name: str
+) -> str | None:
+    """Why a transcript that no deleted key owns must stay where it is, or None."""
+    owner = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
+    if config.running_session_id and owner == config.running_session_id:
+        return "running_conversation"
+    if name in referenced:
+        return "referenced_by_a_key"
+    if name in listing.locks and transcript_lock_held(paths, name):
+        return "transcript_locked"
+    return None
+
+
 def _leftover_transcripts(config: Config, view: AgentView, session_id: str) -> Leftovers:
     """``<id>.jsonl`` and ``<id>-topic-*.jsonl`` files of a session absent from the index.
 
@@ -2964,20 +3055,6 @@ def _leftover_transcripts(config: Config, view: AgentView, session_id: str) -> L
         else:
             result.free.append(name)
     return result
-
-
-def _transcript_protection(
-    config: Config, paths: AgentPaths, listing: FolderListing, referenced: set[str], name: str
-) -> str | None:
-    """Why a transcript that no deleted key owns must stay where it is, or None."""
-    owner = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
-    if config.running_session_id and owner == config.running_session_id:
-        return "running_conversation"
-    if name in referenced:
-        return "referenced_by_a_key"
-    if name in listing.locks and transcript_lock_held(paths, name):
-        return "transcript_locked"
-    return None
 
 
 def _find_session(
@@ -3042,64 +3119,6 @@ def _refuse_protected(config: Config, session: Session, force: bool) -> None:
         )
 
 
-def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) -> dict[str, Any]:
-    reference = _check_session_reference(session_id)
-    if agent is not None:
-        _check_agent_name(agent)
-    _check_flag("dry_run", dry_run)
-    _check_flag("force", force)
-    config = Config.from_environment()
-    if reference == config.running_session_id:
-        raise ProtectedSession(
-            f"session {reference} is the conversation running this skill (ARIA_SESSION_ID); "
-            "it cannot be deleted, not even with force"
-        )
-    view, session, leftovers = _find_session(config, reference, agent)
-    if view is None or session is None:
-        return _delete_missing(config, reference, leftovers, dry_run)
-    _refuse_protected(config, session, force)
-    if dry_run:
-        removal = _dry_run_removal(session)
-    else:
-
-        def recheck(fresh: Session) -> None:
-            fresh.protected = protection_of(config, fresh, view.listing, view.paths)
-            _refuse_protected(config, fresh, force)
-
-        (removal,) = remove_sessions(
-            config, view, [session], reason, only_if_unchanged=False, recheck=recheck
-        )
-    report = (
-        HistoryReport() if dry_run else mark_history(config, [removal.mark] if removal.removed_keys else [])
-    )
-    outcome = report.outcomes.get(session.session_id)
-    archived = bool(removal.archived)
-    history_text = "history not touched (dry run)" if dry_run else _history_phrase(outcome)
-    verb = "would be removed" if dry_run else "removed"
-    if removal.skipped:
-        verb = "was removed by another call in the meantime; nothing more was removed"
-    return report.annotate(
-        {
-            "deleted": session.session_id,
-            "removed_keys": removal.removed_keys,
-            "transcript_archived": archived,
-            "pg_status_updated": bool(outcome and outcome.updated),
-            "message": (
-                f"Session {session.session_id} {verb} from agent {session.agent} "
-                f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), "
-                f"{history_text}"
-            ),
-            "agentId": session.agent,
-            "dry_run": dry_run,
-            "archived_files": removal.archived if not dry_run else {},
-            "would_archive": list(removal.archived) if dry_run else [],
-            "kept_transcripts": removal.kept_transcripts,
-            "history": outcome.as_dict() if outcome else None,
-            "errors": removal.errors,
-        }
-    )
-
-
 def _history_phrase(outcome: HistoryOutcome | None) -> str:
     if outcome is None:
         return "history not touched"
@@ -3162,6 +3181,64 @@ def _delete_missing(
     )
 
 
+def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) -> dict[str, Any]:
+    reference = _check_session_reference(session_id)
+    if agent is not None:
+        _check_agent_name(agent)
+    _check_flag("dry_run", dry_run)
+    _check_flag("force", force)
+    config = Config.from_environment()
+    if reference == config.running_session_id:
+        raise ProtectedSession(
+            f"session {reference} is the conversation running this skill (ARIA_SESSION_ID); "
+            "it cannot be deleted, not even with force"
+        )
+    view, session, leftovers = _find_session(config, reference, agent)
+    if view is None or session is None:
+        return _delete_missing(config, reference, leftovers, dry_run)
+    _refuse_protected(config, session, force)
+    if dry_run:
+        removal = _dry_run_removal(session)
+    else:
+
+        def recheck(fresh: Session) -> None:
+            fresh.protected = protection_of(config, fresh, view.listing, view.paths)
+            _refuse_protected(config, fresh, force)
+
+        (removal,) = remove_sessions(
+            config, view, [session], reason, only_if_unchanged=False, recheck=recheck
+        )
+    report = (
+        HistoryReport() if dry_run else mark_history(config, [removal.mark] if removal.removed_keys else [])
+    )
+    outcome = report.outcomes.get(session.session_id)
+    archived = bool(removal.archived)
+    history_text = "history not touched (dry run)" if dry_run else _history_phrase(outcome)
+    verb = "would be removed" if dry_run else "removed"
+    if removal.skipped:
+        verb = "was removed by another call in the meantime; nothing more was removed"
+    return report.annotate(
+        {
+            "deleted": session.session_id,
+            "removed_keys": removal.removed_keys,
+            "transcript_archived": archived,
+            "pg_status_updated": bool(outcome and outcome.updated),
+            "message": (
+                f"Session {session.session_id} {verb} from agent {session.agent} "
+                f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), "
+                f"{history_text}"
+            ),
+            "agentId": session.agent,
+            "dry_run": dry_run,
+            "archived_files": removal.archived if not dry_run else {},
+            "would_archive": list(removal.archived) if dry_run else [],
+            "kept_transcripts": removal.kept_transcripts,
+            "history": outcome.as_dict() if outcome else None,
+            "errors": removal.errors,
+        }
+    )
+
+
 DELETE_GROWING = (
     "removed_keys",
     "archived_files",
@@ -3205,6 +3282,29 @@ def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
     return row if full else _bounded_row(row, ("keys", "transcripts"), ())
 
 
+def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
+    """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
+    of the index holds it (READ_FIELDS)."""
+    text = deletion.entries.get(key)
+    entry = loads_strict(text) if isinstance(text, str) else text
+    return project_entry(entry) if light and isinstance(entry, dict) else entry
+
+
+def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
+    """False for a deletion whose keys are all still in the index (the run died before writing)."""
+    if not deletion.keys:
+        return True
+    if deletion.agent not in indexes:
+        try:
+            indexes[deletion.agent] = load_index(agent_paths(config, deletion.agent))
+        except SessionManagerError:
+            indexes[deletion.agent] = {}
+    store = indexes[deletion.agent]
+    return not all(
+        key in store and store[key] == _recorded_entry(deletion, key, light=True) for key in deletion.keys
+    )
+
+
 def list_deleted(
     agent: str | None = None, limit: int = 50, offset: int = 0, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -3234,29 +3334,6 @@ def list_deleted(
     return answer
 
 
-def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
-    """False for a deletion whose keys are all still in the index (the run died before writing)."""
-    if not deletion.keys:
-        return True
-    if deletion.agent not in indexes:
-        try:
-            indexes[deletion.agent] = load_index(agent_paths(config, deletion.agent))
-        except SessionManagerError:
-            indexes[deletion.agent] = {}
-    store = indexes[deletion.agent]
-    return not all(
-        key in store and store[key] == _recorded_entry(deletion, key, light=True) for key in deletion.keys
-    )
-
-
-def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
-    """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
-    of the index holds it (READ_FIELDS)."""
-    text = deletion.entries.get(key)
-    entry = loads_strict(text) if isinstance(text, str) else text
-    return project_entry(entry) if light and isinstance(entry, dict) else entry
-
-
 def _latest_deletion(config: Config, reference: str) -> Deletion:
     for deletion in reversed(recorded_deletions(config)):
         if deletion.restored:
@@ -3273,6 +3350,19 @@ def _transcripts_turn(config: Config, agent: str) -> AbstractContextManager[bool
     """The skill's own lock on an agent's transcripts: a restore renames archives back before its
     keys return, and an orphan cleanup in between would take them for orphans."""
     return _state_file_lock(config, f"agent-{agent}.transcripts")
+
+
+def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[str, str], list[str]]:
+    """Rename each archive back to its transcript name; also return the archives that are gone."""
+    renamed: dict[str, str] = {}
+    missing: list[str] = []
+    for original, archive in deletion.transcripts.items():
+        try:
+            if _rename_without_overwrite(paths.file(archive), paths.file(original)):
+                renamed[original] = archive
+        except FileNotFoundError:
+            missing.append(archive)
+    return renamed, missing
 
 
 def _restore_files_and_keys(
@@ -3303,6 +3393,24 @@ def _restore_files_and_keys(
     return renamed, missing
 
 
+def _refuse_restore_conflicts(
+    paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any], present: dict[str, Any]
+) -> None:
+    clash = [key for key in restorable if key in present]
+    if clash:
+        raise RestoreConflict(
+            f"key {clash[0]} exists again in {paths.index}; remove it first or leave the "
+            f"deletion of {deletion.session_id} as it is"
+        )
+    for original in deletion.transcripts:
+        if os.path.exists(paths.file(original)):
+            raise RestoreConflict(
+                f"transcript {original} exists again in {paths.folder}; restoring would overwrite it"
+            )
+    if not restorable and not deletion.transcripts:
+        raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
+
+
 def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
     reference = _check_session_reference(session_id)
@@ -3316,17 +3424,9 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     _refuse_restore_conflicts(paths, deletion, restorable, present)
     with _transcripts_turn(config, paths.agent):
         renamed, missing = _restore_files_and_keys(config, paths, deletion, restorable)
+    restored = {deletion.session_id: {"keys": list(restorable)}}
     append_audit(
-        config,
-        [
-            {
-                "event": "restored",
-                "txn": deletion.txn,
-                "agent": deletion.agent,
-                "time": _iso_utc(_utc_now()),
-                "sessions": {deletion.session_id: {"keys": list(restorable)}},
-            }
-        ],
+        config, [AuditTransaction.begin(deletion.agent, None, deletion.txn).record("restored", restored)]
     )
     report = mark_history(config, [Mark(deletion.session_id, deletion.agent, status="active")])
     outcome = report.outcomes.get(deletion.session_id)
@@ -3350,91 +3450,7 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     return fit_answer(answer, growing, full, FULL_ON_REQUEST)
 
 
-def _refuse_restore_conflicts(
-    paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any], present: dict[str, Any]
-) -> None:
-    clash = [key for key in restorable if key in present]
-    if clash:
-        raise RestoreConflict(
-            f"key {clash[0]} exists again in {paths.index}; remove it first or leave the "
-            f"deletion of {deletion.session_id} as it is"
-        )
-    for original in deletion.transcripts:
-        if os.path.exists(paths.file(original)):
-            raise RestoreConflict(
-                f"transcript {original} exists again in {paths.folder}; restoring would overwrite it"
-            )
-    if not restorable and not deletion.transcripts:
-        raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
-
-
-def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[str, str], list[str]]:
-    """Rename each archive back to its transcript name; also return the archives that are gone."""
-    renamed: dict[str, str] = {}
-    missing: list[str] = []
-    for original, archive in deletion.transcripts.items():
-        try:
-            if _rename_without_overwrite(paths.file(archive), paths.file(original)):
-                renamed[original] = archive
-        except FileNotFoundError:
-            missing.append(archive)
-    return renamed, missing
-
-
 ORPHAN_MIN_AGE_SECONDS = 600
-
-
-def cleanup_orphans(
-    dry_run: bool = False, archive_retention_days: float = 30, detail: str = "summary"
-) -> dict[str, Any]:
-    """Archive transcripts no key points to, drop stale keys without transcripts, expire archives."""
-    _check_flag("dry_run", dry_run)
-    full = _check_detail(detail)
-    if (
-        isinstance(archive_retention_days, bool)
-        or not isinstance(archive_retention_days, (int, float))
-        or not 0 <= archive_retention_days < 100_000
-    ):
-        raise InvalidArgument("archive_retention_days must be a number of days between 0 and 100000")
-    config = Config.from_environment()
-    errors: list[dict[str, Any]] = []
-    now = _utc_now()
-    result: dict[str, Any] = {
-        "dry_run": dry_run,
-        "archive_retention_days": archive_retention_days,
-        "archived_orphans": [],
-        "removed_keys": [],
-        "deleted_archives": [],
-        "stale_locks_removed": [],
-        "skipped": [],
-        "errors": errors,
-    }
-    removed: list[Mark] = []
-    hold = None if dry_run else partial(_transcripts_turn, config)
-    for view in each_agent(config, None, errors, for_change=not dry_run, hold=hold):
-        if view.newer_store:
-            result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
-            continue
-        try:
-            removed += _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
-        except SessionManagerError as error:
-            errors.append(_error_record(error, agent=view.paths.agent))
-    if not dry_run:
-        result["audit_records_expired"] = trim_audit(config, now - timedelta(days=archive_retention_days))
-    report = mark_history(config, removed) if not dry_run else HistoryReport()
-    result["history"] = report.summary()
-    growing = (
-        "archived_orphans",
-        "removed_keys",
-        "deleted_archives",
-        "stale_locks_removed",
-        "skipped",
-        "errors",
-        "history_gave_up",
-    )
-    return fit_answer(
-        report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
-    )
 
 
 def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
@@ -3522,6 +3538,59 @@ def _cleanup_agent(
             }
         )
     return removed
+
+
+def cleanup_orphans(
+    dry_run: bool = False, archive_retention_days: float = 30, detail: str = "summary"
+) -> dict[str, Any]:
+    """Archive transcripts no key points to, drop stale keys without transcripts, expire archives."""
+    _check_flag("dry_run", dry_run)
+    full = _check_detail(detail)
+    if (
+        isinstance(archive_retention_days, bool)
+        or not isinstance(archive_retention_days, (int, float))
+        or not 0 <= archive_retention_days < 100_000
+    ):
+        raise InvalidArgument("archive_retention_days must be a number of days between 0 and 100000")
+    config = Config.from_environment()
+    errors: list[dict[str, Any]] = []
+    now = _utc_now()
+    result: dict[str, Any] = {
+        "dry_run": dry_run,
+        "archive_retention_days": archive_retention_days,
+        "archived_orphans": [],
+        "removed_keys": [],
+        "deleted_archives": [],
+        "stale_locks_removed": [],
+        "skipped": [],
+        "errors": errors,
+    }
+    removed: list[Mark] = []
+    hold = None if dry_run else partial(_transcripts_turn, config)
+    for view in each_agent(config, None, errors, for_change=not dry_run, hold=hold):
+        if view.newer_store:
+            result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
+            continue
+        try:
+            removed += _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
+        except SessionManagerError as error:
+            errors.append(_error_record(error, agent=view.paths.agent))
+    if not dry_run:
+        result["audit_records_expired"] = trim_audit(config, now - timedelta(days=archive_retention_days))
+    report = mark_history(config, removed) if not dry_run else HistoryReport()
+    result["history"] = report.summary()
+    growing = (
+        "archived_orphans",
+        "removed_keys",
+        "deleted_archives",
+        "stale_locks_removed",
+        "skipped",
+        "errors",
+        "history_gave_up",
+    )
+    return fit_answer(
+        report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
+    )
 
 
 def sync_pending(detail: str = "summary") -> dict[str, Any]:
