@@ -6,7 +6,6 @@ Prints exactly one JSON document on stdout: the function's result (exit 0), or
 
 from __future__ import annotations
 
-import gc
 import importlib
 import json
 import os
@@ -47,26 +46,6 @@ class Terminated(BaseException):
         self.signal_number = signal_number
 
 
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """The JSON object of arguments; accepts an empty string and a Markdown code fence."""
-    fenced = _FENCE.match(raw)
-    text = (fenced.group(1) if fenced else raw).strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-        raise UsageError(
-            f'the arguments are not valid JSON ({reason}); pass an object such as \'{{"agent": "main"}}\'',
-            "invalid_json",
-        ) from None
-    if not isinstance(value, dict):
-        raise UsageError('the arguments must be a JSON object such as \'{"agent": "main"}\'', "invalid_json")
-    _check_argument_values(value)
-    return value
-
-
 MAX_ARGUMENT_DEPTH = 32
 
 
@@ -91,6 +70,26 @@ def _check_argument_values(value: Any) -> None:
                 "an argument holds an unpaired surrogate escape (half of an emoji?); send whole characters",
                 "invalid_argument",
             )
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """The JSON object of arguments; accepts an empty string and a Markdown code fence."""
+    fenced = _FENCE.match(raw)
+    text = (fenced.group(1) if fenced else raw).strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise UsageError(
+            f'the arguments are not valid JSON ({reason}); pass an object such as \'{{"agent": "main"}}\'',
+            "invalid_json",
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError('the arguments must be a JSON object such as \'{"agent": "main"}\'', "invalid_json")
+    _check_argument_values(value)
+    return value
 
 
 def parameters(function: Callable[..., Any]) -> list[tuple[str, Any]]:
@@ -323,7 +322,7 @@ def run(argv: list[str], prefix: str | None = None) -> int:
     arguments = parse_arguments(raw)
     check_argument_names(name, function, arguments)
     try:
-        result = function(**arguments)
+        result = module.run_function(name, arguments)
     except module.SessionManagerError as error:
         return _error(str(error), error.error_type, error.exit_code)
     _emit(result)
@@ -345,10 +344,6 @@ def _check_text(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None, prefix: str | None = None) -> int:
     """Entry point: never lets a traceback reach the agent."""
-    # A call lives for a second or two and makes no cycles worth collecting, while a large index
-    # is millions of live objects that every full collection would walk again: about 20% of a
-    # 100,000-session listing.
-    gc.disable()
     _install_signal_handlers()
     after_signal = (
         "the lock was released and the index left whole; the history marks of anything deleted "

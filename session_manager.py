@@ -3,12 +3,41 @@
 Every deletion has two layers. The session's keys leave ``<agent>/sessions/sessions.json`` under
 the gateway's own lock and its transcripts are archived beside it; then its row in the history
 service (aria-api) is marked ended. The functions raise ``SessionManagerError`` subclasses or
-return plain dicts; only ``run_skill.py`` prints and picks exit codes.
+return plain dicts; only ``run_skill.py`` prints and picks exit codes. The files, the lock and the
+history service are described in docs/FORMATS.md (cited below as §N).
+
+Sections, in reading order (nothing calls what is defined further down):
+
+1. Constants and errors.          8. The skill's own files: locked appends and rewrites.
+2. Housekeeping: clock, ids,      9. The audit log: one record builder, its reader, the life
+   garbage collection.               of a deletion (AuditTransaction).
+3. Configuration.                 10. History service: client, lookups, marks, the outbox, and
+4. Argument checks.                   the history step (mark_history).
+5. Paths.                         11. Deleting: remove_sessions, late archives.
+6. The index: reading, the        12. Answers: the size budget and rows.
+   gateway's lock, writing.       13. The public functions, in the order of FUNCTIONS.
+7. Sessions (types, protection),  14. FUNCTIONS, ENVIRONMENT, HELP: what run_skill.py reads.
+   the agent walk, transcripts.
+
+The life of one deletion (remove_sessions): the audit intent records each entry's exact text;
+the history marks are queued in the outbox, unconfirmed; under the gateway's lock the commit
+record is flushed and sessions.json is replaced atomically; the marks are confirmed; the
+transcripts are renamed to archives and recorded; then mark_history PATCHes the history rows,
+and whatever it cannot deliver waits in the outbox for the next call. AuditTransaction says
+what a crash leaves after each step.
+
+Imports: a listing must not pay for what only a deletion uses. httpx, concurrent.futures, ctypes,
+urllib.parse and python-dateutil are imported inside the functions that need them;
+tests/test_speed_rules.py fails if a listing, stats or a dry-run prune loads any of them.
+
+Test hooks: the crash harness (tests/skill_harness.py) and the golden record
+(tests/same_answers.py) replace the names in TEST_HOOKS, and only those.
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import heapq
 import json
 import os
@@ -21,6 +50,7 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, NamedTuple
 
+# The gateway's files (§1-§4).
 INDEX_NAME = "sessions.json"
 LOCK_SUFFIX = ".lock"
 TRANSCRIPT_SUFFIX = ".jsonl"
@@ -29,9 +59,15 @@ NEWER_STORE = os.path.join("agent", "openclaw-agent.sqlite")
 ARCHIVE_PATTERN = re.compile(r"\.(deleted|reset)\.(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z)$")
 SESSION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$", re.IGNORECASE)
 SESSION_KEY_PATTERN = re.compile(r"^agent:[a-z0-9][a-z0-9_-]{0,63}:[^\x00-\x1f]{1,512}$")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 AGENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+# Sessions the rules treat apart: these types are never pruned; the main agent prunes only these.
+PROTECTED_TYPES = ("main", "global")
+PRUNABLE_MAIN_AGENT_TYPES = ("cron", "cron_run", "subagent")
+MAIN_AGENT = "main"
+
+# Defaults of the environment (README, Configuration) and the gateway's lock (§3).
 DEFAULT_AGENTS_DIR = "/app/agents"
 DEFAULT_API_URL = "http://aria-api:8000"
 DEFAULT_STALE_MINUTES = 60
@@ -39,19 +75,55 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
 LOCK_STALE_SECONDS = 30.0
 LOCK_RETRY_STEP_SECONDS = 0.05
 LOCK_RETRY_MAX_SECONDS = 1.0
+# A transcript written to this recently may belong to a run that has not added its key yet.
+ORPHAN_MIN_AGE_SECONDS = 600
+
+# The skill's own files, in SESSION_MANAGER_STATE_DIR.
 STATE_DIR_NAME = ".session-manager"
 AUDIT_LOG_NAME = "audit.jsonl"
+HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
+HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
 
+# The history service (§5) and the history step.
 HISTORY_PAGE_LIMIT = 100
 HISTORY_MAX_PAGES = 50
 HISTORY_CONNECT_TIMEOUT = 1.0
 HISTORY_READ_TIMEOUT = 3.0
 HISTORY_CONCURRENCY = 8
 HISTORY_BUDGET_SECONDS = 5.0
+HISTORY_RETRIES = 2
+# No request starts after the budget's deadline; one already sent may take this long past it to
+# finish, so that a slow but working service completes (and is not sent again) what it began.
+HISTORY_GRACE_SECONDS = 1.0
+HISTORY_MAX_ATTEMPTS = 20
+HISTORY_MAX_AGE_DAYS = 7.0
+# A deletion's marks wait unconfirmed in the outbox only while its call is between queuing them and
+# writing the index (at most the lock timeout). One left longer belongs to a call that died there:
+# the index then says whether its deletion happened.
+UNCONFIRMED_GRACE_SECONDS = 300.0
 
-PROTECTED_KINDS = ("main", "global")
-PRUNABLE_MAIN_AGENT_TYPES = ("cron", "cron_run", "subagent")
-MAIN_AGENT = "main"
+# Every answer lands in a language model's context: with default arguments it stays under
+# ANSWER_BUDGET_BYTES at any store size. Counts are always exact; lists that grow with the store
+# show at most LIST_CAP items (fewer if the answer would still be too large), and "truncated" says
+# how many each left out. "detail": "full" gives every list whole, for scripts and operators.
+ANSWER_BUDGET_BYTES = 32 * 1024
+LIST_CAP = 100
+ROW_LIST_CAP = 10
+TEXT_CAP = 200
+DETAIL_LEVELS = ("summary", "full")
+AFTER_A_DELETION = "list_deleted shows every deletion of this call in full"
+FULL_ON_REQUEST = 'repeat the call with "detail": "full" to see every item'
+
+#: The module names that tests replace (see the module docstring).
+TEST_HOOKS = (
+    "_utc_now",
+    "_new_id",
+    "gateway_lock",
+    "archive_transcript",
+    "append_audit",
+    "append_audit_stream",
+    "mark_history",
+)
 
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -140,6 +212,87 @@ class RestoreConflict(SessionManagerError):
 
     error_type = "restore_conflict"
     exit_code = 2
+
+
+class HistoryUnavailable(Exception):
+    """The service could not be reached or failed for now (refused, timeout, 5xx, 429, bad body)."""
+
+
+class HistoryRefused(Exception):
+    """The service rejected the request itself (a 4xx such as a wrong key): retrying will not help."""
+
+
+class BudgetSpent(HistoryUnavailable):
+    """The history step's time budget for this call ran out."""
+
+
+# --- Housekeeping: clock, ids, times, garbage collection ----------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_id() -> str:
+    """A random id for a deletion (its audit transaction) or an outbox record."""
+    return os.urandom(16).hex()
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An aware UTC time from epoch ms, epoch seconds or an ISO-8601 string; None if it is none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return parse_timestamp(float(text))
+        from dateutil.parser import isoparse
+
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        try:
+            return moment.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        try:
+            if isinstance(value, int):  # exact: no float rounding of epoch milliseconds
+                return EPOCH + (
+                    timedelta(milliseconds=value) if abs(value) >= 1e11 else timedelta(seconds=value)
+                )
+            return datetime.fromtimestamp(value / 1000.0 if abs(value) >= 1e11 else value, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+@contextmanager
+def _cycle_collection(enabled: bool) -> Iterator[None]:
+    """Python's cyclic garbage collector on or off for a block, then as it was.
+
+    The one place the collector is switched. Off while a call reads and changes sessions: a large
+    index is millions of live objects with no cycles, and every full collection walks them all
+    again (about 20% of a 100,000-session listing). On while httpx runs: each request leaves
+    reference cycles behind, and without the collector a 60,000-mark history step held 700 MB.
+    """
+    was_enabled = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        yield
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
 
 
 # --- Configuration ------------------------------------------------------------------------------
@@ -424,56 +577,7 @@ def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
         )
 
 
-# --- The store: reading -------------------------------------------------------------------------
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _new_id() -> str:
-    """A random id for a deletion (its audit transaction) or an outbox record."""
-    return os.urandom(16).hex()
-
-
-def _iso_utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """An aware UTC time from epoch ms, epoch seconds or an ISO-8601 string; None if it is none."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if re.fullmatch(r"-?\d+(\.\d+)?", text):
-            return parse_timestamp(float(text))
-        from dateutil.parser import isoparse
-
-        try:
-            moment = isoparse(text)
-        except (ValueError, OverflowError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        try:
-            return moment.astimezone(timezone.utc)
-        except (ValueError, OverflowError):
-            return None
-    if isinstance(value, (int, float)):
-        if value != value or value in (float("inf"), float("-inf")):
-            return None
-        try:
-            if isinstance(value, int):  # exact: no float rounding of epoch milliseconds
-                return EPOCH + (
-                    timedelta(milliseconds=value) if abs(value) >= 1e11 else timedelta(seconds=value)
-                )
-            return datetime.fromtimestamp(value / 1000.0 if abs(value) >= 1e11 else value, tz=timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            return None
-    return None
+# --- The index: reading -------------------------------------------------------------------------
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -635,6 +739,10 @@ class IndexDocument:
     def render(self) -> bytes:
         return b"".join(self.chunks())
 
+    def release(self) -> None:
+        """Let the text and the parsed entries go (a large index is most of a call's memory)."""
+        self.entries, self.text, self.spans, self.added = {}, "", {}, {}
+
 
 def _scan_object(text: str) -> IndexDocument | None:
     """Walk a top-level object entry by entry; None when it is not one or repeats a key."""
@@ -677,17 +785,11 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
 
     Parsed entries hold only READ_FIELDS (see there); the document's texts keep everything.
     """
-    import gc
-
-    collecting = gc.isenabled()
-    gc.disable()  # a parse makes millions of objects and no cycles: the collector only slows it
     try:
-        document = _scan_object(text)
+        with _cycle_collection(False):
+            document = _scan_object(text)
     except (ValueError, IndexError, RecursionError):
         document = None
-    finally:
-        if collecting:
-            gc.enable()
     if document is not None:
         return document
     # The fast scanner refused it: let the standard parser say what is wrong, or, for valid JSON
@@ -762,7 +864,7 @@ def load_index(paths: AgentPaths) -> dict[str, Any]:
     return read_index_document(paths).entries
 
 
-# --- The store: the gateway's lock --------------------------------------------------------------
+# --- The index: the gateway's lock --------------------------------------------------------------
 
 
 def _pid_alive(pid: int) -> bool:
@@ -912,7 +1014,7 @@ def gateway_lock(path: str, timeout: float) -> Iterator[None]:
         _release_lock(path, inode)
 
 
-# --- The store: writing -------------------------------------------------------------------------
+# --- The index: writing -------------------------------------------------------------------------
 
 
 def _fsync_folder(folder: str) -> None:
@@ -996,11 +1098,11 @@ def rewrite_index(
     return result
 
 
-# --- Sessions: times, kinds, grouping -----------------------------------------------------------
+# --- Sessions: types, grouping, protection, the agent walk --------------------------------------
 
 
 def session_type_of(key: str) -> str:
-    """The kind of session a key names: main, cron, cron_run, subagent, or its first segment."""
+    """The session type a key names: main, cron, cron_run, subagent, or its first segment."""
     if key == "global":
         return "global"
     parts = key.split(":")
@@ -1085,7 +1187,7 @@ class Session:
     """One session of one agent: its sessionId and every key that points to it."""
 
     __slots__ = (
-        "_kinds",
+        "_key_types",
         "agent",
         "entries",
         "keys",
@@ -1105,7 +1207,7 @@ class Session:
         self.last_active: datetime | None = None  # that, or else its transcript's mtime
         self.transcripts: list[str] = []
         self.protected: str | None = None
-        self._kinds: list[str] | None = None
+        self._key_types: list[str] | None = None
 
     @property
     def primary_key(self) -> str:
@@ -1113,17 +1215,13 @@ class Session:
 
     @property
     def session_type(self) -> str:
-        return self.kinds()[0]
+        return self.key_types()[0]
 
-    @property
-    def types(self) -> set[str]:
-        return set(self.kinds())
-
-    def kinds(self) -> list[str]:
-        """The kind of each key, in key order; computed once."""
-        if self._kinds is None or len(self._kinds) != len(self.keys):
-            self._kinds = [session_type_of(key) for key in self.keys]
-        return self._kinds
+    def key_types(self) -> list[str]:
+        """The session type of each key, in key order; computed once."""
+        if self._key_types is None or len(self._key_types) != len(self.keys):
+            self._key_types = [session_type_of(key) for key in self.keys]
+        return self._key_types
 
     def idle_minutes(self, now: datetime) -> float | None:
         if self.last_active is None:
@@ -1248,11 +1346,11 @@ def protection_of(config: Config, session: Session, listing: FolderListing, path
     running = config.running_session_id
     if running and (running == session.session_id or running in session.keys):
         return "running_conversation"
-    kinds = session.kinds()
-    for kind in kinds:
-        if kind in PROTECTED_KINDS:
-            return "main_session" if kind == "main" else "global_session"
-    if session.agent == MAIN_AGENT and any(kind not in PRUNABLE_MAIN_AGENT_TYPES for kind in kinds):
+    types = session.key_types()
+    for session_type in types:
+        if session_type in PROTECTED_TYPES:
+            return "main_session" if session_type == "main" else "global_session"
+    if session.agent == MAIN_AGENT and any(t not in PRUNABLE_MAIN_AGENT_TYPES for t in types):
         return "main_agent_conversation"
     if listing.locks:
         for name in session.transcripts:
@@ -1291,28 +1389,48 @@ def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
     return {**context, "error": str(error), "error_type": error.error_type}
 
 
-def each_agent(
-    config: Config,
-    agent: str | None,
-    errors: list[dict[str, Any]],
-    for_change: bool = False,
-    hold: Callable[[str], AbstractContextManager[Any]] | None = None,
-) -> Iterator[AgentView]:
-    """The selected agents, read one at a time so that only one index is in memory at once.
+def _release_view(view: AgentView) -> None:
+    """Empty a view its caller is done with, before the next agent is read."""
+    view.sessions.clear()
+    view.store.clear()
+    if view.document is not None:
+        view.document.release()
 
-    An unreadable index is added to ``errors``, and is fatal only when that agent was named.
+
+class AgentWalk:
+    """The selected agents, read one at a time, and the errors met on the way.
+
+    Only one index is in memory at once: each agent's view is emptied before the next is read,
+    so a caller keeps what it needs from a view while it holds it. An agent that cannot be read
+    (or that a step fails for, see ``failed``) goes to ``errors``, fatal only when it was named.
     ``hold``, given an agent id, is a lock held from before the read until the next agent.
     """
-    for paths in _selected_agents(config, agent):
-        try:
-            with hold(paths.agent) if hold is not None else nullcontext():
-                view = read_agent(config, paths, for_change)
-                yield view
-                del view
-        except (StoreUnreadable, LockTimeout) as error:
-            if agent is not None:
-                raise
-            errors.append(_error_record(error, agent=paths.agent))
+
+    def __init__(
+        self,
+        config: Config,
+        agent: str | None,
+        for_change: bool = False,
+        hold: Callable[[str], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
+        self.errors: list[dict[str, Any]] = []
+
+    def __iter__(self) -> Iterator[AgentView]:
+        for paths in _selected_agents(self.config, self.agent):
+            try:
+                with self.hold(paths.agent) if self.hold is not None else nullcontext():
+                    view = read_agent(self.config, paths, self.for_change)
+                    yield view
+                    _release_view(view)
+            except (StoreUnreadable, LockTimeout) as error:
+                self.failed(paths.agent, error)
+
+    def failed(self, agent: str, error: SessionManagerError) -> None:
+        """Record one agent's failure; re-raised when the call named that agent."""
+        if self.agent is not None:
+            raise error
+        self.errors.append(_error_record(error, agent=agent))
 
 
 # --- Transcripts --------------------------------------------------------------------------------
@@ -1692,27 +1810,7 @@ def recorded_deletions(config: Config) -> list[Deletion]:
 # --- History service ----------------------------------------------------------------------------
 
 
-HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
-HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
-HISTORY_RETRIES = 2
-# No request starts after the budget's deadline; one already sent may take this long past it to
-# finish, so that a slow but working service completes (and is not sent again) what it began.
-HISTORY_GRACE_SECONDS = 1.0
-HISTORY_MAX_ATTEMPTS = 20
-HISTORY_MAX_AGE_DAYS = 7.0
 _UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-class HistoryUnavailable(Exception):
-    """The service could not be reached or failed for now (refused, timeout, 5xx, 429, bad body)."""
-
-
-class HistoryRefused(Exception):
-    """The service rejected the request itself (a 4xx such as a wrong key): retrying will not help."""
-
-
-class BudgetSpent(HistoryUnavailable):
-    """The history step's time budget for this call ran out."""
 
 
 class Mark:
@@ -2095,25 +2193,6 @@ def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
     return HistoryOutcome("marked", None, tuple(row_ids))
 
 
-@contextmanager
-def _collecting_garbage() -> Iterator[None]:
-    """The cyclic garbage collector on for a while, whatever the caller had.
-
-    The CLI runs without it (a large index is millions of objects and no cycles), but each httpx
-    request leaves reference cycles behind: without the collector a 60,000-mark history step
-    held 700 MB.
-    """
-    import gc
-
-    was_enabled = gc.isenabled()
-    gc.enable()
-    try:
-        yield
-    finally:
-        if not was_enabled:
-            gc.disable()
-
-
 def _deliver_marks(
     config: Config, marks: list[Mark], deadline: float
 ) -> dict[int, HistoryOutcome | Exception]:
@@ -2159,14 +2238,8 @@ def deliver_marks(
     config: Config, marks: list[Mark], deadline: float
 ) -> dict[int, HistoryOutcome | Exception]:
     """Look up and PATCH every mark, concurrently, within the deadline; never raises."""
-    with _collecting_garbage():
+    with _cycle_collection(True):
         return _deliver_marks(config, marks, deadline)
-
-
-# A deletion's marks wait unconfirmed in the outbox only while its call is between queuing them and
-# writing the index (at most the lock timeout). One left longer belongs to a call that died there:
-# the index then says whether its deletion happened.
-UNCONFIRMED_GRACE_SECONDS = 300.0
 
 
 def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
@@ -2533,6 +2606,95 @@ def _archive_session_transcripts(
             removal.errors.append(f"could not archive {name}: {error.strerror or error}")
 
 
+def _commit_part(
+    document: IndexDocument,
+    removal: Removal,
+    fresh: Session,
+    fingerprints: dict[str, int] | None,
+    only_if_unchanged: bool,
+) -> dict[str, Any] | None:
+    """A session's part of the commit record, from the index as it is under the lock; None (and
+    ``removal.skipped`` says why) when it is already gone, or changed since planned and a prune.
+
+    ``fingerprints`` None: the index is the very parse that was planned, so nothing moved.
+    """
+    if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
+        removal.skipped = "already gone"
+        return None
+    amended: dict[str, str] = {}
+    if fingerprints is not None:
+        texts = {key: document.value_text(key) for key in fresh.keys}
+        amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
+        if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
+            removal.skipped = "changed since it was read"
+            return None
+    removal.removed_keys = list(fresh.keys)
+    return {"keys": fresh.keys, "entries": amended}
+
+
+def _index_change(
+    config: Config,
+    transaction: AuditTransaction,
+    view: AgentView,
+    removals: list[Removal],
+    fingerprints: dict[str, int],
+    only_if_unchanged: bool,
+    recheck: Callable[[Session], None] | None,
+) -> Callable[[IndexDocument], IndexDocument]:
+    """The change rewrite_index makes under the lock: check each session again, flush the commit
+    record, then remove the keys."""
+
+    def change(document: IndexDocument) -> IndexDocument:
+        reused = document is view.document
+        keys_by_session = {} if reused else _keys_by_session(document.entries)
+        committed: dict[str, Any] = {}
+        for removal in removals:
+            fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
+            if recheck is not None and fresh.keys:
+                recheck(fresh)
+            part = _commit_part(document, removal, fresh, None if reused else fingerprints, only_if_unchanged)
+            if part is not None:
+                committed[fresh.session_id] = part
+        if committed:
+            # Flushed to disk with the intent before it, ahead of the index that it describes.
+            append_audit(config, [transaction.record("commit", committed)], sync=True)
+        for removal in removals:
+            for key in removal.removed_keys:
+                document.remove(key)
+        return document
+
+    return change
+
+
+def _queue_removal_marks(config: Config, transaction: AuditTransaction, removals: list[Removal]) -> None:
+    """Queue the removals' history marks, unconfirmed; a failure aborts the deletion here."""
+    for removal in removals:
+        removal.mark.txn, removal.mark.confirmed = transaction.txn, False
+    try:
+        queue_marks(config, [removal.mark for removal in removals])
+    except SessionManagerError:
+        append_audit(config, [transaction.record("abort", {})])
+        raise
+
+
+def _archive_removed_transcripts(
+    config: Config,
+    transaction: AuditTransaction,
+    view: AgentView,
+    written: IndexDocument,
+    removals: list[Removal],
+) -> None:
+    """Archive the transcripts of what was removed, except any the written index still names."""
+    still_referenced = referenced_transcripts(view.paths, written.entries, view.listing)
+    moment = parse_timestamp(transaction.time) or _utc_now()
+    archived: dict[str, Any] = {}
+    for removal in removals:
+        if removal.removed_keys:
+            _archive_session_transcripts(view.paths, removal, still_referenced, moment)
+            archived[removal.session.session_id] = {"transcripts": removal.archived}
+    append_audit(config, [transaction.record("archived", archived)])
+
+
 def remove_sessions(
     config: Config,
     view: AgentView,
@@ -2544,71 +2706,29 @@ def remove_sessions(
 ) -> list[Removal]:
     """Remove sessions' keys under the gateway's lock, then archive their transcripts.
 
-    With ``only_if_unchanged`` (prunes), a session that the gateway touched after it was planned
-    is left alone. The audit log gets the entries before the index changes, so every deletion
-    can be undone; a crash at any point leaves at worst an orphaned transcript for cleanup.
+    The steps and what a crash leaves after each are AuditTransaction's. With
+    ``only_if_unchanged`` (prunes), a session that the gateway touched after it was planned is
+    left alone; ``recheck`` may refuse one as the index is under the lock.
     """
-    paths = view.paths
-    _refuse_if_not_live(config, paths)
-    moment = _utc_now()
-    transaction = AuditTransaction(_new_id(), paths.agent, reason, _iso_utc(moment))
-    txn = transaction.txn
+    _refuse_if_not_live(config, view.paths)
+    transaction = AuditTransaction.begin(view.paths.agent, reason)
     fingerprints: dict[str, int] = {}
     append_audit_stream(config, _intent_pieces(transaction, planned, view.document, fingerprints))
     _release_parsed_entries(view, planned)
     removals = [Removal(session) for session in planned]
-    for removal in removals:
-        removal.mark.txn, removal.mark.confirmed = txn, False
-    try:
-        queue_marks(config, [removal.mark for removal in removals])
-    except SessionManagerError:
-        append_audit(config, [transaction.record("abort", {})])
-        raise
-
-    def change(document: IndexDocument) -> IndexDocument:
-        # The same parse as planned (the file is provably unchanged): nothing can have moved.
-        reused = document is view.document
-        keys_by_session = {} if reused else _keys_by_session(document.entries)
-        committed: dict[str, Any] = {}
-        for removal in removals:
-            fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
-            if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
-                removal.skipped = "already gone"
-                continue
-            if recheck is not None:
-                recheck(fresh)
-            amended: dict[str, str] = {}
-            if not reused:
-                texts = {key: document.value_text(key) for key in fresh.keys}
-                amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
-                if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
-                    removal.skipped = "changed since it was read"
-                    continue
-            committed[fresh.session_id] = {"keys": fresh.keys, "entries": amended}
-            removal.removed_keys = list(fresh.keys)
-        if committed:
-            # Flushed to disk with the intent before it, ahead of the index that it describes.
-            append_audit(config, [transaction.record("commit", committed)], sync=True)
-        for removal in removals:
-            for key in removal.removed_keys:
-                document.remove(key)
-        return document
-
-    try:
-        written: IndexDocument = rewrite_index(paths, config, change, earlier=view.document)
-    except SessionManagerError:
-        confirm_marks(config, txn, [removal.mark for removal in removals], [])
-        append_audit(config, [transaction.record("abort", {})])
-        raise
+    _queue_removal_marks(config, transaction, removals)
     marks = [removal.mark for removal in removals]
-    confirm_marks(config, txn, marks, [removal.mark for removal in removals if removal.removed_keys])
-    still_referenced = referenced_transcripts(paths, written.entries, view.listing)
-    archived: dict[str, Any] = {}
-    for removal in removals:
-        if removal.removed_keys:
-            _archive_session_transcripts(paths, removal, still_referenced, moment)
-            archived[removal.session.session_id] = {"transcripts": removal.archived}
-    append_audit(config, [transaction.record("archived", archived)])
+    change = _index_change(config, transaction, view, removals, fingerprints, only_if_unchanged, recheck)
+    try:
+        written: IndexDocument = rewrite_index(view.paths, config, change, earlier=view.document)
+    except SessionManagerError:
+        confirm_marks(config, transaction.txn, marks, [])
+        append_audit(config, [transaction.record("abort", {})])
+        raise
+    confirm_marks(
+        config, transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
+    )
+    _archive_removed_transcripts(config, transaction, view, written, removals)
     return removals
 
 
@@ -2640,12 +2760,14 @@ def record_late_archives(config: Config, agent: str, archived: dict[str, str], r
 
 
 def _dry_run_removal(session: Session) -> Removal:
+    """What removing the session would do; its parsed entries are not needed for that."""
     removal = Removal(session, removed_keys=list(session.keys))
     removal.archived = {name: "" for name in session.transcripts}
+    session.entries = {}
     return removal
 
 
-# --- Public functions ---------------------------------------------------------------------------
+# --- Answers: the size budget, rows -------------------------------------------------------------
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:
@@ -2658,19 +2780,6 @@ def _first_field(session: Session, name: str) -> Any:
         if isinstance(entry, dict) and entry.get(name) is not None:
             return entry[name]
     return None
-
-
-# Every answer lands in a language model's context: with default arguments it stays under
-# ANSWER_BUDGET_BYTES at any store size. Counts are always exact; lists that grow with the store
-# show at most LIST_CAP items (fewer if the answer would still be too large), and "truncated" says
-# how many each left out. "detail": "full" gives every list whole, for scripts and operators.
-ANSWER_BUDGET_BYTES = 32 * 1024
-AFTER_A_DELETION = "list_deleted shows every deletion of this call in full"
-FULL_ON_REQUEST = 'repeat the call with "detail": "full" to see every item'
-LIST_CAP = 100
-ROW_LIST_CAP = 10
-TEXT_CAP = 200
-DETAIL_LEVELS = ("summary", "full")
 
 
 def _check_detail(value: Any) -> bool:
@@ -2802,7 +2911,7 @@ def _agent_summary(view: AgentView) -> dict[str, Any]:
 
 def _listed(session: Session, session_type: str | None, min_idle: float | None, now: datetime) -> bool:
     """Whether a session passes list_sessions' filters (never-active sessions count as idle)."""
-    if session_type is not None and session_type not in session.types:
+    if session_type is not None and session_type not in session.key_types():
         return False
     if min_idle is None:
         return True
@@ -2820,6 +2929,25 @@ def _rows_that_fit(result: dict[str, Any], rows: list[dict[str, Any]]) -> int:
             break
         kept += 1
     return kept
+
+
+# --- Public functions ---------------------------------------------------------------------------
+
+
+def _page_of_rows(
+    result: dict[str, Any], rows: list[dict[str, Any]], offset: int, full: bool
+) -> dict[str, Any]:
+    """Add the page's rows (as many as fit the answer) and where the next page starts."""
+    returned = len(rows) if full else _rows_that_fit(result, rows)
+    more = offset + returned < result["session_count"]
+    result.update(
+        sessions=rows[:returned],
+        returned=returned,
+        offset=offset,
+        has_more=more,
+        next_offset=offset + returned if more else None,
+    )
+    return result
 
 
 def list_sessions(
@@ -2841,13 +2969,13 @@ def list_sessions(
     min_idle = None if min_idle_minutes is None else _check_minutes("min_idle_minutes", min_idle_minutes, 0)
     full = _check_detail(detail)
     config = Config.from_environment()
-    errors: list[dict[str, Any]] = []
+    walk = AgentWalk(config, agent)
     agents: dict[str, dict[str, Any]] = {}
     now = _utc_now()
     wanted = None if page_size is None else offset + page_size
     matched = 0
     best: list[tuple[tuple[Any, ...], Session]] = []  # (order, session): those that may reach the page
-    for view in each_agent(config, agent, errors):
+    for view in walk:
         agents[view.paths.agent] = _agent_summary(view)
         chosen = [
             (_listing_order(s), s) for s in view.sessions.values() if _listed(s, session_type, min_idle, now)
@@ -2855,20 +2983,11 @@ def list_sessions(
         matched += len(chosen)
         # Only the sessions that can still reach the page are kept (their rows are built once).
         best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
-        del view, chosen  # before the next agent is read: one index in memory at a time
     rows = [_session_row(session, now, full) for _, session in sorted(best)[offset:wanted]]
-    result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": errors}
-    result = fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors")
-    returned = len(rows) if full else _rows_that_fit(result, rows)
-    more = offset + returned < matched
-    result.update(
-        sessions=rows[:returned],
-        returned=returned,
-        offset=offset,
-        has_more=more,
-        next_offset=offset + returned if more else None,
+    result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
+    return _page_of_rows(
+        fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors"), rows, offset, full
     )
-    return result
 
 
 def _disk_usage(view: AgentView) -> dict[str, Any]:
@@ -2885,6 +3004,26 @@ def _disk_usage(view: AgentView) -> dict[str, Any]:
     }
 
 
+class SessionCounts:
+    """get_session_stats' tallies over every session it reads, and the oldest one met."""
+
+    def __init__(self) -> None:
+        self.total = self.stale = self.protected = self.stale_unprotected = 0
+        self.by_type: dict[str, int] = {}
+        self.oldest: tuple[float, dict[str, Any]] | None = None
+
+    def add(self, session: Session, now: datetime, threshold: float, full: bool) -> None:
+        self.total += 1
+        self.by_type[session.session_type] = self.by_type.get(session.session_type, 0) + 1
+        is_stale = session.is_stale(now, threshold)
+        self.stale += is_stale
+        self.protected += session.protected is not None
+        self.stale_unprotected += is_stale and session.protected is None
+        order = _activity_order(session)
+        if self.oldest is None or order < self.oldest[0]:
+            self.oldest = (order, _session_row(session, now, full))
+
+
 def get_session_stats(
     agent: str | None = None, stale_threshold_minutes: float | None = None, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -2892,48 +3031,98 @@ def get_session_stats(
     full = _check_detail(detail)
     config = Config.from_environment()
     threshold = _check_minutes("stale_threshold_minutes", stale_threshold_minutes, config.stale_minutes)
-    errors: list[dict[str, Any]] = []
+    walk = AgentWalk(config, agent)
     now = _utc_now()
-    total = stale = protected = stale_unprotected = 0
+    counts = SessionCounts()
     by_agent: dict[str, int] = {}
-    by_type: dict[str, int] = {}
     disk: dict[str, dict[str, Any]] = {}
     agents: dict[str, dict[str, Any]] = {}
-    oldest: tuple[float, dict[str, Any]] | None = None
-    for view in each_agent(config, agent, errors):
+    for view in walk:
         name = view.paths.agent
         by_agent[name] = len(view.sessions)
         agents[name] = _agent_summary(view)
         disk[name] = _disk_usage(view)
         for session in view.sessions.values():
-            total += 1
-            by_type[session.session_type] = by_type.get(session.session_type, 0) + 1
-            is_stale = session.is_stale(now, threshold)
-            stale += is_stale
-            protected += session.protected is not None
-            stale_unprotected += is_stale and session.protected is None
-            order = _activity_order(session)
-            if oldest is None or order < oldest[0]:
-                oldest = (order, _session_row(session, now, full))
-        del view  # before the next agent is read: one index in memory at a time
+            counts.add(session, now, threshold, full)
     answer = {
-        "total_sessions": total,
-        "stale_sessions": stale,
-        "active_sessions": total - stale,
+        "total_sessions": counts.total,
+        "stale_sessions": counts.stale,
+        "active_sessions": counts.total - counts.stale,
         "by_agent": by_agent,
         "stale_threshold_minutes": threshold,
-        "by_type": dict(sorted(by_type.items(), key=lambda item: (-item[1], item[0]))),
-        "protected_sessions": protected,
-        "stale_unprotected_sessions": stale_unprotected,
-        "oldest_session": oldest[1] if oldest else None,
+        "by_type": dict(sorted(counts.by_type.items(), key=lambda item: (-item[1], item[0]))),
+        "protected_sessions": counts.protected,
+        "stale_unprotected_sessions": counts.stale_unprotected,
+        "oldest_session": counts.oldest[1] if counts.oldest else None,
         "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
         "pending_history_marks": pending_mark_count(config),
         "disk": disk,
         "agents": agents,
-        "errors": errors,
+        "errors": walk.errors,
     }
     growing = ("by_type", "by_agent", "disk", "agents", "errors")
     return fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
+
+
+def _sessions_to_prune(
+    view: AgentView, session_type: str | None, now: datetime, threshold: float
+) -> tuple[int, list[Session], list[dict[str, Any]]]:
+    """How many sessions of the type an agent has, the stale unprotected ones, and rows for the
+    stale protected ones. Only the doomed sessions are kept: the view's other sessions go now."""
+    chosen = [s for s in view.sessions.values() if session_type is None or session_type in s.key_types()]
+    stale = [s for s in chosen if s.is_stale(now, threshold)]
+    protected = [
+        {"id": s.session_id, "agentId": s.agent, "key": _short(s.primary_key), "reason": s.protected}
+        for s in stale
+        if s.protected
+    ]
+    view.sessions.clear()
+    return len(chosen), [s for s in stale if not s.protected], protected
+
+
+def _prune_agent(config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]) -> list[Removal]:
+    """Remove one agent's doomed sessions; a failure is that agent's error, not the call's."""
+    try:
+        return remove_sessions(config, view, doomed, "prune", only_if_unchanged=True) if doomed else []
+    except SessionManagerError as error:
+        walk.failed(view.paths.agent, error)
+        return []
+
+
+def _archive_errors(removals: list[Removal]) -> list[dict[str, Any]]:
+    return [
+        {"agent": r.session.agent, "id": r.session.session_id, "error": text, "error_type": "archive_failed"}
+        for r in removals
+        for text in r.errors
+    ]
+
+
+def _prune_answer(
+    total: int, removals: list[Removal], report: HistoryReport, full: bool, **fields: Any
+) -> dict[str, Any]:
+    done = [r for r in removals if r.removed_keys]
+    answer = {
+        "total_sessions": total,
+        "pruned_count": len(done),
+        "kept_count": total - len(done),
+        "dry_run": fields["dry_run"],
+        "deleted_ids": [r.session.session_id for r in done],
+        "errors": fields["errors"] + _archive_errors(removals),
+        "threshold_minutes": fields["threshold_minutes"],
+        "protected": fields["protected"],
+        "skipped": [
+            {"id": r.session.session_id, "agentId": r.session.agent, "reason": r.skipped}
+            for r in removals
+            if r.skipped
+        ],
+        "archived_transcripts": sum(len(r.archived) for r in done),
+        "history": report.summary(),
+        # By default only the exceptions an agent must act on; the counts above cover all.
+        "history_by_session": {
+            sid: outcome.as_dict() for sid, outcome in report.outcomes.items() if full or not outcome.updated
+        },
+    }
+    return report.annotate(answer)
 
 
 def prune_sessions(
@@ -2949,69 +3138,27 @@ def prune_sessions(
     full = _check_detail(detail)
     config = Config.from_environment()
     threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
-    errors: list[dict[str, Any]] = []
+    walk = AgentWalk(config, agent, for_change=not dry_run)
     now = _utc_now()
-    total, protected, removals = 0, [], []
-    for view in each_agent(config, agent, errors, for_change=not dry_run):
-        chosen = [s for s in view.sessions.values() if session_type is None or session_type in s.types]
-        total += len(chosen)
-        stale = [s for s in chosen if s.is_stale(now, threshold)]
-        protected += [
-            {"id": s.session_id, "agentId": s.agent, "key": _short(s.primary_key), "reason": s.protected}
-            for s in stale
-            if s.protected
-        ]
-        doomed = [s for s in stale if not s.protected]
-        view.sessions.clear()  # the kept sessions are counted; only the doomed are needed now
+    total = 0
+    protected: list[dict[str, Any]] = []
+    removals: list[Removal] = []
+    for view in walk:
+        count, doomed, protected_rows = _sessions_to_prune(view, session_type, now, threshold)
+        total, protected = total + count, protected + protected_rows
         if dry_run:
             removals += [_dry_run_removal(s) for s in doomed]
-        elif doomed:
-            try:
-                removals += remove_sessions(config, view, doomed, "prune", only_if_unchanged=True)
-            except SessionManagerError as error:
-                if agent is not None:
-                    raise
-                errors.append(_error_record(error, agent=view.paths.agent))
-        for removal in removals:
-            removal.session.entries = {}  # only the ids are needed from here on: let the parse go
-        del view, chosen, stale, doomed  # before the next agent is read
-    done = [r for r in removals if r.removed_keys]
-    for removal in removals:
-        errors += [
-            {
-                "agent": removal.session.agent,
-                "id": removal.session.session_id,
-                "error": text,
-                "error_type": "archive_failed",
-            }
-            for text in removal.errors
-        ]
-    report = HistoryReport() if dry_run else mark_history(config, [r.mark for r in done])
-    answer = report.annotate(
-        {
-            "total_sessions": total,
-            "pruned_count": len(done),
-            "kept_count": total - len(done),
-            "dry_run": dry_run,
-            "deleted_ids": [r.session.session_id for r in done],
-            "errors": errors,
-            "threshold_minutes": threshold,
-            "protected": protected,
-            "skipped": [
-                {"id": r.session.session_id, "agentId": r.session.agent, "reason": r.skipped}
-                for r in removals
-                if r.skipped
-            ],
-            "archived_transcripts": sum(len(r.archived) for r in done),
-            "history": report.summary(),
-            # By default only the exceptions an agent must act on; the counts above cover all.
-            "history_by_session": {
-                sid: outcome.as_dict()
-                for sid, outcome in report.outcomes.items()
-                if full or not outcome.updated
-            },
-        }
-    )
+        else:
+            removals += _prune_agent(config, walk, view, doomed)
+    marks = [r.mark for r in removals if r.removed_keys]
+    report = HistoryReport() if dry_run else mark_history(config, marks)
+    fields = {
+        "dry_run": dry_run,
+        "errors": walk.errors,
+        "threshold_minutes": threshold,
+        "protected": protected,
+    }
+    answer = _prune_answer(total, removals, report, full, **fields)
     growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
     return fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
@@ -3131,112 +3278,141 @@ def _history_phrase(outcome: HistoryOutcome | None) -> str:
     return f"PG mark failed ({outcome.reason})"
 
 
-def _delete_missing(
+def _deletion_answer(report: HistoryReport, deleted: str, message: str, **fields: Any) -> dict[str, Any]:
+    """delete_session's answer; ``fields`` are its other keys, in this order."""
+    outcome = report.outcomes.get(deleted)
+    answer = {
+        "deleted": deleted,
+        "removed_keys": fields["removed_keys"],
+        "transcript_archived": fields["transcript_archived"],
+        "pg_status_updated": bool(outcome and outcome.updated),
+        "message": message,
+        "agentId": fields["agentId"],
+        "dry_run": fields["dry_run"],
+        "archived_files": fields["archived_files"],
+        "would_archive": fields["would_archive"],
+        "kept_transcripts": fields["kept_transcripts"],
+        "history": outcome.as_dict() if outcome else None,
+        "errors": fields["errors"],
+    }
+    return report.annotate(answer)
+
+
+def _archive_leftovers(config: Config, leftovers: list[Leftovers]) -> dict[str, str]:
+    """Archive the transcripts that nothing claims, recorded in the audit log as late archives."""
+    archived: dict[str, str] = {}
+    moment = _utc_now()
+    for found in leftovers:
+        made: dict[str, str] = {}
+        for name in found.free:
+            try:
+                made[name] = archive_transcript(found.paths, name, moment)
+            except FileNotFoundError:
+                pass
+        record_late_archives(config, found.paths.agent, made, "leftover")
+        archived.update(made)
+    return archived
+
+
+def _delete_leftovers(
     config: Config, reference: str, leftovers: list[Leftovers], dry_run: bool
 ) -> dict[str, Any]:
     """A session no index holds: archive the transcripts it left that nothing else claims (see
     _leftover_transcripts), and still mark its history ended."""
-    archived: dict[str, str] = {}
     would_archive = [name for found in leftovers for name in found.free]
-    kept = [
-        {"agent": found.paths.agent, "file": n, "reason": r}
-        for found in leftovers
-        for n, r in found.kept.items()
-    ]
-    if not dry_run:
-        moment = _utc_now()
-        for found in leftovers:
-            made: dict[str, str] = {}
-            for name in found.free:
-                try:
-                    made[name] = archive_transcript(found.paths, name, moment)
-                except FileNotFoundError:
-                    pass
-            record_late_archives(config, found.paths.agent, made, "leftover")
-            archived.update(made)
+    kept = [{"agent": f.paths.agent, "file": n, "reason": r} for f in leftovers for n, r in f.kept.items()]
+    archived = {} if dry_run else _archive_leftovers(config, leftovers)
     is_id = not (reference == "global" or reference.startswith("agent:"))
     report = mark_history(config, [Mark(reference, None)]) if is_id and not dry_run else HistoryReport()
-    outcome = report.outcomes.get(reference)
-    count = len(would_archive) if dry_run else len(archived)
-    return report.annotate(
-        {
-            "deleted": reference,
-            "removed_keys": [],
-            "transcript_archived": bool(archived),
-            "pg_status_updated": bool(outcome and outcome.updated),
-            "message": (
-                f"Session {reference} is not in any index (already removed); {count} leftover transcripts "
-                + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
-                + ("" if dry_run else _history_phrase(outcome))
-                + (f"; {len(kept)} kept (a key or a live run still uses them)" if kept else "")
-            ),
-            "agentId": None,
-            "dry_run": dry_run,
-            "archived_files": archived,
-            "would_archive": would_archive if dry_run else [],
-            "kept_transcripts": kept,
-            "history": outcome.as_dict() if outcome else None,
-            "errors": [],
-        }
+    message = (
+        f"Session {reference} is not in any index (already removed); "
+        f"{len(would_archive) if dry_run else len(archived)} leftover transcripts "
+        + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
+        + ("" if dry_run else _history_phrase(report.outcomes.get(reference)))
+        + (f"; {len(kept)} kept (a key or a live run still uses them)" if kept else "")
+    )
+    return _deletion_answer(
+        report,
+        reference,
+        message,
+        removed_keys=[],
+        transcript_archived=bool(archived),
+        agentId=None,
+        dry_run=dry_run,
+        archived_files=archived,
+        would_archive=would_archive if dry_run else [],
+        kept_transcripts=kept,
+        errors=[],
+    )
+
+
+def _refuse_running_conversation(config: Config, reference: str) -> None:
+    if reference == config.running_session_id:
+        raise ProtectedSession(
+            f"session {reference} is the conversation running this skill (ARIA_SESSION_ID); "
+            "it cannot be deleted, not even with force"
+        )
+
+
+def _remove_one(config: Config, view: AgentView, session: Session, reason: str, force: bool) -> Removal:
+    """Remove one session; its protection is checked again under the gateway's lock."""
+
+    def recheck(fresh: Session) -> None:
+        fresh.protected = protection_of(config, fresh, view.listing, view.paths)
+        _refuse_protected(config, fresh, force)
+
+    (removal,) = remove_sessions(config, view, [session], reason, only_if_unchanged=False, recheck=recheck)
+    return removal
+
+
+def _session_deletion_answer(
+    session: Session, removal: Removal, report: HistoryReport, dry_run: bool
+) -> dict[str, Any]:
+    archived = bool(removal.archived)
+    history_text = (
+        "history not touched (dry run)"
+        if dry_run
+        else _history_phrase(report.outcomes.get(session.session_id))
+    )
+    verb = "would be removed" if dry_run else "removed"
+    if removal.skipped:
+        verb = "was removed by another call in the meantime; nothing more was removed"
+    message = (
+        f"Session {session.session_id} {verb} from agent {session.agent} "
+        f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), {history_text}"
+    )
+    return _deletion_answer(
+        report,
+        session.session_id,
+        message,
+        removed_keys=removal.removed_keys,
+        transcript_archived=archived,
+        agentId=session.agent,
+        dry_run=dry_run,
+        archived_files=removal.archived if not dry_run else {},
+        would_archive=list(removal.archived) if dry_run else [],
+        kept_transcripts=removal.kept_transcripts,
+        errors=removal.errors,
     )
 
 
 def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) -> dict[str, Any]:
+    """delete_session and cleanup_after_delegation: one session, both layers."""
     reference = _check_session_reference(session_id)
     if agent is not None:
         _check_agent_name(agent)
     _check_flag("dry_run", dry_run)
     _check_flag("force", force)
     config = Config.from_environment()
-    if reference == config.running_session_id:
-        raise ProtectedSession(
-            f"session {reference} is the conversation running this skill (ARIA_SESSION_ID); "
-            "it cannot be deleted, not even with force"
-        )
+    _refuse_running_conversation(config, reference)
     view, session, leftovers = _find_session(config, reference, agent)
     if view is None or session is None:
-        return _delete_missing(config, reference, leftovers, dry_run)
+        return _delete_leftovers(config, reference, leftovers, dry_run)
     _refuse_protected(config, session, force)
-    if dry_run:
-        removal = _dry_run_removal(session)
-    else:
-
-        def recheck(fresh: Session) -> None:
-            fresh.protected = protection_of(config, fresh, view.listing, view.paths)
-            _refuse_protected(config, fresh, force)
-
-        (removal,) = remove_sessions(
-            config, view, [session], reason, only_if_unchanged=False, recheck=recheck
-        )
-    report = (
-        HistoryReport() if dry_run else mark_history(config, [removal.mark] if removal.removed_keys else [])
-    )
-    outcome = report.outcomes.get(session.session_id)
-    archived = bool(removal.archived)
-    history_text = "history not touched (dry run)" if dry_run else _history_phrase(outcome)
-    verb = "would be removed" if dry_run else "removed"
-    if removal.skipped:
-        verb = "was removed by another call in the meantime; nothing more was removed"
-    return report.annotate(
-        {
-            "deleted": session.session_id,
-            "removed_keys": removal.removed_keys,
-            "transcript_archived": archived,
-            "pg_status_updated": bool(outcome and outcome.updated),
-            "message": (
-                f"Session {session.session_id} {verb} from agent {session.agent} "
-                f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), "
-                f"{history_text}"
-            ),
-            "agentId": session.agent,
-            "dry_run": dry_run,
-            "archived_files": removal.archived if not dry_run else {},
-            "would_archive": list(removal.archived) if dry_run else [],
-            "kept_transcripts": removal.kept_transcripts,
-            "history": outcome.as_dict() if outcome else None,
-            "errors": removal.errors,
-        }
-    )
+    removal = _dry_run_removal(session) if dry_run else _remove_one(config, view, session, reason, force)
+    marks = [removal.mark] if removal.removed_keys and not dry_run else []
+    report = HistoryReport() if dry_run else mark_history(config, marks)
+    return _session_deletion_answer(session, removal, report, dry_run)
 
 
 DELETE_GROWING = (
@@ -3450,9 +3626,6 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     return fit_answer(answer, growing, full, FULL_ON_REQUEST)
 
 
-ORPHAN_MIN_AGE_SECONDS = 600
-
-
 def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
     by_inode = {}
     for name, entry in listing.archives.items():
@@ -3462,82 +3635,125 @@ def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
     return by_inode
 
 
-def _cleanup_agent(
-    config: Config,
-    view: AgentView,
-    now: datetime,
-    dry_run: bool,
-    retention_days: float,
-    result: dict[str, Any],
-) -> list[Mark]:
-    paths, listing = view.paths, view.listing
-    holder = inspect_lock(paths.index_lock)
-    if holder is not None and holder.stale:
-        if not dry_run:
-            _break_stale_lock(paths.index_lock)
-        result["stale_locks_removed"].append({"agent": paths.agent, "holder": holder.describe()})
-    referenced = referenced_transcripts(paths, view.store, listing)
-    moment = _utc_now()
+def _stale_lock_rows(view: AgentView, dry_run: bool) -> list[dict[str, Any]]:
+    """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
+    holder = inspect_lock(view.paths.index_lock)
+    if holder is None or not holder.stale:
+        return []
+    if not dry_run:
+        _break_stale_lock(view.paths.index_lock)
+    return [{"agent": view.paths.agent, "holder": holder.describe()}]
+
+
+def _orphan_fate(
+    config: Config, view: AgentView, referenced: set[str], name: str, twins: dict[tuple[int, int], str]
+) -> tuple[str, str | None] | None:
+    """What becomes of one unreferenced transcript: ("twin", archive) when a crashed rename left
+    it beside its archive, ("skip", reason), ("archive", None); None when it is already gone."""
+    info = stat_of(view.listing.transcripts[name])
+    if info is None:
+        return None
+    twin = twins.get((info.st_dev, info.st_ino))
+    if twin is not None and twin.startswith(name + "."):
+        return "twin", twin
+    reason = _transcript_protection(config, view.paths, view.listing, referenced, name)
+    if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
+        reason = "recently_modified"
+    return ("skip", reason) if reason else ("archive", None)
+
+
+def _archive_orphans(
+    config: Config, view: AgentView, dry_run: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Archive the transcripts no key points to (rows of what was archived, and of what was kept)."""
+    paths, moment = view.paths, _utc_now()
+    referenced = referenced_transcripts(paths, view.store, view.listing)
+    orphans = sorted(name for name in view.listing.transcripts if name not in referenced)
+    twins = _archives_by_inode(view.listing) if orphans else {}
     archived: dict[str, str] = {}
-    orphans = sorted(name for name in listing.transcripts if name not in referenced)
-    archives_by_inode = _archives_by_inode(listing) if orphans else {}
+    rows, skipped = [], []
     for name in orphans:
-        info = stat_of(listing.transcripts[name])
-        if info is None:
+        fate = _orphan_fate(config, view, referenced, name, twins)
+        if fate is None:
             continue
-        twin = archives_by_inode.get((info.st_dev, info.st_ino))
-        if twin is not None and twin.startswith(name + "."):
-            # A rename by link + unlink was cut between its two steps: finish it.
-            if not dry_run:
-                os.unlink(paths.file(name))
-            archived[name] = twin
-            result["archived_orphans"].append({"agent": paths.agent, "file": name, "archive": twin})
-        elif reason := _transcript_protection(config, paths, listing, referenced, name):
-            result["skipped"].append({"agent": paths.agent, "file": name, "reason": reason})
-        elif time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
-            result["skipped"].append({"agent": paths.agent, "file": name, "reason": "recently_modified"})
-        else:
-            archive = "" if dry_run else archive_transcript(paths, name, moment)
-            archived[name] = archive
-            result["archived_orphans"].append(
-                {"agent": paths.agent, "file": name, "archive": archive or None}
-            )
+        if fate[0] == "skip":
+            skipped.append({"agent": paths.agent, "file": name, "reason": fate[1]})
+            continue
+        if fate[0] == "twin" and not dry_run:
+            os.unlink(paths.file(name))  # a rename by link + unlink was cut between its steps: finish it
+        archive = fate[1] or ("" if dry_run else archive_transcript(paths, name, moment))
+        archived[name] = archive
+        rows.append({"agent": paths.agent, "file": name, "archive": archive or None})
     if not dry_run:
         record_late_archives(config, paths.agent, archived, "orphan")
+    return rows, skipped
+
+
+def _remove_keys_without_transcripts(
+    config: Config, view: AgentView, now: datetime, dry_run: bool
+) -> tuple[list[dict[str, Any]], list[Mark]]:
+    """Delete stale unprotected sessions that have no transcript left (rows, and their marks)."""
+    agent = view.paths.agent
     missing = [
         session
         for session in view.sessions.values()
         if not session.transcripts and not session.protected and session.is_stale(now, config.stale_minutes)
     ]
-    removed: list[Mark] = []
-    if missing and not dry_run:
-        for removal in remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True):
-            if removal.removed_keys:
-                removed.append(removal.mark)
-                result["removed_keys"].append(
-                    {"agent": paths.agent, "id": removal.session.session_id, "keys": removal.removed_keys}
-                )
-    elif missing:
-        result["removed_keys"] += [
-            {"agent": paths.agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing
-        ]
-    for name in sorted(listing.archives):
+    if dry_run or not missing:
+        return [{"agent": agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing], []
+    removals = remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True)
+    done = [removal for removal in removals if removal.removed_keys]
+    rows = [{"agent": agent, "id": r.session.session_id, "keys": r.removed_keys} for r in done]
+    return rows, [removal.mark for removal in done]
+
+
+def _expire_archives(
+    view: AgentView, now: datetime, retention_days: float, dry_run: bool
+) -> list[dict[str, Any]]:
+    """Delete the agent's archived transcripts older than the retention."""
+    rows = []
+    for name in sorted(view.listing.archives):
         made = stamp_time(name)
         if made is None or (now - made).total_seconds() < retention_days * 86400:
             continue
         if not dry_run:
             try:
-                os.unlink(paths.file(name))
+                os.unlink(view.paths.file(name))
             except FileNotFoundError:
                 continue
-        result["deleted_archives"].append(
-            {
-                "agent": paths.agent,
-                "file": name,
-                "age_days": round((now - made).total_seconds() / 86400, 1),
-            }
-        )
-    return removed
+        age = round((now - made).total_seconds() / 86400, 1)
+        rows.append({"agent": view.paths.agent, "file": name, "age_days": age})
+    return rows
+
+
+CLEANUP_LISTS = ("archived_orphans", "removed_keys", "deleted_archives", "stale_locks_removed", "skipped")
+
+
+def _clean_agent(
+    walk: AgentWalk, view: AgentView, now: datetime, dry_run: bool, retention_days: float
+) -> tuple[dict[str, list[dict[str, Any]]], list[Mark]]:
+    """One agent's cleanup: rows for CLEANUP_LISTS, and the history marks of removed keys.
+
+    A step that fails is the agent's error (in the walk); the rows of the steps before it are kept.
+    """
+    if view.newer_store:
+        return {"skipped": [{"agent": view.paths.agent, "reason": "sessions kept in SQLite"}]}, []
+    rows: dict[str, list[dict[str, Any]]] = {}
+    marks: list[Mark] = []
+    try:
+        rows["stale_locks_removed"] = _stale_lock_rows(view, dry_run)
+        rows["archived_orphans"], rows["skipped"] = _archive_orphans(walk.config, view, dry_run)
+        rows["removed_keys"], marks = _remove_keys_without_transcripts(walk.config, view, now, dry_run)
+        rows["deleted_archives"] = _expire_archives(view, now, retention_days, dry_run)
+    except SessionManagerError as error:
+        walk.failed(view.paths.agent, error)
+    return rows, marks
+
+
+def _check_retention(days: Any) -> float:
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 <= days < 100_000:
+        raise InvalidArgument("archive_retention_days must be a number of days between 0 and 100000")
+    return days
 
 
 def cleanup_orphans(
@@ -3546,48 +3762,25 @@ def cleanup_orphans(
     """Archive transcripts no key points to, drop stale keys without transcripts, expire archives."""
     _check_flag("dry_run", dry_run)
     full = _check_detail(detail)
-    if (
-        isinstance(archive_retention_days, bool)
-        or not isinstance(archive_retention_days, (int, float))
-        or not 0 <= archive_retention_days < 100_000
-    ):
-        raise InvalidArgument("archive_retention_days must be a number of days between 0 and 100000")
+    retention = _check_retention(archive_retention_days)
     config = Config.from_environment()
-    errors: list[dict[str, Any]] = []
     now = _utc_now()
-    result: dict[str, Any] = {
-        "dry_run": dry_run,
-        "archive_retention_days": archive_retention_days,
-        "archived_orphans": [],
-        "removed_keys": [],
-        "deleted_archives": [],
-        "stale_locks_removed": [],
-        "skipped": [],
-        "errors": errors,
-    }
+    walk = AgentWalk(
+        config, None, for_change=not dry_run, hold=None if dry_run else partial(_transcripts_turn, config)
+    )
+    result: dict[str, Any] = {"dry_run": dry_run, "archive_retention_days": archive_retention_days}
+    result.update({name: [] for name in CLEANUP_LISTS}, errors=walk.errors)
     removed: list[Mark] = []
-    hold = None if dry_run else partial(_transcripts_turn, config)
-    for view in each_agent(config, None, errors, for_change=not dry_run, hold=hold):
-        if view.newer_store:
-            result["skipped"].append({"agent": view.paths.agent, "reason": "sessions kept in SQLite"})
-            continue
-        try:
-            removed += _cleanup_agent(config, view, now, dry_run, archive_retention_days, result)
-        except SessionManagerError as error:
-            errors.append(_error_record(error, agent=view.paths.agent))
+    for view in walk:
+        rows, marks = _clean_agent(walk, view, now, dry_run, retention)
+        removed += marks
+        for name, agent_rows in rows.items():
+            result[name] += agent_rows
     if not dry_run:
-        result["audit_records_expired"] = trim_audit(config, now - timedelta(days=archive_retention_days))
+        result["audit_records_expired"] = trim_audit(config, now - timedelta(days=retention))
     report = mark_history(config, removed) if not dry_run else HistoryReport()
     result["history"] = report.summary()
-    growing = (
-        "archived_orphans",
-        "removed_keys",
-        "deleted_archives",
-        "stale_locks_removed",
-        "skipped",
-        "errors",
-        "history_gave_up",
-    )
+    growing = (*CLEANUP_LISTS, "errors", "history_gave_up")
     return fit_answer(
         report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
     )
@@ -3631,6 +3824,13 @@ FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "restore_session": restore_session,
     "sync_pending": sync_pending,
 }
+
+
+def run_function(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Call one of FUNCTIONS as run_skill.py does: a one-shot call, without cycle collection."""
+    with _cycle_collection(False):
+        return FUNCTIONS[name](**arguments)
+
 
 #: The variables a deployment sets (README's table); run_skill's help lists them.
 ENVIRONMENT = {
@@ -3769,13 +3969,14 @@ __all__ = [
     "StoreWriteFailed",
     "UnknownAgent",
     "UnsafePath",
+    "run_function",
     *FUNCTIONS,
 ]
 
 
 if __name__ == "__main__":
-    import sys
-
-    from run_skill import main
-
-    sys.exit(main(["session_manager", *sys.argv[1:]]))
+    # The dispatcher imports this module, never the reverse: point the caller to it.
+    raise SystemExit(
+        "run the session manager through its dispatcher: "
+        "python3 run_skill.py session_manager <function> '<json>' (or python3 -m run_skill ...)"
+    )

@@ -315,12 +315,25 @@ def test_help_lists_functions_arguments_and_defaults(tree: Path) -> None:
 
 def test_python_dash_m_runs_the_same_dispatcher(tree: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "session_manager", "list_sessions", '{"agent": "main"}'],
+        [sys.executable, "-m", "run_skill", "session_manager", "list_sessions", '{"agent": "main"}'],
         capture_output=True,
         text=True,
         cwd=REPO,
     )
     assert completed.returncode == 0 and json.loads(completed.stdout)["session_count"] == 6
+
+
+def test_running_the_module_itself_points_to_the_dispatcher_and_changes_nothing(tree: Path) -> None:
+    before = snapshot(tree)
+    completed = subprocess.run(
+        [sys.executable, "-m", "session_manager", "prune_sessions", '{"max_age_minutes": 1}'],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert (completed.returncode, completed.stdout) == (1, "")
+    assert "python3 run_skill.py session_manager" in completed.stderr
+    assert snapshot(tree) == before
 
 
 def test_console_command_runs_the_same_dispatcher(tree: Path) -> None:

@@ -68,3 +68,22 @@ def test_the_checks_find_what_they_look_for() -> None:
     """The rule itself, on a three-line module that breaks it."""
     tree = ast.parse("def first():\n    return second()\ndef second():\n    return 1\n")
     assert later_definitions_used(tree) == ["first (line 1) -> second (line 3)"]
+
+
+def test_the_crash_harness_replaces_only_declared_test_hooks() -> None:
+    """tests/skill_harness.py may swap module names only where session_manager says it may."""
+    import session_manager
+
+    harness = ast.parse((REPO / "tests" / "skill_harness.py").read_text("utf-8"))
+    replaced = {
+        target.attr
+        for node in ast.walk(harness)
+        if isinstance(node, ast.Assign)
+        for target in ast.walk(node)
+        if isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "sm"
+        if isinstance(target.ctx, ast.Store)
+    }
+    assert replaced and replaced <= set(session_manager.TEST_HOOKS)
+    assert all(callable(getattr(session_manager, name)) for name in session_manager.TEST_HOOKS)
