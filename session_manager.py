@@ -13,13 +13,13 @@ Sections, in reading order (nothing calls what is defined further down):
    garbage collection.               of a deletion (AuditTransaction).
 3. Configuration.                 10. History service: client, lookups, marks, the outbox, and
 4. Argument checks.                   the history step (mark_history).
-5. Paths.                         11. Deleting: remove_sessions, late archives.
+5. Paths.                         11. Deleting: _remove_sessions, late archives.
 6. The index: reading, the        12. Answers: the size budget and rows.
    gateway's lock, writing.       13. The public functions, in the order of FUNCTIONS.
 7. Sessions (types, protection),  14. FUNCTIONS, ENVIRONMENT, HELP: what run_skill.py reads.
    the agent walk, transcripts.
 
-The life of one deletion (remove_sessions): the audit intent records each entry's exact text;
+The life of one deletion (_remove_sessions): the audit intent records each entry's exact text;
 the history marks are queued in the outbox, unconfirmed; under the gateway's lock the commit
 record is flushed and sessions.json is replaced atomically; the marks are confirmed; the
 transcripts are renamed to archives and recorded; then mark_history PATCHes the history rows,
@@ -123,6 +123,12 @@ TEST_HOOKS = (
     "append_audit",
     "append_audit_stream",
     "mark_history",
+    "write_atomic",
+    "parse_index_text",
+    "rewrite_index",
+    "read_agent",
+    "_renameat2",
+    "_rename_archives_back",
 )
 
 
@@ -242,7 +248,7 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_timestamp(value: Any) -> datetime | None:
+def _parse_timestamp(value: Any) -> datetime | None:
     """An aware UTC time from epoch ms, epoch seconds or an ISO-8601 string; None if it is none."""
     if isinstance(value, bool) or value is None:
         return None
@@ -251,7 +257,7 @@ def parse_timestamp(value: Any) -> datetime | None:
         if not text:
             return None
         if re.fullmatch(r"-?\d+(\.\d+)?", text):
-            return parse_timestamp(float(text))
+            return _parse_timestamp(float(text))
         from dateutil.parser import isoparse
 
         try:
@@ -350,7 +356,7 @@ def _is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def normalise_api_url(url: str) -> str:
+def _normalise_api_url(url: str) -> str:
     """Return the history service base URL ending in ``/api``, whichever way it was set."""
     url = url.strip().rstrip("/")
     return url if url.endswith("/api") else url + "/api"
@@ -364,7 +370,7 @@ def _api_url_from_environment() -> str:
             "ARIA_API_URL must be an http(s) URL such as http://aria-api:8000 (its value is not shown, "
             "as it may hold credentials)"
         )
-    return normalise_api_url(url)
+    return _normalise_api_url(url)
 
 
 def _state_dir_from_environment(root: str) -> str:
@@ -529,7 +535,7 @@ class AgentPaths:
         return os.path.join(self.folder, name)
 
 
-def discover_agents(config: Config) -> list[str]:
+def _discover_agents(config: Config) -> list[str]:
     """Agent ids under the root: every directory that has a ``sessions`` folder inside the root."""
     found = []
     try:
@@ -545,7 +551,7 @@ def discover_agents(config: Config) -> list[str]:
     return found
 
 
-def agent_paths(config: Config, agent: str) -> AgentPaths:
+def _agent_paths(config: Config, agent: str) -> AgentPaths:
     """Resolve an agent's sessions folder, refusing names or symlinks that lead out of the root."""
     _check_agent_name(agent)
     folder = os.path.realpath(os.path.join(config.agents_root, agent, "sessions"))
@@ -554,15 +560,15 @@ def agent_paths(config: Config, agent: str) -> AgentPaths:
     if not os.path.isdir(folder):
         raise UnknownAgent(
             f"agent {agent!r} has no sessions folder under {config.agents_root}; "
-            f"known agents: {', '.join(discover_agents(config)) or 'none'}"
+            f"known agents: {', '.join(_discover_agents(config)) or 'none'}"
         )
     return AgentPaths(agent, folder, config.agents_root)
 
 
 def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
     if agent is not None:
-        return [agent_paths(config, agent)]
-    return [agent_paths(config, name) for name in discover_agents(config)]
+        return [_agent_paths(config, agent)]
+    return [_agent_paths(config, name) for name in _discover_agents(config)]
 
 
 def _uses_newer_store(config: Config, paths: AgentPaths) -> bool:
@@ -597,7 +603,7 @@ READ_FIELDS = (
 NESTED_READ_FIELDS = (("origin", "label"), ("deliveryContext", "to"))
 
 
-def project_entry(entry: dict[str, Any]) -> dict[str, Any]:
+def _project_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """An entry reduced to the fields the skill reads (READ_FIELDS); the nested ones are kept flat,
     as ``origin.label`` and ``deliveryContext.to``, which spares a dict an entry."""
     kept = {name: entry[name] for name in READ_FIELDS if name in entry}
@@ -632,7 +638,7 @@ def _finite_or_none(text: str) -> float | None:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_or_none)
 
 
-def loads_strict(text: str | bytes) -> Any:
+def _loads_strict(text: str | bytes) -> Any:
     """Parse strict JSON; a document nested too deep for the parser is a ValueError too."""
     try:
         return _DECODER.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
@@ -643,7 +649,7 @@ def loads_strict(text: str | bytes) -> Any:
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def gateway_json(value: Any, indent: int | None = None) -> str:
+def _gateway_json(value: Any, indent: int | None = None) -> str:
     """JSON text as Node's JSON.stringify writes it: non-ASCII kept, lone surrogates escaped."""
     text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
@@ -715,8 +721,8 @@ class IndexDocument:
         self.entries[key] = entry
         self.spans.pop(key, None)
         if value_text is None:
-            value_text = gateway_json(entry, indent=2).replace("\n", "\n  ")
-        self.added[key] = (gateway_json(key), value_text)
+            value_text = _gateway_json(entry, indent=2).replace("\n", "\n  ")
+        self.added[key] = (_gateway_json(key), value_text)
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         """The index in the gateway's ``JSON.stringify(store, null, 2)`` layout, in pieces."""
@@ -767,7 +773,7 @@ def _scan_object(text: str) -> IndexDocument | None:
                 return None
             value_start = position = skip(text, position + 1).end()  # type: ignore[union-attr]
             entry, position = _DECODER.raw_decode(text, position)
-            entries[key] = project_entry(entry) if type(entry) is dict else entry
+            entries[key] = _project_entry(entry) if type(entry) is dict else entry
             spans[key] = (key_start, key_end, value_start, position)
             position = skip(text, position).end()  # type: ignore[union-attr]
             if text[position] == "}":
@@ -795,7 +801,7 @@ def parse_index_text(text: str, path: str) -> IndexDocument:
     # The fast scanner refused it: let the standard parser say what is wrong, or, for valid JSON
     # it cannot splice (duplicate keys), fall back to re-serialising every entry.
     try:
-        parsed = loads_strict(text)
+        parsed = _loads_strict(text)
     except ValueError as error:
         raise StoreUnreadable(
             f"{path} is not valid JSON ({error}); it was left as it is. Repair it by hand or "
@@ -837,14 +843,14 @@ def _read_text(path: str) -> tuple[str, tuple[int, ...]] | None:
         ) from None
 
 
-def file_signature(path: str) -> tuple[int, ...] | None:
+def _file_signature(path: str) -> tuple[int, ...] | None:
     try:
         return _signature_of(os.stat(path))
     except FileNotFoundError:
         return None
 
 
-def read_index_document(paths: AgentPaths) -> IndexDocument:
+def _read_index_document(paths: AgentPaths) -> IndexDocument:
     """Read an agent's index for a rewrite; a missing file is an empty index."""
     if os.path.islink(paths.index) and not _is_inside(os.path.realpath(paths.index), paths.root):
         raise StoreUnreadable(
@@ -859,9 +865,9 @@ def read_index_document(paths: AgentPaths) -> IndexDocument:
     return document
 
 
-def load_index(paths: AgentPaths) -> dict[str, Any]:
+def _load_index(paths: AgentPaths) -> dict[str, Any]:
     """Read an agent's index for a listing: key -> entry (READ_FIELDS only); the text is let go."""
-    return read_index_document(paths).entries
+    return _read_index_document(paths).entries
 
 
 # --- The index: the gateway's lock --------------------------------------------------------------
@@ -896,7 +902,7 @@ class LockHolder(NamedTuple):
 
 def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | None]:
     try:
-        content = loads_strict(raw)
+        content = _loads_strict(raw)
     except ValueError:  # UnicodeDecodeError included
         return None, None, None
     if not isinstance(content, dict):
@@ -904,10 +910,10 @@ def _parse_lock_content(raw: bytes) -> tuple[int | None, str | None, datetime | 
     pid = content.get("pid")
     pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
     created_at = content.get("createdAt") if isinstance(content.get("createdAt"), str) else None
-    return pid, created_at, parse_timestamp(created_at) if created_at else None
+    return pid, created_at, _parse_timestamp(created_at) if created_at else None
 
 
-def inspect_lock(
+def _inspect_lock(
     path: str, stale_after: float = LOCK_STALE_SECONDS, live_pid_holds: bool = False
 ) -> LockHolder | None:
     """Read a gateway lock file; None when there is none. Staleness follows docs/FORMATS.md §3.
@@ -966,7 +972,7 @@ def _break_stale_lock(path: str) -> None:
         os.rename(path, aside)
     except FileNotFoundError:
         return
-    holder = inspect_lock(aside)
+    holder = _inspect_lock(aside)
     if holder is not None and not holder.stale:
         # Another process broke the stale lock and took a fresh one between our read and our
         # rename: give its lock back (link fails if yet another lock appeared; it keeps its own).
@@ -994,7 +1000,7 @@ def gateway_lock(path: str, timeout: float) -> Iterator[None]:
         inode = _try_create_lock(path)
         if inode is not None:
             break
-        holder = inspect_lock(path)
+        holder = _inspect_lock(path)
         if holder is not None and holder.stale:
             _break_stale_lock(path)
             continue
@@ -1084,8 +1090,8 @@ def rewrite_index(
         # Our temporary files exist only while their writer holds the lock: now that we hold it,
         # any left over belong to a writer that died between writing and renaming.
         _remove_files(paths.folder, abandoned)
-        unchanged = earlier is not None and earlier.signature == file_signature(paths.index)
-        document = earlier if unchanged and earlier is not None else read_index_document(paths)
+        unchanged = earlier is not None and earlier.signature == _file_signature(paths.index)
+        document = earlier if unchanged and earlier is not None else _read_index_document(paths)
         earlier = None
         result = change(document)
         if document.changed:
@@ -1101,7 +1107,7 @@ def rewrite_index(
 # --- Sessions: types, grouping, protection, the agent walk --------------------------------------
 
 
-def session_type_of(key: str) -> str:
+def _session_type_of(key: str) -> str:
     """The session type a key names: main, cron, cron_run, subagent, or its first segment."""
     if key == "global":
         return "global"
@@ -1146,7 +1152,7 @@ def _is_regular(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
+def _stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
     """A listed file's status (cached by the entry), or None when it is gone."""
     try:
         return entry.stat(follow_symlinks=False)
@@ -1154,14 +1160,14 @@ def stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
         return None
 
 
-def list_folder(paths: AgentPaths) -> FolderListing:
+def _list_folder(paths: AgentPaths) -> FolderListing:
     """Sort a sessions folder's regular files into transcripts, archives and locks, with one scan."""
     listing = FolderListing()
     with os.scandir(paths.folder) as entries:
         for entry in entries:
             name = entry.name
             if name == INDEX_NAME:
-                info = stat_of(entry)
+                info = _stat_of(entry)
                 listing.index_bytes = info.st_size if info else 0
             elif name.endswith(TRANSCRIPT_SUFFIX):
                 if _is_regular(entry):
@@ -1174,12 +1180,12 @@ def list_folder(paths: AgentPaths) -> FolderListing:
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:
-    info = stat_of(entry)
+    info = _stat_of(entry)
     return info.st_mtime if info else 0.0
 
 
 def _size(entry: os.DirEntry[str]) -> int:
-    info = stat_of(entry)
+    info = _stat_of(entry)
     return info.st_size if info else 0
 
 
@@ -1220,7 +1226,7 @@ class Session:
     def key_types(self) -> list[str]:
         """The session type of each key, in key order; computed once."""
         if self._key_types is None or len(self._key_types) != len(self.keys):
-            self._key_types = [session_type_of(key) for key in self.keys]
+            self._key_types = [_session_type_of(key) for key in self.keys]
         return self._key_types
 
     def idle_minutes(self, now: datetime) -> float | None:
@@ -1251,13 +1257,13 @@ def _newest_update(entries: Any) -> datetime | None:
         if type(raw) is int and 1e11 <= raw < 1e14:
             moment: datetime | None = EPOCH + timedelta(milliseconds=raw)
         else:
-            moment = parse_timestamp(raw)
+            moment = _parse_timestamp(raw)
         if moment is not None and (newest is None or moment > newest):
             newest = moment
     return newest
 
 
-def group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
+def _group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
     """Fold an index's keys into sessions by sessionId, keys in index order."""
     sessions: dict[str, Session] = {}
     for key, entry in store.items():
@@ -1291,7 +1297,7 @@ def _transcript_name_of(paths: AgentPaths, session_file: Any) -> str | None:
     return name if name.endswith(TRANSCRIPT_SUFFIX) else None
 
 
-def attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing: FolderListing) -> None:
+def _attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing: FolderListing) -> None:
     """Give each session its transcript files: sessionFile, <id>.jsonl and <id>-topic-*.jsonl."""
     topics: dict[str, list[str]] = {}
     for name in listing.transcripts:
@@ -1318,7 +1324,7 @@ def attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing:
             session.last_active = datetime.fromtimestamp(newest, tz=timezone.utc)
 
 
-def referenced_transcripts(paths: AgentPaths, store: dict[str, Any], listing: FolderListing) -> set[str]:
+def _referenced_transcripts(paths: AgentPaths, store: dict[str, Any], listing: FolderListing) -> set[str]:
     """Names of transcripts that some key of the index still points to."""
     session_ids = {_session_id_of(key, entry) for key, entry in store.items()}
     referenced = set()
@@ -1334,14 +1340,14 @@ def referenced_transcripts(paths: AgentPaths, store: dict[str, Any], listing: Fo
     return referenced
 
 
-def transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
+def _transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
     """Whether a run is writing the transcript: its ``.lock`` names a live process (or, unreadable,
     was touched in the last 30 s)."""
-    holder = inspect_lock(paths.file(transcript + LOCK_SUFFIX), live_pid_holds=True)
+    holder = _inspect_lock(paths.file(transcript + LOCK_SUFFIX), live_pid_holds=True)
     return holder is not None and not holder.stale
 
 
-def protection_of(config: Config, session: Session, listing: FolderListing, paths: AgentPaths) -> str | None:
+def _protection_of(config: Config, session: Session, listing: FolderListing, paths: AgentPaths) -> str | None:
     """Why a session must not be pruned, or None. A session is protected when any key is."""
     running = config.running_session_id
     if running and (running == session.session_id or running in session.keys):
@@ -1354,7 +1360,7 @@ def protection_of(config: Config, session: Session, listing: FolderListing, path
         return "main_agent_conversation"
     if listing.locks:
         for name in session.transcripts:
-            if name in listing.locks and transcript_lock_held(paths, name):
+            if name in listing.locks and _transcript_lock_held(paths, name):
                 return "transcript_locked"
     return None
 
@@ -1375,13 +1381,13 @@ def read_agent(config: Config, paths: AgentPaths, for_change: bool = False) -> A
 
     ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
     """
-    document = read_index_document(paths) if for_change else None
-    store = document.entries if document is not None else load_index(paths)
-    listing = list_folder(paths)
-    sessions = group_sessions(paths.agent, store)
-    attach_transcripts(paths, sessions, listing)
+    document = _read_index_document(paths) if for_change else None
+    store = document.entries if document is not None else _load_index(paths)
+    listing = _list_folder(paths)
+    sessions = _group_sessions(paths.agent, store)
+    _attach_transcripts(paths, sessions, listing)
     for session in sessions.values():
-        session.protected = protection_of(config, session, listing, paths)
+        session.protected = _protection_of(config, session, listing, paths)
     return AgentView(paths, store, listing, sessions, _uses_newer_store(config, paths), document)
 
 
@@ -1436,18 +1442,18 @@ class AgentWalk:
 # --- Transcripts --------------------------------------------------------------------------------
 
 
-def archive_stamp(moment: datetime) -> str:
+def _archive_stamp(moment: datetime) -> str:
     """The gateway's archive stamp: ISO-8601 UTC with milliseconds, ':' replaced by '-'."""
     return _iso_utc(moment).replace(":", "-")
 
 
-def stamp_time(archive_name: str) -> datetime | None:
+def _stamp_time(archive_name: str) -> datetime | None:
     """When an archive was made, read from the stamp in its name (a rename keeps the old mtime)."""
     match = ARCHIVE_PATTERN.search(archive_name)
     if not match:
         return None
     date, _, clock = match.group(2).partition("T")
-    return parse_timestamp(f"{date}T{clock[:8].replace('-', ':')}{clock[8:]}")
+    return _parse_timestamp(f"{date}T{clock[:8].replace('-', ':')}{clock[8:]}")
 
 
 _AT_FDCWD = -100
@@ -1499,7 +1505,7 @@ def archive_transcript(paths: AgentPaths, name: str, moment: datetime) -> str:
     """Rename a transcript to ``<name>.deleted.<stamp>`` without overwriting any file."""
     source = paths.file(name)
     for step in range(1000):
-        target = f"{name}.deleted.{archive_stamp(moment + timedelta(milliseconds=step))}"
+        target = f"{name}.deleted.{_archive_stamp(moment + timedelta(milliseconds=step))}"
         if _rename_without_overwrite(source, paths.file(target)):
             return target
     raise FileExistsError(errno.EEXIST, "no free archive name", source)
@@ -1598,7 +1604,7 @@ def _is_text_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-def read_json_lines(path: str) -> list[dict[str, Any]]:
+def _read_json_lines(path: str) -> list[dict[str, Any]]:
     """The objects of a JSON-lines log, oldest first; a line torn by a crash is skipped."""
     try:
         with open(_open_regular(path, follow_symlinks=False), "rb") as handle:
@@ -1614,7 +1620,7 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
     records = []
     for line in lines:
         try:
-            record = loads_strict(line)
+            record = _loads_strict(line)
         except ValueError:
             continue
         if isinstance(record, dict):
@@ -1630,7 +1636,7 @@ def _rewrite_state_file(
     path = _state_path(config, name)
     with _state_file_lock(config, name):
         _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, name))
-        records = read_json_lines(path)
+        records = _read_json_lines(path)
         changed = change(records)
         if changed is not None:
             write_atomic(path, "".join(json.dumps(record) + "\n" for record in changed).encode("utf-8"))
@@ -1654,7 +1660,7 @@ class AuditTransaction(NamedTuple):
     3. ``abort`` instead of a commit when the index write fails: the deletion never happened.
     4. ``archived`` after the transcripts are renamed: their archive names. A crash before it:
        the transcripts are orphans that cleanup_orphans archives and records here later
-       (record_late_archives adds them to this deletion, so a restore still brings them back).
+       (_record_late_archives adds them to this deletion, so a restore still brings them back).
     5. ``restored`` when restore_session undoes it: the keys put back; the deletion is then
        no longer listed.
     """
@@ -1697,12 +1703,12 @@ def append_audit(config: Config, records: list[dict[str, Any]], sync: bool = Fal
         append_audit_stream(config, pieces, sync, separate=True)
 
 
-def read_audit(config: Config) -> list[dict[str, Any]]:
+def _read_audit(config: Config) -> list[dict[str, Any]]:
     """Every readable record of the audit log, oldest first."""
-    return read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
+    return _read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
 
 
-def trim_audit(config: Config, older_than: datetime) -> int:
+def _trim_audit(config: Config, older_than: datetime) -> int:
     """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
     if not os.path.exists(os.path.join(config.state_dir, AUDIT_LOG_NAME)):
         return 0
@@ -1711,7 +1717,7 @@ def trim_audit(config: Config, older_than: datetime) -> int:
     def trim(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         nonlocal dropped
         expired = {
-            r.get("txn") for r in records if (parse_timestamp(r.get("time")) or older_than) < older_than
+            r.get("txn") for r in records if (_parse_timestamp(r.get("time")) or older_than) < older_than
         }
         kept = [record for record in records if record.get("txn") not in expired]
         dropped = len(records) - len(kept)
@@ -1775,10 +1781,10 @@ class Deletion:
         self.restored = False
 
 
-def recorded_deletions(config: Config) -> list[Deletion]:
+def _recorded_deletions(config: Config) -> list[Deletion]:
     """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
     deletions: dict[tuple[str, str], Deletion] = {}
-    for record in read_audit(config):
+    for record in _read_audit(config):
         event, txn = record.get("event"), record.get("txn")
         for session_id, part in _audit_parts(record):
             slot = (str(txn), session_id)
@@ -1817,7 +1823,7 @@ class Mark:
     """One status change for one session's history rows, made now or waiting in the outbox.
 
     A deletion queues its marks before it changes the index (``txn`` names it, ``confirmed`` is
-    False) and confirms them once the index is written; see queue_marks.
+    False) and confirms them once the index is written; see _queue_marks.
     """
 
     __slots__ = (
@@ -2103,7 +2109,7 @@ def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> tuple
     return items, pages if isinstance(pages, int) and not isinstance(pages, bool) else None
 
 
-def find_history_rows(
+def _find_history_rows(
     client: HistoryClient,
     session_ids: set[str],
     row_status: str,
@@ -2165,7 +2171,7 @@ def _lookup_rows(
             groups.setdefault((row_status, mark.agent), []).append(mark)
     for (row_status, agent), group in groups.items():
         wanted = {mark.session_id for mark in group}
-        found, complete = find_history_rows(client, wanted, row_status, agent, pool, width)
+        found, complete = _find_history_rows(client, wanted, row_status, agent, pool, width)
         for mark in group:
             mark.row_ids = found.get(mark.session_id, [])
             if not mark.row_ids:
@@ -2193,7 +2199,7 @@ def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
     return HistoryOutcome("marked", None, tuple(row_ids))
 
 
-def _deliver_marks(
+def _look_up_and_patch(
     config: Config, marks: list[Mark], deadline: float
 ) -> dict[int, HistoryOutcome | Exception]:
     from concurrent.futures import ThreadPoolExecutor
@@ -2234,18 +2240,18 @@ def _deliver_marks(
     return results
 
 
-def deliver_marks(
+def _deliver_marks(
     config: Config, marks: list[Mark], deadline: float
 ) -> dict[int, HistoryOutcome | Exception]:
     """Look up and PATCH every mark, concurrently, within the deadline; never raises."""
     with _cycle_collection(True):
-        return _deliver_marks(config, marks, deadline)
+        return _look_up_and_patch(config, marks, deadline)
 
 
 def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
     """The marks of the outbox's records, oldest first, and the records that are no mark at all.
 
-    A confirmation record (see confirm_marks) confirms the marks of its deletion and drops the
+    A confirmation record (see _confirm_marks) confirms the marks of its deletion and drops the
     ones it names; it is folded into them here, and gone from the file after its next rewrite.
     """
     marks, unreadable = [], []
@@ -2265,9 +2271,9 @@ def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[d
     return marks, unreadable
 
 
-def read_outbox(config: Config) -> list[Mark]:
+def _read_outbox(config: Config) -> list[Mark]:
     """Marks waiting in the outbox, oldest first."""
-    return _marks_of_records(read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)))[0]
+    return _marks_of_records(_read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)))[0]
 
 
 def _abandon(config: Config, records: list[dict[str, Any]]) -> None:
@@ -2304,7 +2310,7 @@ def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
     return given_up
 
 
-def queue_marks(config: Config, marks: list[Mark]) -> None:
+def _queue_marks(config: Config, marks: list[Mark]) -> None:
     """Append a deletion's marks to the outbox, flushed, before its index is written.
 
     So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
@@ -2325,7 +2331,7 @@ def queue_marks(config: Config, marks: list[Mark]) -> None:
         ) from None
 
 
-def confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]) -> None:
+def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]) -> None:
     """After the index is written: confirm the marks of sessions it removed, drop the others.
 
     One small appended record does it (the outbox is not rewritten while the index may still be in
@@ -2344,7 +2350,7 @@ def confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark])
 
 
 def _expired(mark: Mark, now: datetime) -> bool:
-    queued = parse_timestamp(mark.queued_at) or now
+    queued = _parse_timestamp(mark.queued_at) or now
     return mark.attempts >= HISTORY_MAX_ATTEMPTS or now - queued > timedelta(days=HISTORY_MAX_AGE_DAYS)
 
 
@@ -2362,7 +2368,7 @@ def _pending_row(mark: Mark) -> dict[str, Any]:
 def _session_ids_in_index(config: Config, agent: str) -> set[str] | None:
     """Every sessionId of an agent's index, or None when it cannot be read."""
     try:
-        store = load_index(agent_paths(config, agent))
+        store = _load_index(_agent_paths(config, agent))
     except SessionManagerError:
         return None
     return {_session_id_of(key, entry) for key, entry in store.items()}
@@ -2376,12 +2382,12 @@ def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[M
     deliver: list[Mark] = []
     dropped: list[Mark] = []
     unconfirmed: dict[str, list[Mark]] = {}
-    for mark in read_outbox(config):
+    for mark in _read_outbox(config):
         if mark.outbox_id in own:
             continue
         if mark.confirmed or mark.agent is None:
             deliver.append(mark)
-        elif now - (parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
+        elif now - (_parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
             unconfirmed.setdefault(mark.agent, []).append(mark)
     for agent, marks in unconfirmed.items():
         present = _session_ids_in_index(config, agent)
@@ -2504,7 +2510,7 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
         draining = include_pending and delivering
         waiting, never_happened = _outbox_to_drain(config, marks, now) if draining else ([], [])
         batch = marks + waiting
-        results = deliver_marks(config, batch, deadline) if batch else {}
+        results = _deliver_marks(config, batch, deadline) if batch else {}
         report.delivered += [
             {**_pending_row(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
         ]
@@ -2512,13 +2518,13 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
         finished.update(str(mark.outbox_id) for mark in never_happened)
         if requeue or finished:
             _settle_outbox_file(config, report, finished, requeue, now)
-        report.still_pending = [_pending_row(m) for m in read_outbox(config)]
+        report.still_pending = [_pending_row(m) for m in _read_outbox(config)]
     return report
 
 
-def pending_mark_count(config: Config) -> int:
+def _pending_mark_count(config: Config) -> int:
     """How many history marks wait in the outbox."""
-    return len(read_outbox(config))
+    return len(_read_outbox(config))
 
 
 # --- Deleting -----------------------------------------------------------------------------------
@@ -2562,7 +2568,7 @@ def _entry_text(document: IndexDocument | None, key: str, entry: Any) -> str:
     """An entry's exact text in the index (for the audit log), or the gateway's layout of it."""
     if document is not None and (key in document.spans or key in document.added):
         return document.value_text(key)
-    return gateway_json(entry, indent=2).replace("\n", "\n  ")
+    return _gateway_json(entry, indent=2).replace("\n", "\n  ")
 
 
 def _intent_pieces(
@@ -2671,7 +2677,7 @@ def _queue_removal_marks(config: Config, transaction: AuditTransaction, removals
     for removal in removals:
         removal.mark.txn, removal.mark.confirmed = transaction.txn, False
     try:
-        queue_marks(config, [removal.mark for removal in removals])
+        _queue_marks(config, [removal.mark for removal in removals])
     except SessionManagerError:
         append_audit(config, [transaction.record("abort", {})])
         raise
@@ -2685,8 +2691,8 @@ def _archive_removed_transcripts(
     removals: list[Removal],
 ) -> None:
     """Archive the transcripts of what was removed, except any the written index still names."""
-    still_referenced = referenced_transcripts(view.paths, written.entries, view.listing)
-    moment = parse_timestamp(transaction.time) or _utc_now()
+    still_referenced = _referenced_transcripts(view.paths, written.entries, view.listing)
+    moment = _parse_timestamp(transaction.time) or _utc_now()
     archived: dict[str, Any] = {}
     for removal in removals:
         if removal.removed_keys:
@@ -2695,7 +2701,7 @@ def _archive_removed_transcripts(
     append_audit(config, [transaction.record("archived", archived)])
 
 
-def remove_sessions(
+def _remove_sessions(
     config: Config,
     view: AgentView,
     planned: list[Session],
@@ -2722,17 +2728,17 @@ def remove_sessions(
     try:
         written: IndexDocument = rewrite_index(view.paths, config, change, earlier=view.document)
     except SessionManagerError:
-        confirm_marks(config, transaction.txn, marks, [])
+        _confirm_marks(config, transaction.txn, marks, [])
         append_audit(config, [transaction.record("abort", {})])
         raise
-    confirm_marks(
+    _confirm_marks(
         config, transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
     )
     _archive_removed_transcripts(config, transaction, view, written, removals)
     return removals
 
 
-def record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
+def _record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
     """Record archives made after the fact (orphans, leftovers of a crashed run).
 
     An archive that a recorded deletion planned but never made is added to that deletion, so that
@@ -2741,7 +2747,7 @@ def record_late_archives(config: Config, agent: str, archived: dict[str, str], r
     if not archived:
         return
     owners: dict[str, Deletion] = {}
-    for deletion in recorded_deletions(config):
+    for deletion in _recorded_deletions(config):
         if deletion.agent == agent and not deletion.restored:
             for name in deletion.planned:
                 if name not in deletion.transcripts:
@@ -2818,7 +2824,7 @@ def _first_items(items: Any, count: int) -> Any:
     return dict(list(items.items())[:count]) if isinstance(items, dict) else items[:count]
 
 
-def fit_answer(result: dict[str, Any], growing: tuple[str, ...], full: bool, hint: str) -> dict[str, Any]:
+def _fit_answer(result: dict[str, Any], growing: tuple[str, ...], full: bool, hint: str) -> dict[str, Any]:
     """Cap the ``growing`` lists of an answer so that it fits ANSWER_BUDGET_BYTES.
 
     Each keeps its first LIST_CAP items; while the answer is still too large, the list that takes
@@ -2986,12 +2992,12 @@ def list_sessions(
     rows = [_session_row(session, now, full) for _, session in sorted(best)[offset:wanted]]
     result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
     return _page_of_rows(
-        fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors"), rows, offset, full
+        _fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors"), rows, offset, full
     )
 
 
 def _disk_usage(view: AgentView) -> dict[str, Any]:
-    referenced = referenced_transcripts(view.paths, view.store, view.listing)
+    referenced = _referenced_transcripts(view.paths, view.store, view.listing)
     orphans = [name for name in view.listing.transcripts if name not in referenced]
     return {
         "index_bytes": view.listing.index_bytes,
@@ -3055,13 +3061,13 @@ def get_session_stats(
         "stale_unprotected_sessions": counts.stale_unprotected,
         "oldest_session": counts.oldest[1] if counts.oldest else None,
         "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
-        "pending_history_marks": pending_mark_count(config),
+        "pending_history_marks": _pending_mark_count(config),
         "disk": disk,
         "agents": agents,
         "errors": walk.errors,
     }
     growing = ("by_type", "by_agent", "disk", "agents", "errors")
-    return fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
+    return _fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
 
 
 def _sessions_to_prune(
@@ -3083,7 +3089,7 @@ def _sessions_to_prune(
 def _prune_agent(config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]) -> list[Removal]:
     """Remove one agent's doomed sessions; a failure is that agent's error, not the call's."""
     try:
-        return remove_sessions(config, view, doomed, "prune", only_if_unchanged=True) if doomed else []
+        return _remove_sessions(config, view, doomed, "prune", only_if_unchanged=True) if doomed else []
     except SessionManagerError as error:
         walk.failed(view.paths.agent, error)
         return []
@@ -3160,7 +3166,7 @@ def prune_sessions(
     }
     answer = _prune_answer(total, removals, report, full, **fields)
     growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
-    return fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
+    return _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
 class Leftovers(NamedTuple):
@@ -3180,7 +3186,7 @@ def _transcript_protection(
         return "running_conversation"
     if name in referenced:
         return "referenced_by_a_key"
-    if name in listing.locks and transcript_lock_held(paths, name):
+    if name in listing.locks and _transcript_lock_held(paths, name):
         return "transcript_locked"
     return None
 
@@ -3192,8 +3198,8 @@ def _leftover_transcripts(config: Config, view: AgentView, session_id: str) -> L
     or by its sessionId), that a live run holds, or that belongs to the running conversation is kept.
     """
     leftover = Session(view.paths.agent, session_id, [], {})
-    attach_transcripts(view.paths, {session_id: leftover}, view.listing)
-    referenced = referenced_transcripts(view.paths, view.store, view.listing)
+    _attach_transcripts(view.paths, {session_id: leftover}, view.listing)
+    referenced = _referenced_transcripts(view.paths, view.store, view.listing)
     result = Leftovers(view.paths, [], {})
     for name in leftover.transcripts:
         reason = _transcript_protection(config, view.paths, view.listing, referenced, name)
@@ -3213,8 +3219,8 @@ def _find_session(
     """
     is_key = reference == "global" or reference.startswith("agent:")
     owner = reference.split(":")[1] if reference.startswith("agent:") else None
-    if agent is None and owner is not None and owner in discover_agents(config):
-        scope = [agent_paths(config, owner)]
+    if agent is None and owner is not None and owner in _discover_agents(config):
+        scope = [_agent_paths(config, owner)]
     else:
         scope = _selected_agents(config, agent)
     holds_transcript: set[str] = set()
@@ -3309,7 +3315,7 @@ def _archive_leftovers(config: Config, leftovers: list[Leftovers]) -> dict[str, 
                 made[name] = archive_transcript(found.paths, name, moment)
             except FileNotFoundError:
                 pass
-        record_late_archives(config, found.paths.agent, made, "leftover")
+        _record_late_archives(config, found.paths.agent, made, "leftover")
         archived.update(made)
     return archived
 
@@ -3358,10 +3364,10 @@ def _remove_one(config: Config, view: AgentView, session: Session, reason: str, 
     """Remove one session; its protection is checked again under the gateway's lock."""
 
     def recheck(fresh: Session) -> None:
-        fresh.protected = protection_of(config, fresh, view.listing, view.paths)
+        fresh.protected = _protection_of(config, fresh, view.listing, view.paths)
         _refuse_protected(config, fresh, force)
 
-    (removal,) = remove_sessions(config, view, [session], reason, only_if_unchanged=False, recheck=recheck)
+    (removal,) = _remove_sessions(config, view, [session], reason, only_if_unchanged=False, recheck=recheck)
     return removal
 
 
@@ -3435,14 +3441,14 @@ def delete_session(
     """Delete one session (by sessionId or key): its keys, its transcripts, then its history row."""
     full = _check_detail(detail)
     answer = _delete(session_id, agent, dry_run, force, "delete")
-    return fit_answer(answer, DELETE_GROWING, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
+    return _fit_answer(answer, DELETE_GROWING, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
 def cleanup_after_delegation(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Delete a finished sub-agent's session after a delegation; protections apply, no force."""
     full = _check_detail(detail)
     answer = _delete(session_id, None, False, False, "delegation_cleanup")
-    return fit_answer(answer, DELETE_GROWING, full, AFTER_A_DELETION)
+    return _fit_answer(answer, DELETE_GROWING, full, AFTER_A_DELETION)
 
 
 def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
@@ -3462,8 +3468,8 @@ def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
     """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
     of the index holds it (READ_FIELDS)."""
     text = deletion.entries.get(key)
-    entry = loads_strict(text) if isinstance(text, str) else text
-    return project_entry(entry) if light and isinstance(entry, dict) else entry
+    entry = _loads_strict(text) if isinstance(text, str) else text
+    return _project_entry(entry) if light and isinstance(entry, dict) else entry
 
 
 def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
@@ -3472,7 +3478,7 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
         return True
     if deletion.agent not in indexes:
         try:
-            indexes[deletion.agent] = load_index(agent_paths(config, deletion.agent))
+            indexes[deletion.agent] = _load_index(_agent_paths(config, deletion.agent))
         except SessionManagerError:
             indexes[deletion.agent] = {}
     store = indexes[deletion.agent]
@@ -3493,7 +3499,7 @@ def list_deleted(
     config = Config.from_environment()
     deletions = [
         deletion
-        for deletion in reversed(recorded_deletions(config))
+        for deletion in reversed(_recorded_deletions(config))
         if not deletion.restored and (agent is None or deletion.agent == agent)
     ]
     indexes: dict[str, dict[str, Any]] = {}
@@ -3503,7 +3509,7 @@ def list_deleted(
     deletions = [d for d in latest.values() if _took_effect(config, d, indexes)]
     rows = [_deletion_row(deletion, full) for deletion in deletions[offset : offset + limit]]
     answer: dict[str, Any] = {"count": len(rows), "total": len(deletions), "deleted": rows}
-    answer = fit_answer(answer, ("deleted",), full, "page on with next_offset")
+    answer = _fit_answer(answer, ("deleted",), full, "page on with next_offset")
     count = answer["count"] = len(answer["deleted"])
     more = offset + count < len(deletions)
     answer.update(offset=offset, has_more=more, next_offset=offset + count if more else None)
@@ -3511,7 +3517,7 @@ def list_deleted(
 
 
 def _latest_deletion(config: Config, reference: str) -> Deletion:
-    for deletion in reversed(recorded_deletions(config)):
+    for deletion in reversed(_recorded_deletions(config)):
         if deletion.restored:
             continue
         if deletion.session_id == reference or reference in deletion.keys or deletion.txn == reference:
@@ -3593,10 +3599,10 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     full = _check_detail(detail)
     config = Config.from_environment()
     deletion = _latest_deletion(config, reference)
-    paths = agent_paths(config, deletion.agent)
+    paths = _agent_paths(config, deletion.agent)
     _refuse_if_not_live(config, paths)
     restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
-    present = load_index(paths)
+    present = _load_index(paths)
     _refuse_restore_conflicts(paths, deletion, restorable, present)
     with _transcripts_turn(config, paths.agent):
         renamed, missing = _restore_files_and_keys(config, paths, deletion, restorable)
@@ -3623,13 +3629,13 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
         }
     )
     growing = ("restored_keys", "restored_transcripts", "missing_archives", "history_gave_up")
-    return fit_answer(answer, growing, full, FULL_ON_REQUEST)
+    return _fit_answer(answer, growing, full, FULL_ON_REQUEST)
 
 
 def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
     by_inode = {}
     for name, entry in listing.archives.items():
-        info = stat_of(entry)
+        info = _stat_of(entry)
         if info is not None:
             by_inode[(info.st_dev, info.st_ino)] = name
     return by_inode
@@ -3637,7 +3643,7 @@ def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
 
 def _stale_lock_rows(view: AgentView, dry_run: bool) -> list[dict[str, Any]]:
     """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
-    holder = inspect_lock(view.paths.index_lock)
+    holder = _inspect_lock(view.paths.index_lock)
     if holder is None or not holder.stale:
         return []
     if not dry_run:
@@ -3650,7 +3656,7 @@ def _orphan_fate(
 ) -> tuple[str, str | None] | None:
     """What becomes of one unreferenced transcript: ("twin", archive) when a crashed rename left
     it beside its archive, ("skip", reason), ("archive", None); None when it is already gone."""
-    info = stat_of(view.listing.transcripts[name])
+    info = _stat_of(view.listing.transcripts[name])
     if info is None:
         return None
     twin = twins.get((info.st_dev, info.st_ino))
@@ -3667,7 +3673,7 @@ def _archive_orphans(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Archive the transcripts no key points to (rows of what was archived, and of what was kept)."""
     paths, moment = view.paths, _utc_now()
-    referenced = referenced_transcripts(paths, view.store, view.listing)
+    referenced = _referenced_transcripts(paths, view.store, view.listing)
     orphans = sorted(name for name in view.listing.transcripts if name not in referenced)
     twins = _archives_by_inode(view.listing) if orphans else {}
     archived: dict[str, str] = {}
@@ -3685,7 +3691,7 @@ def _archive_orphans(
         archived[name] = archive
         rows.append({"agent": paths.agent, "file": name, "archive": archive or None})
     if not dry_run:
-        record_late_archives(config, paths.agent, archived, "orphan")
+        _record_late_archives(config, paths.agent, archived, "orphan")
     return rows, skipped
 
 
@@ -3701,7 +3707,7 @@ def _remove_keys_without_transcripts(
     ]
     if dry_run or not missing:
         return [{"agent": agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing], []
-    removals = remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True)
+    removals = _remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True)
     done = [removal for removal in removals if removal.removed_keys]
     rows = [{"agent": agent, "id": r.session.session_id, "keys": r.removed_keys} for r in done]
     return rows, [removal.mark for removal in done]
@@ -3713,7 +3719,7 @@ def _expire_archives(
     """Delete the agent's archived transcripts older than the retention."""
     rows = []
     for name in sorted(view.listing.archives):
-        made = stamp_time(name)
+        made = _stamp_time(name)
         if made is None or (now - made).total_seconds() < retention_days * 86400:
             continue
         if not dry_run:
@@ -3777,11 +3783,11 @@ def cleanup_orphans(
         for name, agent_rows in rows.items():
             result[name] += agent_rows
     if not dry_run:
-        result["audit_records_expired"] = trim_audit(config, now - timedelta(days=retention))
+        result["audit_records_expired"] = _trim_audit(config, now - timedelta(days=retention))
     report = mark_history(config, removed) if not dry_run else HistoryReport()
     result["history"] = report.summary()
     growing = (*CLEANUP_LISTS, "errors", "history_gave_up")
-    return fit_answer(
+    return _fit_answer(
         report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
     )
 
@@ -3810,7 +3816,7 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
             "error_type": "history_configuration_error",
         }
     hint = "the counts in the message are exact; the outbox keeps what is still pending"
-    return fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
+    return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
 
 FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {

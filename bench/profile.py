@@ -73,7 +73,7 @@ def main() -> None:
         )
         import gc
 
-        gc.disable()  # as run_skill does
+        gc.disable()  # as session_manager.run_function does
         import session_manager as sm
 
         index_mb = tree.indexes[0].stat().st_size / 1e6

@@ -278,7 +278,7 @@ FITS = [
 def test_fit_answer_caps_lists_at_a_hundred(
     sizes: dict[str, int], shown: dict[str, int], truncated: dict[str, int] | None
 ) -> None:
-    answer = sm.fit_answer({name: list(range(n)) for name, n in sizes.items()}, tuple(sizes), False, "hint")
+    answer = sm._fit_answer({name: list(range(n)) for name, n in sizes.items()}, tuple(sizes), False, "hint")
     assert {name: len(answer[name]) for name in sizes} == shown
     assert answer.get("truncated") == truncated
     assert ("hint" in answer.get("message", "")) is (truncated is not None)
@@ -286,7 +286,7 @@ def test_fit_answer_caps_lists_at_a_hundred(
 
 def test_fit_answer_shrinks_the_largest_list_until_the_answer_fits() -> None:
     answer = {"big": ["x" * 900] * 100, "small": ["y" * 10] * 100, "count": 200}
-    fitted = sm.fit_answer(answer, ("big", "small"), False, "hint")
+    fitted = sm._fit_answer(answer, ("big", "small"), False, "hint")
     assert len(json.dumps(fitted, separators=(",", ":"))) <= BUDGET
     assert (len(fitted["big"]), len(fitted["small"])) == (25, 100)
     assert fitted["truncated"] == {"big": 75} and fitted["count"] == 200
@@ -294,4 +294,4 @@ def test_fit_answer_shrinks_the_largest_list_until_the_answer_fits() -> None:
 
 def test_fit_answer_leaves_a_full_answer_whole() -> None:
     answer = {"big": list(range(5000))}
-    assert sm.fit_answer(dict(answer), ("big",), True, "hint") == answer
+    assert sm._fit_answer(dict(answer), ("big",), True, "hint") == answer

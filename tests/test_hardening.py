@@ -55,7 +55,7 @@ def agents_snapshot(root: Path) -> dict[str, bytes]:
 def outbox(root: Path) -> list[dict[str, Any]]:
     """The marks waiting in the outbox, as the skill reads them (confirmations folded in)."""
     assert os.environ["ARIA_AGENTS_DIR"] == str(root)
-    return [mark.as_record() for mark in sm.read_outbox(sm.Config.from_environment())]
+    return [mark.as_record() for mark in sm._read_outbox(sm.Config.from_environment())]
 
 
 # --- 1. A transcript that any key points to is never touched, and every path protects ------------

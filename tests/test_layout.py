@@ -71,7 +71,7 @@ def test_the_checks_find_what_they_look_for() -> None:
 
 
 def test_the_crash_harness_replaces_only_declared_test_hooks() -> None:
-    """tests/skill_harness.py may swap module names only where session_manager says it may."""
+    """tests/skill_harness.py may swap module names only where session_manager says it may (TEST_HOOKS)."""
     import session_manager
 
     harness = ast.parse((REPO / "tests" / "skill_harness.py").read_text("utf-8"))
@@ -86,4 +86,15 @@ def test_the_crash_harness_replaces_only_declared_test_hooks() -> None:
         if isinstance(target.ctx, ast.Store)
     }
     assert replaced and replaced <= set(session_manager.TEST_HOOKS)
-    assert all(callable(getattr(session_manager, name)) for name in session_manager.TEST_HOOKS)
+    assert all(hasattr(session_manager, name) for name in session_manager.TEST_HOOKS)
+
+
+def test_tests_monkeypatch_only_declared_test_hooks() -> None:
+    import re
+
+    import session_manager
+
+    patched = set()
+    for path in (REPO / "tests").glob("test_*.py"):
+        patched |= set(re.findall(r'setattr\(sm, "(\w+)"', path.read_text("utf-8")))
+    assert patched and patched <= set(session_manager.TEST_HOOKS)

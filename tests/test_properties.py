@@ -19,14 +19,14 @@ segments = st.from_regex(r"[a-z0-9_-]{1,12}", fullmatch=True)
 @given(moments)
 def test_epoch_ms_seconds_and_iso_strings_agree(moment: datetime) -> None:
     millis = (moment - sm.EPOCH) // timedelta(milliseconds=1)
-    assert sm.parse_timestamp(millis) == moment
-    assert sm.parse_timestamp(str(millis)) == moment
-    assert sm.parse_timestamp(millis // 1000) == moment.replace(microsecond=0)
-    assert sm.parse_timestamp(moment.isoformat()) == moment
-    assert sm.parse_timestamp(moment.isoformat().replace("+00:00", "Z")) == moment
-    assert sm.parse_timestamp(moment.replace(tzinfo=None).isoformat()) == moment  # naive is UTC
+    assert sm._parse_timestamp(millis) == moment
+    assert sm._parse_timestamp(str(millis)) == moment
+    assert sm._parse_timestamp(millis // 1000) == moment.replace(microsecond=0)
+    assert sm._parse_timestamp(moment.isoformat()) == moment
+    assert sm._parse_timestamp(moment.isoformat().replace("+00:00", "Z")) == moment
+    assert sm._parse_timestamp(moment.replace(tzinfo=None).isoformat()) == moment  # naive is UTC
     offset = moment.astimezone(timezone(timedelta(hours=5, minutes=30)))
-    assert sm.parse_timestamp(offset.isoformat()) == moment
+    assert sm._parse_timestamp(offset.isoformat()) == moment
 
 
 @given(
@@ -39,28 +39,28 @@ def test_epoch_ms_seconds_and_iso_strings_agree(moment: datetime) -> None:
     )
 )
 def test_what_is_not_a_time_is_none_and_never_raises(value: object) -> None:
-    result = sm.parse_timestamp(value)
+    result = sm._parse_timestamp(value)
     assert result is None or result.tzinfo is not None
 
 
 @given(moments)
 def test_archive_stamp_round_trips_through_the_gateway_pattern(moment: datetime) -> None:
-    name = f"abc.jsonl.deleted.{sm.archive_stamp(moment)}"
+    name = f"abc.jsonl.deleted.{sm._archive_stamp(moment)}"
     assert sm.ARCHIVE_PATTERN.search(name)
-    assert sm.stamp_time(name) == moment
+    assert sm._stamp_time(name) == moment
 
 
 @given(slugs, st.lists(segments, min_size=1, max_size=4))
 def test_key_kinds(agent: str, rest: list[str]) -> None:
-    assert sm.session_type_of(f"agent:{agent}:main") == "main"
-    assert sm.session_type_of(f"agent:{agent}:cron:{rest[0]}") == "cron"
-    assert sm.session_type_of(f"agent:{agent}:cron:{rest[0]}:run:{rest[-1]}") == "cron_run"
-    assert sm.session_type_of(f"agent:{agent}:subagent:{rest[0]}") == "subagent"
-    kind = sm.session_type_of(f"agent:{agent}:{':'.join(rest)}")
+    assert sm._session_type_of(f"agent:{agent}:main") == "main"
+    assert sm._session_type_of(f"agent:{agent}:cron:{rest[0]}") == "cron"
+    assert sm._session_type_of(f"agent:{agent}:cron:{rest[0]}:run:{rest[-1]}") == "cron_run"
+    assert sm._session_type_of(f"agent:{agent}:subagent:{rest[0]}") == "subagent"
+    kind = sm._session_type_of(f"agent:{agent}:{':'.join(rest)}")
     assert kind == ("main" if rest == ["main"] else "cron" if rest[0] == "cron" else rest[0])
 
 
 def test_special_keys() -> None:
-    assert sm.session_type_of("global") == "global"
-    assert sm.session_type_of("weird") == "other"
-    assert sm.session_type_of("agent:main:telegram:group:5") == "telegram"
+    assert sm._session_type_of("global") == "global"
+    assert sm._session_type_of("weird") == "other"
+    assert sm._session_type_of("agent:main:telegram:group:5") == "telegram"

@@ -139,7 +139,7 @@ def test_restore_after_a_crash_between_index_and_archives(tree: Path) -> None:
 
 
 def stamp(days_ago: float) -> str:
-    return sm.archive_stamp(datetime.now(timezone.utc) - timedelta(days=days_ago))
+    return sm._archive_stamp(datetime.now(timezone.utc) - timedelta(days=days_ago))
 
 
 def test_cleanup_orphans_does_each_thing_and_lists_it(root: Path) -> None:
@@ -235,8 +235,8 @@ def test_archiving_works_without_renameat2(tree: Path, monkeypatch: pytest.Monke
 
 def test_archive_never_overwrites_an_existing_archive(tree: Path) -> None:
     moment = datetime.now(timezone.utc)
-    paths = sm.agent_paths(sm.Config.from_environment(), "main")
-    taken = tree / "main/sessions" / f"run-9.jsonl.deleted.{sm.archive_stamp(moment)}"
+    paths = sm._agent_paths(sm.Config.from_environment(), "main")
+    taken = tree / "main/sessions" / f"run-9.jsonl.deleted.{sm._archive_stamp(moment)}"
     taken.write_text("an older archive\n")
     name = sm.archive_transcript(paths, "run-9.jsonl", moment)
     assert name != taken.name and taken.read_text() == "an older archive\n"

@@ -31,7 +31,7 @@ NOW = datetime(2025, 11, 25, 12, 0, tzinfo=timezone.utc)
     ],
 )
 def test_session_type_of_a_key(key: str, session_type: str) -> None:
-    assert sm.session_type_of(key) == session_type
+    assert sm._session_type_of(key) == session_type
 
 
 def config(running: str | None = None) -> sm.Config:
@@ -65,7 +65,7 @@ def test_protection_of_a_session(
     agent: str, keys: list[str], running: str | None, protection: str | None
 ) -> None:
     paths = sm.AgentPaths(agent, f"/agents/{agent}/sessions", "/agents")
-    found = sm.protection_of(config(running), session(agent, "s-1", *keys), sm.FolderListing(), paths)
+    found = sm._protection_of(config(running), session(agent, "s-1", *keys), sm.FolderListing(), paths)
     assert found == protection
 
 
@@ -95,7 +95,7 @@ def test_staleness(idle_minutes: float | None, threshold: float, stale: bool) ->
     ],
 )
 def test_archive_stamp_is_the_gateways(moment: datetime, stamp: str) -> None:
-    assert sm.archive_stamp(moment) == stamp
+    assert sm._archive_stamp(moment) == stamp
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_archive_stamp_is_the_gateways(moment: datetime, stamp: str) -> None:
     ],
 )
 def test_when_an_archive_was_made_comes_from_its_name(name: str, made: datetime | None) -> None:
-    assert sm.stamp_time(name) == made
+    assert sm._stamp_time(name) == made
 
 
 def test_an_archive_never_overwrites_an_earlier_one(tmp_path: Path) -> None:
@@ -152,13 +152,13 @@ def test_texts_from_the_index_are_cut(text: Any, shown: Any) -> None:
     ],
 )
 def test_growing_lists_are_cut_and_counted(items: int, full: bool, shown: int, truncated: Any) -> None:
-    answer = sm.fit_answer({"count": items, "ids": list(range(items))}, ("ids",), full, "see list_deleted")
+    answer = sm._fit_answer({"count": items, "ids": list(range(items))}, ("ids",), full, "see list_deleted")
     assert (len(answer["ids"]), answer.get("truncated"), answer["count"]) == (shown, truncated, items)
 
 
 def test_a_list_too_large_for_the_budget_halves_until_the_answer_fits() -> None:
     rows = [{"id": f"{n:04d}", "label": "x" * 400} for n in range(100)]  # 40 KiB in all
-    answer = sm.fit_answer({"rows": rows}, ("rows",), False, "see list_deleted")
+    answer = sm._fit_answer({"rows": rows}, ("rows",), False, "see list_deleted")
     assert (len(answer["rows"]), answer["truncated"]) == (50, {"rows": 50})
     assert "see list_deleted" in answer["message"]
     assert len(sm.json.dumps(answer)) <= sm.ANSWER_BUDGET_BYTES

@@ -47,7 +47,7 @@ def node_stringify(store: dict[str, Any]) -> bytes:
 def light(store: dict[str, Any]) -> dict[str, Any]:
     """A store as a parse holds it: only the fields the skill reads."""
     return {
-        key: sm.project_entry(entry) if isinstance(entry, dict) else entry for key, entry in store.items()
+        key: sm._project_entry(entry) if isinstance(entry, dict) else entry for key, entry in store.items()
     }
 
 
@@ -66,7 +66,7 @@ def paths_for(tmp_path: Path) -> sm.AgentPaths:
 def test_rewrite_equals_what_the_gateway_writes(tmp_path: Path, removed: list[str]) -> None:
     paths = paths_for(tmp_path)
     Path(paths.index).write_bytes(node_stringify(RICH_STORE))
-    document = sm.read_index_document(paths)
+    document = sm._read_index_document(paths)
     assert document.entries == light(json.loads(Path(paths.index).read_text("utf-8")))
     assert json.loads(document.value_text("agent:main:subagent:y")) == RICH_STORE["agent:main:subagent:y"]
     for key in removed:
@@ -81,7 +81,7 @@ def test_rewrite_equals_what_the_gateway_writes(tmp_path: Path, removed: list[st
 def test_added_entries_are_written_as_the_gateway_would(tmp_path: Path) -> None:
     paths = paths_for(tmp_path)
     Path(paths.index).write_bytes(node_stringify({"global": RICH_STORE["global"]}))
-    document = sm.read_index_document(paths)
+    document = sm._read_index_document(paths)
     document.add("agent:main:cron:x", RICH_STORE["agent:main:cron:x"])
     assert document.render() == node_stringify(
         {"global": RICH_STORE["global"], "agent:main:cron:x": RICH_STORE["agent:main:cron:x"]}
@@ -115,7 +115,7 @@ def test_removing_keys_keeps_every_other_entry_byte_for_byte(
 def test_unusual_but_valid_indexes_are_read_as_json_does(tmp_path: Path, text: str) -> None:
     paths = paths_for(tmp_path)
     Path(paths.index).write_text(text)
-    document = sm.read_index_document(paths)
+    document = sm._read_index_document(paths)
     assert document.entries == light(json.loads(text))
     assert json.loads(document.render()) == json.loads(text)
 
@@ -134,13 +134,13 @@ def test_what_is_not_an_object_of_sessions_is_refused(tmp_path: Path, text: str,
     paths = paths_for(tmp_path)
     Path(paths.index).write_text(text)
     with pytest.raises(sm.StoreUnreadable, match=message):
-        sm.read_index_document(paths)
+        sm._read_index_document(paths)
     with pytest.raises(sm.StoreUnreadable, match=message):
-        sm.load_index(paths)
+        sm._load_index(paths)
 
 
 def test_missing_index_is_empty_and_written_as_the_gateway_writes_empty(tmp_path: Path) -> None:
-    document = sm.read_index_document(paths_for(tmp_path))
+    document = sm._read_index_document(paths_for(tmp_path))
     assert document.entries == {} and document.render() == b"{}"
 
 
