@@ -136,10 +136,17 @@ TEST_HOOKS = (
 
 
 class SessionManagerError(Exception):
-    """Base of every error the skill reports; the dispatcher turns it into JSON."""
+    """Base of every error the skill reports; the dispatcher turns it into JSON.
+
+    ``path``, where there is one, is the file the error is about (never printed on its own).
+    """
 
     error_type = "error"
     exit_code = 1
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class InvalidArgument(SessionManagerError, ValueError):
@@ -179,10 +186,6 @@ class StoreUnreadable(SessionManagerError):
 
     error_type = "store_unreadable"
 
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(message)
-        self.path = path
-
 
 class StoreNotLive(SessionManagerError):
     """The agent runs a newer gateway that keeps sessions in SQLite; sessions.json is a leftover."""
@@ -200,10 +203,6 @@ class LockTimeout(SessionManagerError, TimeoutError):
     """The gateway's lock on sessions.json stayed held by a live process for too long."""
 
     error_type = "lock_timeout"
-
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 class NothingToRestore(SessionManagerError):
