@@ -1647,7 +1647,7 @@ def _rewrite_state_file(
 class AuditTransaction(NamedTuple):
     """One deletion (or restore) in the audit log: every record it writes carries these fields.
 
-    The life of a deletion, and what a crash leaves after each step (the skill's own log; the history marks are §5):
+    The life of a deletion in this log, and what a crash leaves after each step:
 
     1. ``intent`` (before anything changes): each session's entries as the index holds them, word
        for word, and the transcripts it will archive. A crash here: nothing changed; the intent
