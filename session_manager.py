@@ -103,7 +103,7 @@ HISTORY_MAX_AGE_DAYS = 7.0
 UNCONFIRMED_GRACE_SECONDS = 300.0
 
 # Every answer lands in a language model's context: with default arguments it stays under
-# ANSWER_BUDGET_BYTES at any store size. Counts are always exact; lists that grow with the store
+# ANSWER_BUDGET_BYTES at any entries size. Counts are always exact; lists that grow with the entries
 # show at most LIST_CAP items (fewer if the answer would still be too large), and "truncated" says
 # how many each left out. "detail": "full" gives every list whole, for scripts and operators.
 ANSWER_BUDGET_BYTES = 32 * 1024
@@ -1262,10 +1262,10 @@ def _newest_update(entries: Any) -> datetime | None:
     return newest
 
 
-def _group_sessions(agent: str, store: dict[str, Any]) -> dict[str, Session]:
+def _group_sessions(agent: str, entries: dict[str, Any]) -> dict[str, Session]:
     """Fold an index's keys into sessions by sessionId, keys in index order."""
     sessions: dict[str, Session] = {}
-    for key, entry in store.items():
+    for key, entry in entries.items():
         session_id = _session_id_of(key, entry)
         session = sessions.get(session_id)
         if session is None:
@@ -1323,11 +1323,11 @@ def _attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing
             session.last_active = datetime.fromtimestamp(newest, tz=timezone.utc)
 
 
-def _referenced_transcripts(paths: AgentPaths, store: dict[str, Any], listing: FolderListing) -> set[str]:
+def _referenced_transcripts(paths: AgentPaths, entries: dict[str, Any], listing: FolderListing) -> set[str]:
     """Names of transcripts that some key of the index still points to."""
-    session_ids = {_session_id_of(key, entry) for key, entry in store.items()}
+    session_ids = {_session_id_of(key, entry) for key, entry in entries.items()}
     referenced = set()
-    for entry in store.values():
+    for entry in entries.values():
         if isinstance(entry, dict):
             name = _transcript_name_of(paths, entry.get("sessionFile"))
             if name:
@@ -1368,7 +1368,7 @@ class AgentView(NamedTuple):
     """One agent's index and folder as read at the start of a call."""
 
     paths: AgentPaths
-    store: dict[str, Any]
+    entries: dict[str, Any]
     listing: FolderListing
     sessions: dict[str, Session]
     newer_store: bool
@@ -1381,13 +1381,13 @@ def read_agent(config: Config, paths: AgentPaths, for_change: bool = False) -> A
     ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
     """
     document = _read_index_document(paths) if for_change else None
-    store = document.entries if document is not None else _load_index(paths)
+    entries = document.entries if document is not None else _load_index(paths)
     listing = _list_folder(paths)
-    sessions = _group_sessions(paths.agent, store)
+    sessions = _group_sessions(paths.agent, entries)
     _attach_transcripts(paths, sessions, listing)
     for session in sessions.values():
         session.protected = _protection_of(config, session, listing, paths)
-    return AgentView(paths, store, listing, sessions, _uses_newer_store(config, paths), document)
+    return AgentView(paths, entries, listing, sessions, _uses_newer_store(config, paths), document)
 
 
 def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
@@ -1397,7 +1397,7 @@ def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
 def _release_view(view: AgentView) -> None:
     """Empty a view its caller is done with, before the next agent is read."""
     view.sessions.clear()
-    view.store.clear()
+    view.entries.clear()
     if view.document is not None:
         view.document.release()
 
@@ -2367,10 +2367,10 @@ def _pending_row(mark: Mark) -> dict[str, Any]:
 def _session_ids_in_index(config: Config, agent: str) -> set[str] | None:
     """Every sessionId of an agent's index, or None when it cannot be read."""
     try:
-        store = _load_index(_agent_paths(config, agent))
+        entries = _load_index(_agent_paths(config, agent))
     except SessionManagerError:
         return None
-    return {_session_id_of(key, entry) for key, entry in store.items()}
+    return {_session_id_of(key, entry) for key, entry in entries.items()}
 
 
 def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[Mark], list[Mark]]:
@@ -2591,8 +2591,8 @@ def _release_parsed_entries(view: AgentView, planned: list[Session]) -> None:
     and fingerprints stand for them (a 100,000-session prune would otherwise hold them all)."""
     for session in planned:
         for key in session.keys:
-            if key in view.store:
-                view.store[key] = None
+            if key in view.entries:
+                view.entries[key] = None
         session.entries = dict.fromkeys(session.keys)
 
 
@@ -2996,7 +2996,7 @@ def list_sessions(
 
 
 def _disk_usage(view: AgentView) -> dict[str, Any]:
-    referenced = _referenced_transcripts(view.paths, view.store, view.listing)
+    referenced = _referenced_transcripts(view.paths, view.entries, view.listing)
     orphans = [name for name in view.listing.transcripts if name not in referenced]
     return {
         "index_bytes": view.listing.index_bytes,
@@ -3198,7 +3198,7 @@ def _leftover_transcripts(config: Config, view: AgentView, session_id: str) -> L
     """
     leftover = Session(view.paths.agent, session_id, [], {})
     _attach_transcripts(view.paths, {session_id: leftover}, view.listing)
-    referenced = _referenced_transcripts(view.paths, view.store, view.listing)
+    referenced = _referenced_transcripts(view.paths, view.entries, view.listing)
     result = Leftovers(view.paths, [], {})
     for name in leftover.transcripts:
         reason = _transcript_protection(config, view.paths, view.listing, referenced, name)
@@ -3234,8 +3234,10 @@ def _find_session(
     for paths in scope:
         view = read_agent(config, paths, for_change=True)
         if is_key:
-            entry = view.store.get(reference)
-            session = view.sessions.get(_session_id_of(reference, entry)) if reference in view.store else None
+            entry = view.entries.get(reference)
+            session = (
+                view.sessions.get(_session_id_of(reference, entry)) if reference in view.entries else None
+            )
         else:
             session = view.sessions.get(reference)
         if session is not None:
@@ -3480,9 +3482,9 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
             indexes[deletion.agent] = _load_index(_agent_paths(config, deletion.agent))
         except SessionManagerError:
             indexes[deletion.agent] = {}
-    store = indexes[deletion.agent]
+    entries = indexes[deletion.agent]
     return not all(
-        key in store and store[key] == _recorded_entry(deletion, key, light=True) for key in deletion.keys
+        key in entries and entries[key] == _recorded_entry(deletion, key, light=True) for key in deletion.keys
     )
 
 
@@ -3672,7 +3674,7 @@ def _archive_orphans(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Archive the transcripts no key points to (rows of what was archived, and of what was kept)."""
     paths, moment = view.paths, _utc_now()
-    referenced = _referenced_transcripts(paths, view.store, view.listing)
+    referenced = _referenced_transcripts(paths, view.entries, view.listing)
     orphans = sorted(name for name in view.listing.transcripts if name not in referenced)
     twins = _archives_by_inode(view.listing) if orphans else {}
     archived: dict[str, str] = {}
