@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 # The gateway's files (§1-§4).
 INDEX_NAME = "sessions.json"
@@ -103,7 +103,7 @@ HISTORY_MAX_AGE_DAYS = 7.0
 UNCONFIRMED_GRACE_SECONDS = 300.0
 
 # Every answer lands in a language model's context: with default arguments it stays under
-# ANSWER_BUDGET_BYTES at any entries size. Counts are always exact; lists that grow with the entries
+# ANSWER_BUDGET_BYTES at any index size. Counts are always exact; lists that grow with the index
 # show at most LIST_CAP items (fewer if the answer would still be too large), and "truncated" says
 # how many each left out. "detail": "full" gives every list whole, for scripts and operators.
 ANSWER_BUDGET_BYTES = 32 * 1024
@@ -1627,18 +1627,24 @@ def _read_json_lines(path: str) -> list[dict[str, Any]]:
     return records
 
 
+Outcome = TypeVar("Outcome")
+
+
 def _rewrite_state_file(
-    config: Config, name: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
-) -> None:
+    config: Config,
+    name: str,
+    change: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]] | None, Outcome]],
+) -> Outcome:
     """Rewrite one of the skill's logs: under its lock, sweep what a crashed rewrite left, re-read
-    the records, and write what ``change`` makes of them atomically (None: leave the file as it is)."""
+    the records, and write what ``change`` makes of them atomically (None: leave the file as it
+    is). Returns what ``change`` says about the change."""
     path = _state_path(config, name)
     with _state_file_lock(config, name):
         _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, name))
-        records = _read_json_lines(path)
-        changed = change(records)
+        changed, outcome = change(_read_json_lines(path))
         if changed is not None:
             write_atomic(path, "".join(json.dumps(record) + "\n" for record in changed).encode("utf-8"))
+    return outcome
 
 
 # --- The audit log ------------------------------------------------------------------------------
@@ -1670,8 +1676,11 @@ class AuditTransaction(NamedTuple):
     time: str
 
     @classmethod
-    def begin(cls, agent: str, reason: str | None, txn: str | None = None) -> AuditTransaction:
-        return cls(txn or _new_id(), agent, reason, _iso_utc(_utc_now()))
+    def begin(
+        cls, agent: str, reason: str | None, txn: str | None = None, moment: datetime | None = None
+    ) -> AuditTransaction:
+        """A transaction stamped ``moment`` (now by default); a new txn unless it continues one."""
+        return cls(txn or _new_id(), agent, reason, _iso_utc(moment or _utc_now()))
 
     def record(self, event: str, sessions: dict[str, Any]) -> dict[str, Any]:
         """The record of one event of this transaction; ``sessions`` holds each session's part."""
@@ -1711,19 +1720,16 @@ def _trim_audit(config: Config, older_than: datetime) -> int:
     """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
     if not os.path.exists(os.path.join(config.state_dir, AUDIT_LOG_NAME)):
         return 0
-    dropped = 0
 
-    def trim(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        nonlocal dropped
+    def trim(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, int]:
         expired = {
             r.get("txn") for r in records if (_parse_timestamp(r.get("time")) or older_than) < older_than
         }
         kept = [record for record in records if record.get("txn") not in expired]
         dropped = len(records) - len(kept)
-        return kept if dropped else None
+        return (kept if dropped else None), dropped
 
-    _rewrite_state_file(config, AUDIT_LOG_NAME, trim)
-    return dropped
+    return _rewrite_state_file(config, AUDIT_LOG_NAME, trim)
 
 
 _AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
@@ -2290,12 +2296,11 @@ def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
 
     A record that is no mark (edited by hand, say) goes to the abandoned file too, not lost.
     """
-    given_up: list[Mark] = []
 
-    def rewrite(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    def rewrite(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, list[Mark]]:
         marks, unreadable = _marks_of_records(records)
         before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
-        kept, given_up[:] = change(marks)
+        kept, given_up = change(marks)
         moment = _iso_utc(_utc_now())
         _abandon(config, [{**mark.as_record(), "abandoned_at": moment} for mark in given_up])
         _abandon(
@@ -2303,10 +2308,9 @@ def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
             [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
         )
         after = [mark.as_record() for mark in kept]
-        return after if unreadable or after != before else None
+        return (after if unreadable or after != before else None), given_up
 
-    _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
-    return given_up
+    return _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
 
 
 def _queue_marks(config: Config, marks: list[Mark]) -> None:
@@ -2465,7 +2469,8 @@ def _record_results(
                 report.outcomes[mark.session_id] = result
             else:
                 report.delivered.append({**_pending_row(mark), "outcome": result.status})
-            finished.update([mark.outbox_id] if mark.outbox_id else [])
+            if mark.outbox_id:
+                finished.add(mark.outbox_id)
             continue
         reason = str(result) if result is not None else "not attempted"
         if isinstance(result, HistoryRefused):
@@ -2688,10 +2693,10 @@ def _archive_removed_transcripts(
     view: AgentView,
     written: IndexDocument,
     removals: list[Removal],
+    moment: datetime,
 ) -> None:
     """Archive the transcripts of what was removed, except any the written index still names."""
     still_referenced = _referenced_transcripts(view.paths, written.entries, view.listing)
-    moment = _parse_timestamp(transaction.time) or _utc_now()
     archived: dict[str, Any] = {}
     for removal in removals:
         if removal.removed_keys:
@@ -2716,7 +2721,8 @@ def _remove_sessions(
     left alone; ``recheck`` may refuse one as the index is under the lock.
     """
     _refuse_if_not_live(config, view.paths)
-    transaction = AuditTransaction.begin(view.paths.agent, reason)
+    moment = _utc_now()  # the audit records' time and the archives' stamp
+    transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
     fingerprints: dict[str, int] = {}
     append_audit_stream(config, _intent_pieces(transaction, planned, view.document, fingerprints))
     _release_parsed_entries(view, planned)
@@ -2733,7 +2739,7 @@ def _remove_sessions(
     _confirm_marks(
         config, transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
     )
-    _archive_removed_transcripts(config, transaction, view, written, removals)
+    _archive_removed_transcripts(config, transaction, view, written, removals, moment)
     return removals
 
 
@@ -2752,13 +2758,14 @@ def _record_late_archives(config: Config, agent: str, archived: dict[str, str], 
                 if name not in deletion.transcripts:
                     owners[name] = deletion
     records: list[dict[str, Any]] = []
+    moment = _utc_now()
     for name, archive in archived.items():
         owner = owners.get(name)
         if owner is not None:
-            transaction = AuditTransaction.begin(agent, owner.reason, owner.txn)
+            transaction = AuditTransaction.begin(agent, owner.reason, owner.txn, moment)
             session_id = owner.session_id
         else:
-            transaction = AuditTransaction.begin(agent, reason)
+            transaction = AuditTransaction.begin(agent, reason, moment=moment)
             session_id = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
         records.append(transaction.record("archived", {session_id: {"transcripts": {name: archive}}}))
     append_audit(config, records)
