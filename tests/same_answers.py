@@ -7,8 +7,9 @@ A restructure must not change what the skill says or writes: tests/test_same_ans
 script and compares its output with the golden record made before the change. The clock is frozen
 at the moment the demo tree describes (``session_manager._utc_now``, a declared test hook) and the
 random ids count up (``_new_id``, the other hook); the history service is the stand-in of
-bench/history_stub.py with one active row per session. Two runs print the same bytes. Files are
-recorded by digest (the skill's own state files too), the scratch folder's path as <scratch>.
+bench/history_stub.py with one active row per session, started as examples/demo.py starts it.
+Two runs print the same bytes. Files are recorded by digest (the skill's own state files too),
+the scratch folder's path as <scratch>.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,35 +76,16 @@ def demo_tree(scratch: Path) -> Path:
     return root
 
 
-def history_rows(root: Path) -> list[dict[str, Any]]:
-    rows = []
-    for index in sorted(root.glob("*/sessions/sessions.json")):
-        ids = sorted({entry["sessionId"] for entry in json.loads(index.read_text()).values()})
-        for session_id in ids:
-            rows.append(
-                {
-                    "id": f"00000000-0000-4000-8000-{len(rows):012d}",
-                    "agent_id": index.parent.parent.name,
-                    "session_type": "chat",
-                    "started_at": "2025-11-01T00:00:00+00:00",
-                    "ended_at": None,
-                    "status": "active",
-                    "metadata": {"aria_session_id": session_id},
-                }
-            )
-    return rows
-
-
 @contextlib.contextmanager
-def history_stub(rows_file: Path) -> Any:
-    service = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "history_stub.py"), str(rows_file), "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def history_service(root: Path, scratch: Path) -> Iterator[str]:
+    """The demo's stand-in history service, one active row per session of the tree."""
+    sys.path.insert(0, str(REPO / "examples"))
+    from demo import history_rows, start_service
+
+    (scratch / "rows.json").write_text(json.dumps(history_rows(root)))
+    service, url = start_service(scratch / "rows.json")
     try:
-        assert service.stdout is not None
-        yield f"http://127.0.0.1:{service.stdout.readline().strip()}"
+        yield url
     finally:
         service.terminate()
         service.wait(timeout=10)
@@ -144,8 +126,7 @@ def record() -> list[str]:
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         root = demo_tree(scratch)
-        (scratch / "rows.json").write_text(json.dumps(history_rows(root)))
-        with history_stub(scratch / "rows.json") as url:
+        with history_service(root, scratch) as url:
             os.environ.update(ARIA_AGENTS_DIR=str(root), ARIA_API_URL=url, ARIA_SESSION_ID=RUNNING)
             for name in ("ARIA_API_KEY", "SESSION_MANAGER_STATE_DIR", "SESSION_STALE_MINUTES"):
                 os.environ.pop(name, None)
