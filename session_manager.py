@@ -56,11 +56,25 @@ LOCK_SUFFIX = ".lock"
 TRANSCRIPT_SUFFIX = ".jsonl"
 TOPIC_MARK = "-topic-"
 NEWER_STORE = os.path.join("agent", "openclaw-agent.sqlite")
-ARCHIVE_PATTERN = re.compile(r"\.(deleted|reset)\.(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z)$")
+# <file>.deleted.<stamp> (§4); the SQLite-era gateway adds .<32 hex>.zst (§7).
+ARCHIVE_PATTERN = re.compile(
+    r"\.(deleted|reset)\.(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z)(?:\.[0-9a-f]{32})?(?:\.zst)?$"
+)
 SESSION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$", re.IGNORECASE)
 SESSION_KEY_PATTERN = re.compile(r"^agent:[a-z0-9][a-z0-9_-]{0,63}:[^\x00-\x1f]{1,512}$")
 AGENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# The SQLite-era gateway (§7): its stores are read and changed only through its CLI.
+JSON_STORE = "json"
+SQLITE_STORE = "sqlite"
+DEFAULT_OPENCLAW_CLI = "openclaw"
+DEFAULT_OPENCLAW_TIMEOUT_SECONDS = 60.0
+# A delete call may take this much longer per key: the gateway deletes a few keys a second.
+OPENCLAW_SECONDS_PER_KEY = 5.0
+# The keys of one delete call, in bytes: well under Linux's 128 KiB for one argument list entry
+# and its 2 MiB for all of them.
+OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
 
 # Sessions the rules treat apart: these types are never pruned; the main agent prunes only these.
 PROTECTED_TYPES = ("main", "global")
@@ -188,7 +202,7 @@ class StoreUnreadable(SessionManagerError):
 
 
 class StoreNotLive(SessionManagerError):
-    """The agent runs a newer gateway that keeps sessions in SQLite; sessions.json is a leftover."""
+    """The change needs sessions.json, which the SQLite-era gateway no longer reads (a restore)."""
 
     error_type = "store_not_live"
 
@@ -197,6 +211,20 @@ class StoreWriteFailed(SessionManagerError, OSError):
     """Writing sessions.json failed (disk full, read-only folder); the old index is intact."""
 
     error_type = "store_write_failed"
+
+
+class GatewayUnavailable(SessionManagerError):
+    """The SQLite-era gateway's CLI could not be run, or the gateway could not be reached.
+
+    ``maybe_changed``: the CLI was stopped while a delete was under way (a timeout), so some keys
+    may be gone; otherwise nothing was deleted.
+    """
+
+    error_type = "gateway_unavailable"
+
+    def __init__(self, message: str, maybe_changed: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_changed = maybe_changed
 
 
 class LockTimeout(SessionManagerError, TimeoutError):
@@ -398,6 +426,10 @@ class Config(NamedTuple):
     state_dir: str
     history_budget: float
     history_concurrency: int
+    openclaw_cli: str = DEFAULT_OPENCLAW_CLI
+    gateway_url: str | None = None
+    gateway_token: str | None = None
+    openclaw_timeout: float = DEFAULT_OPENCLAW_TIMEOUT_SECONDS
 
     @classmethod
     def from_environment(cls) -> Config:
@@ -423,6 +455,12 @@ class Config(NamedTuple):
             history_budget=_number_from_environment("SESSION_HISTORY_BUDGET_SECONDS", HISTORY_BUDGET_SECONDS),
             history_concurrency=max(
                 1, int(_number_from_environment("SESSION_HISTORY_CONCURRENCY", HISTORY_CONCURRENCY))
+            ),
+            openclaw_cli=os.environ.get("OPENCLAW_CLI", "").strip() or DEFAULT_OPENCLAW_CLI,
+            gateway_url=os.environ.get("OPENCLAW_GATEWAY_URL", "").strip() or None,
+            gateway_token=os.environ.get("OPENCLAW_GATEWAY_TOKEN", "").strip() or None,
+            openclaw_timeout=_number_from_environment(
+                "OPENCLAW_TIMEOUT_SECONDS", DEFAULT_OPENCLAW_TIMEOUT_SECONDS
             ),
         )
 
@@ -572,14 +610,6 @@ def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
 
 def _uses_newer_store(config: Config, paths: AgentPaths) -> bool:
     return os.path.exists(os.path.join(config.agents_root, paths.agent, NEWER_STORE))
-
-
-def _refuse_if_not_live(config: Config, paths: AgentPaths) -> None:
-    if _uses_newer_store(config, paths):
-        raise StoreNotLive(
-            f"agent {paths.agent!r} keeps its sessions in SQLite ({NEWER_STORE}); its sessions.json is a "
-            "leftover the gateway no longer reads, so it is not changed"
-        )
 
 
 # --- The index: reading -------------------------------------------------------------------------
@@ -1103,6 +1133,181 @@ def rewrite_index(
     return result
 
 
+# --- The SQLite-era gateway: its CLI -------------------------------------------------------------
+
+
+def _openclaw_program(config: Config) -> str:
+    """The CLI's executable, found as the shell would find it; GatewayUnavailable when it is not."""
+    import shutil
+
+    program = shutil.which(config.openclaw_cli)
+    if program is None:
+        raise GatewayUnavailable(
+            f"the OpenClaw CLI {config.openclaw_cli!r} is not installed or not executable; set "
+            "OPENCLAW_CLI to the gateway's openclaw command; nothing was changed"
+        )
+    return program
+
+
+def _cli_message(config: Config, text: Any) -> str:
+    """A CLI message fit for an answer: its first line, short, with the token taken out."""
+    lines = str(text).strip().splitlines()
+    line = lines[0] if lines else "no message"
+    if config.gateway_token:
+        line = line.replace(config.gateway_token, "[redacted]")
+    return line[:TEXT_CAP]
+
+
+def _run_openclaw(config: Config, arguments: list[str], timeout: float) -> tuple[int, Any]:
+    """Run the CLI with the caller's environment; its exit code and its JSON answer (None if it
+    printed none). Its stderr is read and dropped: it may hold paths, stacks or the token."""
+    import subprocess
+
+    argv = [_openclaw_program(config), *arguments]
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so a timeout stops the CLI and anything it started
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.communicate()
+            raise GatewayUnavailable(
+                f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
+                "stopped; check the gateway (openclaw gateway status) or raise OPENCLAW_TIMEOUT_SECONDS",
+                maybe_changed="delete" in arguments[:2],
+            ) from None
+    try:
+        return process.returncode, _loads_strict(output)
+    except ValueError:
+        return process.returncode, None
+
+
+def _cli_failure(config: Config, document: Any, code: int) -> str:
+    """What a failed CLI call said, from its JSON ``error`` (stderr is never read)."""
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return _cli_message(config, error["message"])
+    return f"it exited with code {code} and no JSON answer"
+
+
+def _expected_store(config: Config, agent: str) -> str:
+    return os.path.realpath(os.path.join(config.agents_root, agent, NEWER_STORE))
+
+
+def _rows_by_agent(config: Config, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:
+    """The listing's rows per agent; an agent the CLI did not read, or read elsewhere, gets an error."""
+    stores = {
+        str(store.get("agentId")): store.get("path")
+        for store in document.get("stores") or []
+        if isinstance(store, dict)
+    }
+    if len(agents) == 1 and "stores" not in document:  # --agent: the one store is "path"
+        stores[agents[0]] = document.get("path")
+    rows: dict[str, Any] = {}
+    for agent in agents:
+        path = stores.get(agent)
+        if path is None:
+            rows[agent] = GatewayUnavailable(
+                f"the OpenClaw CLI does not know agent {agent!r}: add it to the gateway's config "
+                "(openclaw agents add, or agents.list in openclaw.json)"
+            )
+        elif not isinstance(path, str) or os.path.realpath(path) != _expected_store(config, agent):
+            rows[agent] = GatewayUnavailable(
+                f"the OpenClaw CLI reads agent {agent!r} from another state folder than ARIA_AGENTS_DIR; "
+                "run the skill with the gateway's HOME or OPENCLAW_STATE_DIR"
+            )
+        else:
+            rows[agent] = []
+    for row in document.get("sessions") or []:
+        agent = agents[0] if len(agents) == 1 else str(row.get("agentId")) if isinstance(row, dict) else ""
+        if isinstance(row, dict) and isinstance(rows.get(agent), list):
+            rows[agent].append(row)
+    return rows
+
+
+def gateway_rows(config: Config, agents: list[str]) -> dict[str, Any]:
+    """Every session row of the SQLite-era agents, in one CLI call (§7): a list of rows per agent,
+    or the GatewayUnavailable that keeps it from being read. Needs no running gateway."""
+    if not agents:
+        return {}
+    scope = ["--agent", agents[0]] if len(agents) == 1 else ["--all-agents"]
+    try:
+        code, document = _run_openclaw(
+            config, ["sessions", *scope, "--json", "--limit", "all"], config.openclaw_timeout
+        )
+        if code != 0 or not isinstance(document, dict) or not isinstance(document.get("sessions"), list):
+            raise GatewayUnavailable(
+                "openclaw sessions could not list the SQLite-era sessions: "
+                + _cli_failure(config, document, code)
+            )
+    except GatewayUnavailable as error:
+        return dict.fromkeys(agents, error)
+    return _rows_by_agent(config, agents, document)
+
+
+def _key_batches(keys: list[str]) -> Iterator[list[str]]:
+    """The keys in as few command lines as the argument limits allow."""
+    batch: list[str] = []
+    size = 0
+    for key in keys:
+        length = len(key.encode()) + 1
+        if batch and size + length > OPENCLAW_KEY_BYTES_PER_CALL:
+            yield batch
+            batch, size = [], 0
+        batch.append(key)
+        size += length
+    if batch:
+        yield batch
+
+
+def _gateway_options(config: Config) -> list[str]:
+    options = ["--url", config.gateway_url] if config.gateway_url else []
+    return options + (["--token", config.gateway_token] if config.gateway_token else [])
+
+
+def _unreachable(config: Config, text: str) -> GatewayUnavailable:
+    return GatewayUnavailable(
+        f"the OpenClaw gateway did not delete anything: {text}. Start it (openclaw gateway run) or "
+        "set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN to the running one; nothing was changed"
+    )
+
+
+def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """One ``openclaw sessions delete`` call: each key's result, in the CLI's words (§7)."""
+    timeout = config.openclaw_timeout + OPENCLAW_SECONDS_PER_KEY * len(keys)
+    arguments = ["sessions", "delete", *keys, "--yes", "--json", *_gateway_options(config)]
+    code, document = _run_openclaw(config, arguments, timeout)
+    results = document.get("results") if isinstance(document, dict) else None
+    if not isinstance(results, list) or not results:
+        raise _unreachable(config, _cli_failure(config, document, code))
+    by_key = {r["key"]: r for r in results if isinstance(r, dict) and isinstance(r.get("key"), str)}
+    refused = [r for r in by_key.values() if str(r.get("error", "")).startswith("unauthorized")]
+    if refused and len(refused) == len(by_key):
+        raise _unreachable(config, "it refused the token (OPENCLAW_GATEWAY_TOKEN)")
+    return by_key
+
+
+def gateway_delete(
+    config: Config, keys: list[str]
+) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
+    """Delete keys through the running gateway, which archives their transcripts itself.
+
+    Returns each answered key's result, and the failure that stopped the rest, if any.
+    """
+    answered: dict[str, dict[str, Any]] = {}
+    for batch in _key_batches(keys):
+        try:
+            answered.update(_delete_batch(config, batch))
+        except GatewayUnavailable as error:
+            return answered, error
+    return answered, None
+
+
 # --- Sessions: types, grouping, protection, the agent walk --------------------------------------
 
 
@@ -1346,7 +1551,9 @@ def _transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
     return holder is not None and not holder.stale
 
 
-def _protection_of(config: Config, session: Session, listing: FolderListing, paths: AgentPaths) -> str | None:
+def _protection_of(
+    config: Config, session: Session, listing: FolderListing, paths: AgentPaths, store: str = JSON_STORE
+) -> str | None:
     """Why a session must not be pruned, or None. A session is protected when any key is."""
     running = config.running_session_id
     if running and (running == session.session_id or running in session.keys):
@@ -1355,6 +1562,8 @@ def _protection_of(config: Config, session: Session, listing: FolderListing, pat
     for session_type in types:
         if session_type in PROTECTED_TYPES:
             return "main_session" if session_type == "main" else "global_session"
+    if store == SQLITE_STORE and "cron_run" in types:
+        return "gateway_owned"  # the gateway's cron retention removes runs; its delete cannot (§7)
     if session.agent == MAIN_AGENT and any(t not in PRUNABLE_MAIN_AGENT_TYPES for t in types):
         return "main_agent_conversation"
     if listing.locks:
@@ -1365,29 +1574,61 @@ def _protection_of(config: Config, session: Session, listing: FolderListing, pat
 
 
 class AgentView(NamedTuple):
-    """One agent's index and folder as read at the start of a call."""
+    """One agent's sessions and folder as read at the start of a call.
+
+    ``store`` is JSON_STORE (``entries`` is sessions.json) or SQLITE_STORE (``entries`` are the
+    rows the gateway's CLI listed, keyed the same way; the gateway holds the transcripts).
+    """
 
     paths: AgentPaths
     entries: dict[str, Any]
     listing: FolderListing
     sessions: dict[str, Session]
-    newer_store: bool
+    store: str
     document: IndexDocument | None = None
 
 
-def read_agent(config: Config, paths: AgentPaths, for_change: bool = False) -> AgentView:
-    """Read one agent: index, folder listing, sessions with their transcripts and protections.
+def _gateway_entries(config: Config, paths: AgentPaths, rows: Any) -> dict[str, Any]:
+    """The CLI's rows of one agent as index entries, or the error that kept them from being read."""
+    if rows is None:
+        rows = gateway_rows(config, [paths.agent])[paths.agent]
+    if isinstance(rows, GatewayUnavailable):
+        raise rows
+    return {row["key"]: _project_entry(row) for row in rows if isinstance(row.get("key"), str)}
+
+
+def read_agent(config: Config, paths: AgentPaths, for_change: bool = False, rows: Any = None) -> AgentView:
+    """Read one agent: its sessions, folder listing, transcripts and protections.
 
     ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
+    A SQLite-era agent is read through the gateway's CLI; ``rows`` is its part of a listing
+    already made for several agents (gateway_rows).
     """
-    document = _read_index_document(paths) if for_change else None
-    entries = document.entries if document is not None else _load_index(paths)
+    store = SQLITE_STORE if _uses_newer_store(config, paths) else JSON_STORE
+    document = _read_index_document(paths) if for_change and store == JSON_STORE else None
+    if store == SQLITE_STORE:
+        entries = _gateway_entries(config, paths, rows)
+    else:
+        entries = document.entries if document is not None else _load_index(paths)
     listing = _list_folder(paths)
     sessions = _group_sessions(paths.agent, entries)
-    _attach_transcripts(paths, sessions, listing)
+    if store == JSON_STORE:
+        _attach_transcripts(paths, sessions, listing)
     for session in sessions.values():
-        session.protected = _protection_of(config, session, listing, paths)
-    return AgentView(paths, entries, listing, sessions, _uses_newer_store(config, paths), document)
+        session.protected = _protection_of(config, session, listing, paths, store)
+    return AgentView(paths, entries, listing, sessions, store, document)
+
+
+def _gateway_rows_of(config: Config, scope: list[AgentPaths]) -> dict[str, Any]:
+    """One CLI listing for every SQLite-era agent of the scope (each CLI call starts Node anew)."""
+    return gateway_rows(config, [paths.agent for paths in scope if _uses_newer_store(config, paths)])
+
+
+def _read_with_rows(config: Config, paths: AgentPaths, for_change: bool, rows: dict[str, Any]) -> AgentView:
+    """read_agent, given the agent's part of a listing made for several (only SQLite-era ones)."""
+    if paths.agent in rows:
+        return read_agent(config, paths, for_change, rows.pop(paths.agent))
+    return read_agent(config, paths, for_change)
 
 
 def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
@@ -1422,13 +1663,15 @@ class AgentWalk:
         self.errors: list[dict[str, Any]] = []
 
     def __iter__(self) -> Iterator[AgentView]:
-        for paths in _selected_agents(self.config, self.agent):
+        scope = _selected_agents(self.config, self.agent)
+        rows = _gateway_rows_of(self.config, scope)
+        for paths in scope:
             try:
                 with self.hold(paths.agent) if self.hold is not None else nullcontext():
-                    view = read_agent(self.config, paths, self.for_change)
+                    view = _read_with_rows(self.config, paths, self.for_change, rows)
                     yield view
                     _release_view(view)
-            except (StoreUnreadable, LockTimeout) as error:
+            except (StoreUnreadable, LockTimeout, GatewayUnavailable) as error:
                 self.failed(paths.agent, error)
 
     def failed(self, agent: str, error: SessionManagerError) -> None:
@@ -1734,7 +1977,11 @@ def _trim_audit(config: Config, older_than: datetime) -> int:
 
 _AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
     "intent": (("entries", _is_text_map), ("transcripts", _is_text_list)),
-    "commit": (("keys", _is_text_list), ("entries", _is_text_map)),
+    "commit": (
+        ("keys", _is_text_list),
+        ("entries", _is_text_map),
+        ("store", lambda v: v in (JSON_STORE, SQLITE_STORE)),
+    ),
     "archived": (("transcripts", _is_text_map),),
     "restored": (("keys", _is_text_list),),
 }
@@ -1767,6 +2014,7 @@ class Deletion:
         "reason",
         "restored",
         "session_id",
+        "store",
         "time",
         "transcripts",
         "txn",
@@ -1784,6 +2032,7 @@ class Deletion:
         self.planned: list[str] = []
         self.committed = False
         self.restored = False
+        self.store = JSON_STORE  # SQLITE_STORE: the gateway deleted it, and has no undelete
 
 
 def _recorded_deletions(config: Config) -> list[Deletion]:
@@ -1808,6 +2057,7 @@ def _recorded_deletions(config: Config) -> list[Deletion]:
             elif event == "commit":
                 deletion.committed = True
                 deletion.keys = list(part.get("keys", []))
+                deletion.store = part.get("store", JSON_STORE)
                 deletion.entries.update(part.get("entries", {}))
             elif event == "archived":
                 deletion.committed = True
@@ -2369,9 +2619,14 @@ def _pending_row(mark: Mark) -> dict[str, Any]:
 
 
 def _session_ids_in_index(config: Config, agent: str) -> set[str] | None:
-    """Every sessionId of an agent's index, or None when it cannot be read."""
+    """Every sessionId of an agent's index (or, SQLite era, of the CLI's listing), or None when it
+    cannot be read."""
     try:
-        entries = _load_index(_agent_paths(config, agent))
+        paths = _agent_paths(config, agent)
+        if _uses_newer_store(config, paths):
+            entries = _gateway_entries(config, paths, None)
+        else:
+            entries = _load_index(paths)
     except SessionManagerError:
         return None
     return {_session_id_of(key, entry) for key, entry in entries.items()}
@@ -2705,6 +2960,76 @@ def _archive_removed_transcripts(
     append_audit(config, [transaction.record("archived", archived)])
 
 
+def _gateway_archives(paths: AgentPaths, results: list[dict[str, Any]]) -> dict[str, str]:
+    """The archives the gateway made, by transcript name: a name in the sessions folder, else the
+    path it gave."""
+    archived: dict[str, str] = {}
+    for result in results:
+        for path in result.get("archived") or []:
+            if isinstance(path, str) and ".deleted." in path:
+                folder, name = os.path.split(path)
+                inside = os.path.realpath(folder) == paths.folder
+                archived[name.partition(".deleted.")[0]] = name if inside else path
+    return archived
+
+
+def _gateway_outcome(
+    config: Config, paths: AgentPaths, removal: Removal, results: list[dict[str, Any]]
+) -> None:
+    """Fill a removal from the gateway's result for each of its keys (§7)."""
+    statuses = [str(result.get("status")) for result in results]
+    removal.removed_keys = [str(r["key"]) for r in results if r.get("status") == "deleted"]
+    removal.archived = _gateway_archives(paths, results)
+    refusals = [r for r in results if r.get("status") not in ("deleted", "not_found")]
+    if refusals:
+        reason = _cli_message(config, refusals[0].get("error") or refusals[0].get("status"))
+        removal.skipped = f"the gateway refused: {reason}"
+    elif not removal.removed_keys and all(status == "not_found" for status in statuses):
+        removal.skipped = "already gone"
+
+
+def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
+    return {
+        r.session.session_id: {"keys": r.removed_keys, "entries": {}, "store": SQLITE_STORE}
+        for r in removals
+        if r.removed_keys
+    }
+
+
+def _remove_through_gateway(
+    config: Config, view: AgentView, planned: list[Session], reason: str
+) -> list[Removal]:
+    """SQLite era: the running gateway deletes the keys and archives the transcripts (§7).
+
+    The audit records and the outbox follow AuditTransaction as for sessions.json, with the
+    gateway's answer in place of the index under the lock. A session whose keys got no answer
+    (the CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
+    """
+    moment = _utc_now()
+    transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
+    append_audit_stream(config, _intent_pieces(transaction, planned, None, {}))
+    removals = [Removal(session) for session in planned]
+    _queue_removal_marks(config, transaction, removals)
+    answered, failure = gateway_delete(config, [key for session in planned for key in session.keys])
+    known = [r for r in removals if all(key in answered for key in r.session.keys)]
+    if failure is not None and not answered:
+        if not failure.maybe_changed:
+            _confirm_marks(config, transaction.txn, [r.mark for r in removals], [])
+            append_audit(config, [transaction.record("abort", {})])
+        raise failure
+    for removal in known:
+        _gateway_outcome(config, view.paths, removal, [answered[key] for key in removal.session.keys])
+    append_audit(config, [transaction.record("commit", _gateway_commit(known))], sync=True)
+    done = [r.mark for r in known if r.removed_keys and not r.skipped]
+    _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
+    archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
+    append_audit(config, [transaction.record("archived", archived)])
+    for removal in removals:
+        if removal not in known:
+            removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
+    return removals
+
+
 def _remove_sessions(
     config: Config,
     view: AgentView,
@@ -2720,7 +3045,8 @@ def _remove_sessions(
     ``only_if_unchanged`` (prunes), a session that the gateway touched after it was planned is
     left alone; ``recheck`` may refuse one as the index is under the lock.
     """
-    _refuse_if_not_live(config, view.paths)
+    if view.store == SQLITE_STORE:
+        return _remove_through_gateway(config, view, planned, reason)
     moment = _utc_now()  # the audit records' time and the archives' stamp
     transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
     fingerprints: dict[str, int] = {}
@@ -2918,7 +3244,7 @@ def _listing_order(session: Session) -> tuple[Any, ...]:
 
 
 def _agent_summary(view: AgentView) -> dict[str, Any]:
-    return {"sessions": len(view.sessions), "live_index": not view.newer_store}
+    return {"sessions": len(view.sessions), "store": view.store}
 
 
 def _listed(session: Session, session_type: str | None, min_idle: float | None, now: datetime) -> bool:
@@ -3238,8 +3564,9 @@ def _find_session(
         scope.sort(key=lambda p: p.agent not in holds_transcript)
     found: list[tuple[AgentView, Session]] = []
     leftovers: list[Leftovers] = []
+    rows = _gateway_rows_of(config, scope)
     for paths in scope:
-        view = read_agent(config, paths, for_change=True)
+        view = _read_with_rows(config, paths, True, rows)
         if is_key:
             entry = view.entries.get(reference)
             session = (
@@ -3251,7 +3578,7 @@ def _find_session(
             found.append((view, session))
             if len(scope) == 1 or paths.agent in holds_transcript:
                 break
-        elif not is_key and SESSION_ID_PATTERN.match(reference) and not view.newer_store:
+        elif not is_key and SESSION_ID_PATTERN.match(reference) and view.store == JSON_STORE:
             leftovers.append(_leftover_transcripts(config, view, reference))
     if len(found) > 1:
         names = ", ".join(view.paths.agent for view, _ in found)
@@ -3266,6 +3593,12 @@ def _refuse_protected(config: Config, session: Session, force: bool) -> None:
         raise ProtectedSession(
             f"session {session.session_id} is the conversation running this skill "
             "(ARIA_SESSION_ID); it cannot be deleted, not even with force"
+        )
+    if session.protected == "gateway_owned":
+        raise ProtectedSession(
+            f"session {session.session_id} ({session.primary_key}) is a cron run, which the SQLite-era "
+            "gateway removes itself (cron.sessionRetention, 24 h by default); its delete command "
+            "cannot, so it is not sent, not even with force"
         )
     if session.protected and not force:
         reasons = {
@@ -3372,10 +3705,12 @@ def _remove_one(config: Config, view: AgentView, session: Session, reason: str, 
     """Remove one session; its protection is checked again under the gateway's lock."""
 
     def recheck(fresh: Session) -> None:
-        fresh.protected = _protection_of(config, fresh, view.listing, view.paths)
+        fresh.protected = _protection_of(config, fresh, view.listing, view.paths, view.store)
         _refuse_protected(config, fresh, force)
 
     (removal,) = _remove_sessions(config, view, [session], reason, only_if_unchanged=False, recheck=recheck)
+    if removal.skipped and not removal.removed_keys and removal.skipped != "already gone":
+        raise ProtectedSession(f"session {session.session_id} ({session.primary_key}): {removal.skipped}")
     return removal
 
 
@@ -3389,8 +3724,10 @@ def _session_deletion_answer(
         else _history_phrase(report.outcomes.get(session.session_id))
     )
     verb = "would be removed" if dry_run else "removed"
-    if removal.skipped:
+    if removal.skipped == "already gone":
         verb = "was removed by another call in the meantime; nothing more was removed"
+    elif removal.skipped:
+        verb = f"was not removed ({removal.skipped})"
     message = (
         f"Session {session.session_id} {verb} from agent {session.agent} "
         f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), {history_text}"
@@ -3468,6 +3805,7 @@ def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
         "deleted_at": deletion.time,
         "transcripts": deletion.transcripts,
         "txn": deletion.txn,
+        "store": deletion.store,
     }
     return row if full else _bounded_row(row, ("keys", "transcripts"), ())
 
@@ -3481,8 +3819,9 @@ def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
 
 
 def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
-    """False for a deletion whose keys are all still in the index (the run died before writing)."""
-    if not deletion.keys:
+    """False for a deletion whose keys are all still in the index (the run died before writing).
+    A SQLite-era commit is written only after the gateway deleted the keys."""
+    if not deletion.keys or deletion.store == SQLITE_STORE:
         return True
     if deletion.agent not in indexes:
         try:
@@ -3601,6 +3940,22 @@ def _refuse_restore_conflicts(
         raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
 
 
+def _refuse_if_not_live(config: Config, paths: AgentPaths, deletion: Deletion) -> None:
+    """A restore puts keys back into sessions.json: refused where the gateway no longer reads it."""
+    if deletion.store == SQLITE_STORE:
+        archives = ", ".join(deletion.transcripts.values()) or "none recorded"
+        raise StoreNotLive(
+            f"session {deletion.session_id} was deleted by the SQLite-era gateway, which has no undelete; "
+            f"its transcript archive (zstd-compressed JSON lines) stays in {paths.folder}: {archives}. "
+            "Nothing was changed"
+        )
+    if _uses_newer_store(config, paths):
+        raise StoreNotLive(
+            f"agent {paths.agent!r} keeps its sessions in SQLite ({NEWER_STORE}) since this deletion; "
+            "its sessions.json is a leftover the gateway no longer reads, so nothing was changed"
+        )
+
+
 def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
     reference = _check_session_reference(session_id)
@@ -3608,7 +3963,7 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     config = Config.from_environment()
     deletion = _latest_deletion(config, reference)
     paths = _agent_paths(config, deletion.agent)
-    _refuse_if_not_live(config, paths)
+    _refuse_if_not_live(config, paths, deletion)
     restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
     present = _load_index(paths)
     _refuse_restore_conflicts(paths, deletion, restorable, present)
@@ -3722,11 +4077,15 @@ def _remove_keys_without_transcripts(
 
 
 def _expire_archives(
-    view: AgentView, now: datetime, retention_days: float, dry_run: bool
+    view: AgentView, now: datetime, retention_days: float, dry_run: bool, kind: str | None = None
 ) -> list[dict[str, Any]]:
-    """Delete the agent's archived transcripts older than the retention."""
+    """Delete the agent's archived transcripts older than the retention (only ``.<kind>.`` ones
+    when a kind is given)."""
     rows = []
     for name in sorted(view.listing.archives):
+        match = ARCHIVE_PATTERN.search(name)
+        if match is None or (kind is not None and match.group(1) != kind):
+            continue
         made = _stamp_time(name)
         if made is None or (now - made).total_seconds() < retention_days * 86400:
             continue
@@ -3750,8 +4109,8 @@ def _clean_agent(
 
     A step that fails is the agent's error (in the walk); the rows of the steps before it are kept.
     """
-    if view.newer_store:
-        return {"skipped": [{"agent": view.paths.agent, "reason": "sessions kept in SQLite"}]}, []
+    if view.store == SQLITE_STORE:  # the gateway owns its store: only its old archives go
+        return {"deleted_archives": _expire_archives(view, now, retention_days, dry_run, "deleted")}, []
     rows: dict[str, list[dict[str, Any]]] = {}
     marks: list[Mark] = []
     try:
@@ -3857,6 +4216,10 @@ ENVIRONMENT = {
     "SESSION_HISTORY_BUDGET_SECONDS": "time budget of a call's history step (5)",
     "SESSION_HISTORY_CONCURRENCY": "connections for history marks (8)",
     "SESSION_MANAGER_STATE_DIR": "audit log and history outbox (default <agents root>/.session-manager)",
+    "OPENCLAW_CLI": "OpenClaw's CLI, for agents with agent/openclaw-agent.sqlite (default openclaw)",
+    "OPENCLAW_GATEWAY_URL": "passed as --url to the CLI's deletes (ws://host:port); else its config's",
+    "OPENCLAW_GATEWAY_TOKEN": "passed as --token to the CLI's deletes; never printed",
+    "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call may take (60), plus 5 per key it deletes",
 }
 
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).

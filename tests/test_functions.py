@@ -321,16 +321,26 @@ def test_same_session_id_in_two_agents_needs_an_agent(root: Path) -> None:
     assert "agent:one:cron:x" in read_index(root, "one")
 
 
-def test_newer_gateway_agent_is_listed_as_such_and_never_written(tree: Path) -> None:
+def test_sqlite_era_agent_without_its_cli_is_an_error_and_never_written(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENCLAW_CLI", str(tree / "no-such-openclaw"))
     (tree / "analyst/agent").mkdir()
     (tree / "analyst/agent/openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
-    before = snapshot(tree)["analyst/sessions/sessions.json"]
-    assert sm.list_sessions()["agents"]["analyst"] == {"sessions": 6, "live_index": False}
+    before = snapshot(tree)
+    listing = sm.list_sessions()
+    assert listing["agents"] == {"main": {"sessions": 6, "store": "json"}}
+    assert [(e["agent"], e["error_type"]) for e in listing["errors"]] == [("analyst", "gateway_unavailable")]
+    assert "OPENCLAW_CLI" in listing["errors"][0]["error"]
     result = sm.prune_sessions(max_age_minutes=60)
-    assert [e["error_type"] for e in result["errors"]] == ["store_not_live"]
-    with pytest.raises(sm.StoreNotLive, match="SQLite"):
-        sm.delete_session("an-cron")
-    assert snapshot(tree)["analyst/sessions/sessions.json"] == before
+    assert [e["error_type"] for e in result["errors"]] == ["gateway_unavailable"]
+    assert not any(row.startswith("an-") for row in result["deleted_ids"])
+    with pytest.raises(sm.GatewayUnavailable, match="OPENCLAW_CLI"):
+        sm.delete_session("an-cron", agent="analyst")
+    after = snapshot(tree)
+    assert {k: v for k, v in after.items() if k.startswith("analyst/")} == {
+        k: v for k, v in before.items() if k.startswith("analyst/")
+    }
 
 
 def test_missing_agents_root_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

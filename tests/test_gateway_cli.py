@@ -1,0 +1,88 @@
+"""The SQLite-era gateway's CLI failing in the ways the real one can (§7), played by a stand-in
+script: too slow, refusing with a message that holds the token, printing stacks on stderr.
+
+The real gateway is in tests/test_openclaw_end_to_end.py; these cases need a CLI that misbehaves
+on cue, which the real one does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ago, run_cli, snapshot, write_index
+
+import session_manager as sm
+
+TOKEN = "s3cret-gateway-token"
+STAND_IN = """#!{python}
+import json, os, sys, time
+arguments = sys.argv[1:]
+mode = os.environ["FAKE_OPENCLAW"]
+sys.stderr.write("Traceback (most recent call last): token {token} at /root/.openclaw\\n")
+if mode == "slow":
+    time.sleep(60)
+if arguments[:2] == ["sessions", "delete"]:
+    print(json.dumps({{"ok": False, "error": {{"type": "cli_error", "message": "auth {token} failed\\nstack"}}}}))
+    sys.exit(1)
+print(json.dumps({{"path": os.environ["FAKE_STORE"], "sessions": [
+    {{"key": "agent:ops:subagent:a", "sessionId": "ops-a", "updatedAt": 1000000000000, "agentId": "ops"}}
+]}}))
+"""
+
+
+@pytest.fixture
+def sqlite_agent(root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Agent ops in the SQLite era beside a JSON-era agent main, with the stand-in as its CLI."""
+    write_index(root, "main", {"agent:main:cron:x": {"sessionId": "main-x", "updatedAt": ago(500)}})
+    (root / "ops/sessions").mkdir(parents=True)
+    (root / "ops/agent").mkdir()
+    store = root / "ops/agent/openclaw-agent.sqlite"
+    store.write_bytes(b"SQLite format 3\0")
+    cli = tmp_path / "openclaw"
+    cli.write_text(STAND_IN.format(python=sys.executable, token=TOKEN))
+    cli.chmod(0o755)
+    monkeypatch.setenv("OPENCLAW_CLI", str(cli))
+    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", TOKEN)
+    monkeypatch.setenv("FAKE_STORE", str(store))
+    monkeypatch.setenv("FAKE_OPENCLAW", "refuses")
+    return root
+
+
+def test_a_cli_that_hangs_is_stopped_and_the_json_era_agents_still_answer(
+    sqlite_agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_OPENCLAW", "slow")
+    monkeypatch.setenv("OPENCLAW_TIMEOUT_SECONDS", "1")
+    started = time.monotonic()
+    code, answer, stderr = run_cli("session_manager", "list_sessions", "{}")
+    assert time.monotonic() - started < 30  # the stand-in sleeps 60 s
+    assert code == 0 and answer["agents"] == {"main": {"sessions": 1, "store": "json"}}
+    (error,) = answer["errors"]
+    assert error["agent"] == "ops" and error["error_type"] == "gateway_unavailable"
+    assert "within 1 s" in error["error"] and "OPENCLAW_TIMEOUT_SECONDS" in error["error"]
+    assert TOKEN not in json.dumps(answer) + stderr and "Traceback" not in json.dumps(answer) + stderr
+
+
+def test_a_refused_delete_changes_nothing_and_never_shows_the_token_or_stderr(sqlite_agent: Path) -> None:
+    before = snapshot(sqlite_agent)
+    code, answer, stderr = run_cli("session_manager", "delete_session", '{"session_id": "ops-a"}')
+    assert code == 1 and answer["error_type"] == "gateway_unavailable"
+    assert "auth [redacted] failed" in answer["error"] and "openclaw gateway run" in answer["error"]
+    assert TOKEN not in json.dumps(answer) + stderr and "Traceback" not in json.dumps(answer) + stderr
+    after = snapshot(sqlite_agent)
+    assert {k: v for k, v in after.items() if not k.startswith(".session-manager/")} == before
+    synced = sm.sync_pending()  # the queued mark was dropped with the abort
+    assert synced["delivered"] == synced["still_pending"] == []
+    assert sm.list_deleted()["total"] == 0
+
+
+def test_a_prune_that_the_gateway_refuses_is_that_agents_error(sqlite_agent: Path) -> None:
+    result = sm.prune_sessions(max_age_minutes=60)
+    assert result["deleted_ids"] == ["main-x"]
+    assert [(e["agent"], e["error_type"]) for e in result["errors"]] == [("ops", "gateway_unavailable")]
+    assert os.path.exists(sqlite_agent / "ops/agent/openclaw-agent.sqlite")
