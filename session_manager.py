@@ -1661,6 +1661,8 @@ class AgentWalk:
     ) -> None:
         self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
         self.errors: list[dict[str, Any]] = []
+        # Once the gateway is found unreachable, the call's other SQLite-era agents are not tried.
+        self.gateway_down: GatewayUnavailable | None = None
 
     def __iter__(self) -> Iterator[AgentView]:
         scope = _selected_agents(self.config, self.agent)
@@ -3421,8 +3423,12 @@ def _sessions_to_prune(
 def _prune_agent(config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]) -> list[Removal]:
     """Remove one agent's doomed sessions; a failure is that agent's error, not the call's."""
     try:
+        if doomed and view.store == SQLITE_STORE and walk.gateway_down is not None:
+            raise walk.gateway_down
         return _remove_sessions(config, view, doomed, "prune", only_if_unchanged=True) if doomed else []
     except SessionManagerError as error:
+        if isinstance(error, GatewayUnavailable) and not error.maybe_changed:
+            walk.gateway_down = error
         walk.failed(view.paths.agent, error)
         return []
 

@@ -27,7 +27,8 @@ sys.stderr.write("Traceback (most recent call last): token {token} at /root/.ope
 if mode == "slow":
     time.sleep(60)
 if arguments[:2] == ["sessions", "delete"]:
-    print(json.dumps({{"ok": False, "error": {{"type": "cli_error", "message": "auth {token} failed\\nstack"}}}}))
+    error = {{"type": "cli_error", "message": "auth {token} failed\\nstack"}}
+    print(json.dumps({{"ok": False, "error": error}}))
     sys.exit(1)
 print(json.dumps({{"path": os.environ["FAKE_STORE"], "sessions": [
     {{"key": "agent:ops:subagent:a", "sessionId": "ops-a", "updatedAt": 1000000000000, "agentId": "ops"}}

