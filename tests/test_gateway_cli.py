@@ -11,10 +11,12 @@ import json
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import ago, run_cli, snapshot, write_index
+from history_service import HistoryService
 
 import session_manager as sm
 
@@ -24,15 +26,14 @@ import json, os, sys, time
 arguments = sys.argv[1:]
 mode = os.environ["FAKE_OPENCLAW"]
 sys.stderr.write("Traceback (most recent call last): token {token} at /root/.openclaw\\n")
-if mode == "slow":
+if mode == "slow" or (mode == "slow-delete" and arguments[:2] == ["sessions", "delete"]):
     time.sleep(60)
 if arguments[:2] == ["sessions", "delete"]:
     error = {{"type": "cli_error", "message": "auth {token} failed\\nstack"}}
     print(json.dumps({{"ok": False, "error": error}}))
     sys.exit(1)
-print(json.dumps({{"path": os.environ["FAKE_STORE"], "sessions": [
-    {{"key": "agent:ops:subagent:a", "sessionId": "ops-a", "updatedAt": 1000000000000, "agentId": "ops"}}
-]}}))
+rows = [{{"key": "agent:ops:subagent:a", "sessionId": "ops-a", "updatedAt": 1000000000000, "agentId": "ops"}}]
+print(json.dumps({{"path": os.environ["FAKE_STORE"], "sessions": [] if mode == "gone" else rows}}))
 """
 
 
@@ -87,3 +88,32 @@ def test_a_prune_that_the_gateway_refuses_is_that_agents_error(sqlite_agent: Pat
     assert result["deleted_ids"] == ["main-x"]
     assert [(e["agent"], e["error_type"]) for e in result["errors"]] == [("ops", "gateway_unavailable")]
     assert os.path.exists(sqlite_agent / "ops/agent/openclaw-agent.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("listed_after", "outcome", "row_status"),
+    [("gone", "marked", "ended"), ("refuses", "dropped: its deletion never happened", "active")],
+)
+def test_a_delete_stopped_by_its_timeout_leaves_the_listing_to_decide_its_history_mark(
+    sqlite_agent: Path,
+    history: HistoryService,
+    monkeypatch: pytest.MonkeyPatch,
+    listed_after: str,
+    outcome: str,
+    row_status: str,
+) -> None:
+    """The CLI was stopped mid-delete: the session may or may not be gone. Its mark waits
+    unconfirmed; past the grace, the CLI's listing says whether the deletion happened."""
+    history.add_row("ops-a", agent="ops")
+    monkeypatch.setenv("FAKE_OPENCLAW", "slow-delete")
+    monkeypatch.setenv("OPENCLAW_TIMEOUT_SECONDS", "1")
+    with pytest.raises(sm.GatewayUnavailable, match="did not finish within 6 s"):
+        sm.delete_session("ops-a")
+    assert sm.sync_pending()["delivered"] == []  # within the grace: the call may still be running
+    later = sm._utc_now() + timedelta(seconds=sm.UNCONFIRMED_GRACE_SECONDS + 60)
+    monkeypatch.setattr(sm, "_utc_now", lambda: later)
+    monkeypatch.setenv("FAKE_OPENCLAW", listed_after)
+    assert [(row["session_id"], row["outcome"]) for row in sm.sync_pending()["delivered"]] == [
+        ("ops-a", outcome)
+    ]
+    assert history.row_of("ops-a")["status"] == row_status
