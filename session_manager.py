@@ -2,21 +2,26 @@
 
 Every deletion has two layers. The session's keys leave ``<agent>/sessions/sessions.json`` under
 the gateway's own lock and its transcripts are archived beside it; then its row in the history
-service (aria-api) is marked ended. The functions raise ``SessionManagerError`` subclasses or
-return plain dicts; only ``run_skill.py`` prints and picks exit codes. The files, the lock and the
-history service are described in docs/FORMATS.md (cited below as §N).
+service (aria-api) is marked ended. An agent of the SQLite-era gateway (OpenClaw 2026.8 and later,
+``<agent>/agent/openclaw-agent.sqlite``) is read and changed only through OpenClaw's CLI, which
+deletes and archives itself; the history layer is the same. The functions raise
+``SessionManagerError`` subclasses or return plain dicts; only ``run_skill.py`` prints and picks
+exit codes. The files, the lock, the CLI and the history service are described in
+docs/FORMATS.md (cited below as §N).
 
 Sections, in reading order (nothing calls what is defined further down):
 
-1. Constants and errors.          8. The skill's own files: locked appends and rewrites.
-2. Housekeeping: clock, ids,      9. The audit log: one record builder, its reader, the life
-   garbage collection.               of a deletion (AuditTransaction).
-3. Configuration.                 10. History service: client, lookups, marks, the outbox, and
+1. Constants and errors.          9. The skill's own files: locked appends and rewrites.
+2. Housekeeping: clock, ids,      10. The audit log: one record builder, its reader, the life
+   garbage collection.                of a deletion (AuditTransaction).
+3. Configuration.                 11. History service: client, lookups, marks, the outbox, and
 4. Argument checks.                   the history step (mark_history).
-5. Paths.                         11. Deleting: _remove_sessions, late archives.
-6. The index: reading, the        12. Answers: the size budget and rows.
-   gateway's lock, writing.       13. The public functions, in the order of FUNCTIONS.
-7. Sessions (types, protection),  14. FUNCTIONS, ENVIRONMENT, HELP: what run_skill.py reads.
+5. Paths.                         12. Deleting: _remove_sessions (and _remove_through_gateway),
+6. The index: reading, the            late archives.
+   gateway's lock, writing.       13. Answers: the size budget and rows.
+7. The SQLite-era gateway: its    14. The public functions, in the order of FUNCTIONS.
+   CLI (§7).                      15. FUNCTIONS, ENVIRONMENT, HELP: what run_skill.py reads.
+8. Sessions (types, protection),
    the agent walk, transcripts.
 
 The life of one deletion (_remove_sessions): the audit intent records each entry's exact text;
@@ -29,6 +34,7 @@ what a crash leaves after each step.
 Imports: a listing must not pay for what only a deletion uses. httpx, concurrent.futures, ctypes,
 urllib.parse and python-dateutil are imported inside the functions that need them;
 tests/test_speed_rules.py fails if a listing, stats or a dry-run prune loads any of them.
+subprocess and shutil are imported only where an agent is SQLite-era.
 
 Test hooks: the crash harness (tests/skill_harness.py) and the golden record
 (tests/same_answers.py) replace the names in TEST_HOOKS, and only those.
