@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench bench-sqlite
 
 install:
 	$(PIP) -e '.[test]'
@@ -16,6 +16,10 @@ demo:
 bench:
 	$(PIP) -e .
 	$(PYTHON) bench/run.py
+
+bench-sqlite:
+	$(PIP) -e .
+	$(PYTHON) bench/sqlite.py
 
 test: install
 	bash .ci/ensure_postgres.sh

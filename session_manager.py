@@ -76,10 +76,11 @@ JSON_STORE = "json"
 SQLITE_STORE = "sqlite"
 DEFAULT_OPENCLAW_CLI = "openclaw"
 DEFAULT_OPENCLAW_TIMEOUT_SECONDS = 60.0
-# A delete call may take this much longer per key: the gateway deletes a few keys a second.
+# A delete call may take this much longer per key: the gateway deletes about one a second (§7).
 OPENCLAW_SECONDS_PER_KEY = 5.0
-# The keys of one delete call, in bytes: well under Linux's 128 KiB for one argument list entry
-# and its 2 MiB for all of them.
+# How a removal the gateway refused says so (its own message follows).
+GATEWAY_REFUSED = "the gateway refused: "
+# The keys of one delete call, in bytes: well under what Linux takes on one command line (2 MiB).
 OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
 
 # Sessions the rules treat apart: these types are never pruned; the main agent prunes only these.
@@ -1166,21 +1167,29 @@ def _cli_message(config: Config, text: Any) -> str:
 
 def _run_openclaw(config: Config, arguments: list[str], timeout: float) -> tuple[int, Any]:
     """Run the CLI with the caller's environment; its exit code and its JSON answer (None if it
-    printed none). Its stderr is read and dropped: it may hold paths, stacks or the token."""
+    printed none). Its stderr is never read: it may hold paths, stacks or the token."""
+    import signal
     import subprocess
 
     argv = [_openclaw_program(config), *arguments]
-    with subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # so a timeout stops the CLI and anything it started
-    ) as process:
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # so a timeout stops the CLI and anything it started
+        )
+    except OSError as error:
+        raise GatewayUnavailable(
+            f"the OpenClaw CLI {config.openclaw_cli!r} could not be started ({error.strerror or error}); "
+            "set OPENCLAW_CLI to the gateway's openclaw command; nothing was changed"
+        ) from None
+    with process:
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
+            os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise GatewayUnavailable(
                 f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
@@ -1595,12 +1604,14 @@ class AgentView(NamedTuple):
 
 
 def _gateway_entries(config: Config, paths: AgentPaths, rows: Any) -> dict[str, Any]:
-    """The CLI's rows of one agent as index entries, or the error that kept them from being read."""
+    """The CLI's rows of one agent as index entries; raises the error that kept them from being read."""
     if rows is None:
         rows = gateway_rows(config, [paths.agent])[paths.agent]
     if isinstance(rows, GatewayUnavailable):
         raise rows
-    return {row["key"]: _project_entry(row) for row in rows if isinstance(row.get("key"), str)}
+    # Only the agent's own keys: one never reaches the CLI's command line as an option.
+    own = f"agent:{paths.agent}:"
+    return {row["key"]: _project_entry(row) for row in rows if str(row.get("key")).startswith(own)}
 
 
 def read_agent(config: Config, paths: AgentPaths, for_change: bool = False, rows: Any = None) -> AgentView:
@@ -1611,10 +1622,10 @@ def read_agent(config: Config, paths: AgentPaths, for_change: bool = False, rows
     already made for several agents (gateway_rows).
     """
     store = SQLITE_STORE if _uses_newer_store(config, paths) else JSON_STORE
-    document = _read_index_document(paths) if for_change and store == JSON_STORE else None
     if store == SQLITE_STORE:
-        entries = _gateway_entries(config, paths, rows)
+        document, entries = None, _gateway_entries(config, paths, rows)
     else:
+        document = _read_index_document(paths) if for_change else None
         entries = document.entries if document is not None else _load_index(paths)
     listing = _list_folder(paths)
     sessions = _group_sessions(paths.agent, entries)
@@ -2991,7 +3002,7 @@ def _gateway_outcome(
     refusals = [r for r in results if r.get("status") not in ("deleted", "not_found")]
     if refusals:
         reason = _cli_message(config, refusals[0].get("error") or refusals[0].get("status"))
-        removal.skipped = f"the gateway refused: {reason}"
+        removal.skipped = GATEWAY_REFUSED + reason
     elif not removal.removed_keys and all(status == "not_found" for status in statuses):
         removal.skipped = "already gone"
 
@@ -3721,7 +3732,7 @@ def _remove_one(config: Config, view: AgentView, session: Session, reason: str, 
         _refuse_protected(config, fresh, force)
 
     (removal,) = _remove_sessions(config, view, [session], reason, only_if_unchanged=False, recheck=recheck)
-    if removal.skipped and not removal.removed_keys and removal.skipped != "already gone":
+    if removal.skipped and not removal.removed_keys and removal.skipped.startswith(GATEWAY_REFUSED):
         raise ProtectedSession(f"session {session.session_id} ({session.primary_key}): {removal.skipped}")
     return removal
 
