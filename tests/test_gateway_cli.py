@@ -33,7 +33,7 @@ if arguments[:2] == ["sessions", "delete"]:
     print(json.dumps({{"ok": False, "error": error}}))
     sys.exit(1)
 rows = [{{"key": "agent:ops:subagent:a", "sessionId": "ops-a", "updatedAt": 1000000000000, "agentId": "ops"}}]
-print(json.dumps({{"path": os.environ["FAKE_STORE"], "sessions": [] if mode == "gone" else rows}}))
+print(json.dumps({{"path": os.environ["FAKE_STORE"] or None, "sessions": [] if mode == "gone" else rows}}))
 """
 
 
@@ -117,3 +117,40 @@ def test_a_delete_stopped_by_its_timeout_leaves_the_listing_to_decide_its_histor
         ("ops-a", outcome)
     ]
     assert history.row_of("ops-a")["status"] == row_status
+
+
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [
+        ("elsewhere/agents/ops/agent/openclaw-agent.sqlite", "another state folder than ARIA_AGENTS_DIR"),
+        (None, "does not know agent 'ops'"),
+    ],
+)
+def test_a_cli_that_reads_another_state_or_lacks_the_agent_is_never_trusted(
+    sqlite_agent: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store: str | None, says: str
+) -> None:
+    """Its rows would be another gateway's sessions: the agent is an error, and nothing is sent."""
+    if store is None:
+        monkeypatch.setenv("FAKE_OPENCLAW", "gone")
+        monkeypatch.setenv("FAKE_STORE", "")  # no store: the CLI did not read the agent
+    else:
+        monkeypatch.setenv("FAKE_STORE", str(tmp_path / store))
+    listing = sm.list_sessions()
+    assert [(e["agent"], e["error_type"]) for e in listing["errors"]] == [("ops", "gateway_unavailable")]
+    assert says in listing["errors"][0]["error"]
+    with pytest.raises(sm.GatewayUnavailable, match=says):
+        sm.delete_session("ops-a", agent="ops")
+
+
+def test_a_cli_that_cannot_start_is_gateway_unavailable(sqlite_agent: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-openclaw"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    code, answer, _ = run_cli(
+        "session_manager",
+        "delete_session",
+        '{"session_id": "ops-a", "agent": "ops"}',
+        env={"OPENCLAW_CLI": str(broken)},
+    )
+    assert code == 1 and answer["error_type"] == "gateway_unavailable"
+    assert "could not be started" in answer["error"] and "OPENCLAW_CLI" in answer["error"]
