@@ -1678,8 +1678,6 @@ class AgentWalk:
     ) -> None:
         self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
         self.errors: list[dict[str, Any]] = []
-        # Once the gateway is found unreachable, the call's other SQLite-era agents are not tried.
-        self.gateway_down: GatewayUnavailable | None = None
 
     def __iter__(self) -> Iterator[AgentView]:
         scope = _selected_agents(self.config, self.agent)
@@ -3015,29 +3013,40 @@ def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
     }
 
 
-def _remove_through_gateway(
-    config: Config, view: AgentView, planned: list[Session], reason: str
-) -> list[Removal]:
-    """SQLite era: the running gateway deletes the keys and archives the transcripts (§7).
+class GatewayPart(NamedTuple):
+    """One agent's share of a delete through the gateway: its audit transaction and removals."""
 
-    The audit records and the outbox follow AuditTransaction as for sessions.json, with the
-    gateway's answer in place of the index under the lock. A session whose keys got no answer
-    (the CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
-    """
-    moment = _utc_now()
-    transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
+    paths: AgentPaths
+    transaction: AuditTransaction
+    removals: list[Removal]
+
+
+def _begin_gateway_part(config: Config, view: AgentView, planned: list[Session], reason: str) -> GatewayPart:
+    """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
+    transaction = AuditTransaction.begin(view.paths.agent, reason, moment=_utc_now())
     append_audit_stream(config, _intent_pieces(transaction, planned, None, {}))
     removals = [Removal(session) for session in planned]
     _queue_removal_marks(config, transaction, removals)
-    answered, failure = gateway_delete(config, [key for session in planned for key in session.keys])
+    return GatewayPart(view.paths, transaction, removals)
+
+
+def _settle_gateway_part(
+    config: Config, part: GatewayPart, answered: dict[str, dict[str, Any]], failure: GatewayUnavailable | None
+) -> GatewayUnavailable | None:
+    """After the delete: commit what the gateway deleted, confirm those marks, record the archives.
+
+    Returns the failure when none of the part's keys got an answer. A session without one (the
+    CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
+    """
+    transaction, removals = part.transaction, part.removals
     known = [r for r in removals if all(key in answered for key in r.session.keys)]
-    if failure is not None and not answered:
+    if failure is not None and not known:
         if not failure.maybe_changed:
             _confirm_marks(config, transaction.txn, [r.mark for r in removals], [])
             append_audit(config, [transaction.record("abort", {})])
-        raise failure
+        return failure
     for removal in known:
-        _gateway_outcome(config, view.paths, removal, [answered[key] for key in removal.session.keys])
+        _gateway_outcome(config, part.paths, removal, [answered[key] for key in removal.session.keys])
     append_audit(config, [transaction.record("commit", _gateway_commit(known))], sync=True)
     done = [r.mark for r in known if r.removed_keys and not r.skipped]
     _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
@@ -3046,7 +3055,28 @@ def _remove_through_gateway(
     for removal in removals:
         if removal not in known:
             removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
-    return removals
+    return None
+
+
+def _remove_through_gateway(
+    config: Config, parts: list[GatewayPart]
+) -> tuple[list[Removal], dict[str, GatewayUnavailable]]:
+    """SQLite era: the running gateway deletes every part's keys, in as few CLI calls as fit, and
+    archives their transcripts itself (§7). Each part's audit records and marks follow
+    AuditTransaction as for sessions.json, with the gateway's answer in place of the index under
+    the lock. Returns the removals, and the failure of each agent none of whose keys got an answer.
+    """
+    keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
+    answered, failure = gateway_delete(config, keys) if keys else ({}, None)
+    removals: list[Removal] = []
+    failures: dict[str, GatewayUnavailable] = {}
+    for part in parts:
+        error = _settle_gateway_part(config, part, answered, failure)
+        if error is not None:
+            failures[part.paths.agent] = error
+        else:
+            removals += part.removals
+    return removals, failures
 
 
 def _remove_sessions(
@@ -3065,7 +3095,12 @@ def _remove_sessions(
     left alone; ``recheck`` may refuse one as the index is under the lock.
     """
     if view.store == SQLITE_STORE:
-        return _remove_through_gateway(config, view, planned, reason)
+        removals, failures = _remove_through_gateway(
+            config, [_begin_gateway_part(config, view, planned, reason)]
+        )
+        for failure in failures.values():
+            raise failure
+        return removals
     moment = _utc_now()  # the audit records' time and the archives' stamp
     transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
     fingerprints: dict[str, int] = {}
@@ -3440,14 +3475,30 @@ def _sessions_to_prune(
 def _prune_agent(config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]) -> list[Removal]:
     """Remove one agent's doomed sessions; a failure is that agent's error, not the call's."""
     try:
-        if doomed and view.store == SQLITE_STORE and walk.gateway_down is not None:
-            raise walk.gateway_down
         return _remove_sessions(config, view, doomed, "prune", only_if_unchanged=True) if doomed else []
     except SessionManagerError as error:
-        if isinstance(error, GatewayUnavailable) and not error.maybe_changed:
-            walk.gateway_down = error
         walk.failed(view.paths.agent, error)
         return []
+
+
+def _begin_prune_part(
+    config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]
+) -> list[GatewayPart]:
+    """A SQLite-era agent's doomed sessions, made ready for the call's one delete through the gateway."""
+    try:
+        return [_begin_gateway_part(config, view, doomed, "prune")] if doomed else []
+    except SessionManagerError as error:
+        walk.failed(view.paths.agent, error)
+        return []
+
+
+def _prune_through_gateway(config: Config, walk: AgentWalk, parts: list[GatewayPart]) -> list[Removal]:
+    """Every SQLite-era agent's doomed sessions in one delete; an agent whose keys got no answer
+    has the failure as its error."""
+    removals, failures = _remove_through_gateway(config, parts) if parts else ([], {})
+    for agent, failure in failures.items():
+        walk.failed(agent, failure)
+    return removals
 
 
 def _archive_errors(removals: list[Removal]) -> list[dict[str, Any]]:
@@ -3504,13 +3555,17 @@ def prune_sessions(
     total = 0
     protected: list[dict[str, Any]] = []
     removals: list[Removal] = []
+    parts: list[GatewayPart] = []  # the SQLite-era agents' shares of one delete through the gateway
     for view in walk:
         count, doomed, protected_rows = _sessions_to_prune(view, session_type, now, threshold)
         total, protected = total + count, protected + protected_rows
         if dry_run:
             removals += [_dry_run_removal(s) for s in doomed]
+        elif view.store == SQLITE_STORE:
+            parts += _begin_prune_part(config, walk, view, doomed)
         else:
             removals += _prune_agent(config, walk, view, doomed)
+    removals += _prune_through_gateway(config, walk, parts)
     marks = [r.mark for r in removals if r.removed_keys]
     report = HistoryReport() if dry_run else mark_history(config, marks)
     fields = {
