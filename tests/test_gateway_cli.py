@@ -28,6 +28,24 @@ mode = os.environ["FAKE_OPENCLAW"]
 sys.stderr.write("Traceback (most recent call last): token {token} at /root/.openclaw\\n")
 if mode == "slow" or (mode == "slow-delete" and arguments[:2] == ["sessions", "delete"]):
     time.sleep(60)
+if "FAKE_CALLS" in os.environ:
+    with open(os.environ["FAKE_CALLS"], "a") as calls:
+        calls.write(json.dumps(arguments) + "\\n")
+if mode == "deletes" and arguments[:2] == ["sessions", "delete"]:
+    keys = [a for a in arguments[2:] if a.startswith("agent:")]
+    results = [{{"key": k, "ok": True, "status": "deleted"}} for k in keys]
+    print(json.dumps({{"ok": True, "results": results}}))
+    sys.exit(0)
+if mode == "deletes":  # two agents, listed as --all-agents lists them
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.environ["FAKE_STORE"])))
+    stores = [{{"agentId": a, "path": f"{{root}}/{{a}}/agent/openclaw-agent.sqlite"}} for a in ("ops", "qa")]
+    rows = [
+        {{"key": f"agent:{{a}}:subagent:{{n}}", "sessionId": f"{{a}}-{{n}}", "updatedAt": 1, "agentId": a}}
+        for a in ("ops", "qa")
+        for n in range(3)
+    ]
+    print(json.dumps({{"stores": stores, "sessions": rows}}))
+    sys.exit(0)
 if arguments[:2] == ["sessions", "delete"]:
     error = {{"type": "cli_error", "message": "auth {token} failed\\nstack"}}
     print(json.dumps({{"ok": False, "error": error}}))
@@ -154,3 +172,24 @@ def test_a_cli_that_cannot_start_is_gateway_unavailable(sqlite_agent: Path, tmp_
     )
     assert code == 1 and answer["error_type"] == "gateway_unavailable"
     assert "could not be started" in answer["error"] and "OPENCLAW_CLI" in answer["error"]
+
+
+def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call(
+    sqlite_agent: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each CLI call starts Node anew (2-5 s): one listing and one delete serve every agent."""
+    (sqlite_agent / "qa/sessions").mkdir(parents=True)
+    (sqlite_agent / "qa/agent").mkdir()
+    (sqlite_agent / "qa/agent/openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
+    monkeypatch.setenv("FAKE_OPENCLAW", "deletes")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
+    result = sm.prune_sessions(max_age_minutes=60)
+    assert result["errors"] == [] and result["pruned_count"] == 7  # main-x, and three in each
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 and calls[0] == ["sessions", "--all-agents", "--json", "--limit", "all"]
+    keys = [f"agent:{a}:subagent:{n}" for a in ("ops", "qa") for n in range(3)]
+    assert calls[1] == ["sessions", "delete", *keys, "--yes", "--json", "--token", TOKEN]
+    assert {(d["agentId"], d["store"]) for d in sm.list_deleted()["deleted"]} >= {
+        ("ops", "sqlite"),
+        ("qa", "sqlite"),
+    }
