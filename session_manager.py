@@ -615,8 +615,13 @@ def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
     return [_agent_paths(config, name) for name in _discover_agents(config)]
 
 
+def _sqlite_store(config: Config, agent: str) -> str:
+    """Where the SQLite-era gateway keeps an agent's sessions (§7)."""
+    return os.path.join(config.agents_root, agent, NEWER_STORE)
+
+
 def _uses_newer_store(config: Config, paths: AgentPaths) -> bool:
-    return os.path.exists(os.path.join(config.agents_root, paths.agent, NEWER_STORE))
+    return os.path.exists(_sqlite_store(config, paths.agent))
 
 
 # --- The index: reading -------------------------------------------------------------------------
@@ -1210,10 +1215,6 @@ def _cli_failure(config: Config, document: Any, code: int) -> str:
     return f"it exited with code {code} and no JSON answer"
 
 
-def _expected_store(config: Config, agent: str) -> str:
-    return os.path.realpath(os.path.join(config.agents_root, agent, NEWER_STORE))
-
-
 def _rows_by_agent(config: Config, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:
     """The listing's rows per agent; an agent the CLI did not read, or read elsewhere, gets an error."""
     stores = {
@@ -1225,23 +1226,26 @@ def _rows_by_agent(config: Config, agents: list[str], document: dict[str, Any]) 
         stores[agents[0]] = document.get("path")
     rows: dict[str, Any] = {}
     for agent in agents:
-        path = stores.get(agent)
+        path, expected = stores.get(agent), os.path.realpath(_sqlite_store(config, agent))
         if path is None:
             rows[agent] = GatewayUnavailable(
                 f"the OpenClaw CLI does not know agent {agent!r}: add it to the gateway's config "
                 "(openclaw agents add, or agents.list in openclaw.json)"
             )
-        elif not isinstance(path, str) or os.path.realpath(path) != _expected_store(config, agent):
+        elif not isinstance(path, str) or os.path.realpath(path) != expected:
             rows[agent] = GatewayUnavailable(
                 f"the OpenClaw CLI reads agent {agent!r} from another state folder than ARIA_AGENTS_DIR; "
                 "run the skill with the gateway's HOME or OPENCLAW_STATE_DIR"
             )
         else:
             rows[agent] = []
+    single = agents[0] if len(agents) == 1 else None  # --agent: every row is that agent's
     for row in document.get("sessions") or []:
-        agent = agents[0] if len(agents) == 1 else str(row.get("agentId")) if isinstance(row, dict) else ""
-        if isinstance(row, dict) and isinstance(rows.get(agent), list):
-            rows[agent].append(row)
+        if not isinstance(row, dict):
+            continue
+        owner = single or str(row.get("agentId"))
+        if isinstance(rows.get(owner), list):
+            rows[owner].append(row)
     return rows
 
 
@@ -3039,7 +3043,10 @@ def _settle_gateway_part(
     CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
     """
     transaction, removals = part.transaction, part.removals
-    known = [r for r in removals if all(key in answered for key in r.session.keys)]
+    known: list[Removal] = []
+    unanswered: list[Removal] = []
+    for removal in removals:
+        (known if all(key in answered for key in removal.session.keys) else unanswered).append(removal)
     if failure is not None and not known:
         if not failure.maybe_changed:
             _confirm_marks(config, transaction.txn, [r.mark for r in removals], [])
@@ -3052,9 +3059,8 @@ def _settle_gateway_part(
     _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
     archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
     append_audit(config, [transaction.record("archived", archived)])
-    for removal in removals:
-        if removal not in known:
-            removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
+    for removal in unanswered:
+        removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
     return None
 
 
@@ -3098,8 +3104,8 @@ def _remove_sessions(
         removals, failures = _remove_through_gateway(
             config, [_begin_gateway_part(config, view, planned, reason)]
         )
-        for failure in failures.values():
-            raise failure
+        if view.paths.agent in failures:
+            raise failures[view.paths.agent]
         return removals
     moment = _utc_now()  # the audit records' time and the archives' stamp
     transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
@@ -3495,7 +3501,7 @@ def _begin_prune_part(
 def _prune_through_gateway(config: Config, walk: AgentWalk, parts: list[GatewayPart]) -> list[Removal]:
     """Every SQLite-era agent's doomed sessions in one delete; an agent whose keys got no answer
     has the failure as its error."""
-    removals, failures = _remove_through_gateway(config, parts) if parts else ([], {})
+    removals, failures = _remove_through_gateway(config, parts)  # no CLI call without keys
     for agent, failure in failures.items():
         walk.failed(agent, failure)
     return removals
