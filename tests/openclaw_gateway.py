@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from helpers import add_transcript, write_index
+
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = REPO / "tests" / "openclaw" / "install.sh"
 REGISTRY_UNREACHABLE = 3
@@ -109,22 +111,21 @@ class OpenClawHome:
         return OpenClawHome(home, self.cli)
 
 
+def transcript_of(session_id: str) -> str:
+    """A transcript the import takes: the session's header, then one message."""
+    header = {"type": "session", "version": 3, "id": session_id, "cwd": "/tmp"}
+    message = {"type": "message", "id": "m1", "parentId": None, "message": {"role": "user", "content": "hi"}}
+    return json.dumps(header) + "\n" + json.dumps(message) + "\n"
+
+
 def write_json_era_agents(agents_root: Path, layout: dict[str, dict[str, dict[str, Any]]]) -> None:
     """sessions.json and one transcript per session, for each agent of ``layout``."""
     for agent, entries in layout.items():
-        folder = agents_root / agent / "sessions"
-        folder.mkdir(parents=True, exist_ok=True)
         for entry in entries.values():
-            entry["sessionFile"] = str(folder / f"{entry['sessionId']}.jsonl")
-            header = {"type": "session", "version": 3, "id": entry["sessionId"], "cwd": "/tmp"}
-            message = {
-                "type": "message",
-                "id": "m1",
-                "parentId": None,
-                "message": {"role": "user", "content": "hi"},
-            }
-            Path(entry["sessionFile"]).write_text(json.dumps(header) + "\n" + json.dumps(message) + "\n")
-        (folder / "sessions.json").write_text(json.dumps(entries, indent=2))
+            session_id = entry["sessionId"]
+            path = add_transcript(agents_root, agent, f"{session_id}.jsonl", transcript_of(session_id))
+            entry["sessionFile"] = str(path)
+        write_index(agents_root, agent, entries)
 
 
 @contextmanager
