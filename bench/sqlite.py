@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,9 @@ from openclaw_gateway import TOKEN, OpenClawHome, install, run_gateway, write_cl
 
 sys.path.insert(0, str(HERE))
 from history_stub import Rows, serve  # noqa: E402
+
+sys.path.insert(0, str(REPO / "examples"))
+from demo import history_rows  # noqa: E402
 
 AGENT_NAMES = ["main", "ops", "analyst", "research", "writer", "scout", "coder", "critic"]
 TARGET = 1.5
@@ -61,22 +63,6 @@ def layout(agent: str, count: int) -> tuple[dict[str, dict[str, Any]], list[str]
         if age > 60 and ":run:" not in key:
             doomed.append(key)
     return entries, doomed
-
-
-def history_rows(layouts: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": str(uuid.uuid4()),
-            "agent_id": agent,
-            "session_type": "chat",
-            "started_at": "2026-11-01T00:00:00+00:00",
-            "ended_at": None,
-            "status": "active",
-            "metadata": {"aria_session_id": entry["sessionId"]},
-        }
-        for agent, entries in layouts.items()
-        for entry in entries.values()
-    ]
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -109,11 +95,12 @@ def main() -> int:
         doomed = {agent: keys for agent, (_, keys) in built.items()}
         pristine = OpenClawHome(work / "pristine", write_cli(cache, work / "openclaw"))
         write_json_era_agents(pristine.agents_root, {a: dict(e) for a, e in layouts.items()})
+        rows = history_rows(pristine.agents_root)  # one active row per session, read before the import
         print("importing with openclaw doctor --fix ...", file=sys.stderr, flush=True)
         pristine.import_stores(agents)
         floor_home, skill_home = pristine.copy_to(work / "floor"), pristine.copy_to(work / "skill")
         results = measure_listings(pristine, options.runs, work)
-        results.append(measure_prune(floor_home, skill_home, layouts, doomed, work))
+        results.append(measure_prune(floor_home, skill_home, layouts, doomed, rows, work))
     report = {"agents": options.agents, "per_agent": options.per_agent, "results": results}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "sqlite.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -153,11 +140,12 @@ def measure_prune(
     skill_home: OpenClawHome,
     layouts: dict[str, dict[str, dict[str, Any]]],
     doomed: dict[str, list[str]],
+    rows: list[dict[str, Any]],
     work: Path,
 ) -> dict[str, Any]:
     keys = [key for agent_keys in doomed.values() for key in agent_keys]
     wanted = {agent: [layouts[agent][key]["sessionId"] for key in doomed[agent]] for agent in layouts}
-    floor_rows, skill_rows = Rows(history_rows(layouts)), Rows(history_rows(layouts))
+    floor_rows, skill_rows = Rows([dict(row) for row in rows]), Rows([dict(row) for row in rows])
     floor_server, skill_server = serve(floor_rows, 0.002), serve(skill_rows, 0.002)
     plan = work / "plan.json"
     base = f"http://127.0.0.1:{floor_server.server_address[1]}"
