@@ -181,7 +181,9 @@ def describe_function(prefix: str, module: ModuleType, name: str) -> str:
     lines += [line.strip() for line in (function.__doc__ or "").strip().splitlines()]
     lines += ["", "arguments:", *_argument_lines(function), "", "example:", f"  {prefix} {name} '{example}'"]
     if answer:
+        occasional = [key for key in getattr(module, "OCCASIONAL_ANSWER_KEYS", ()) if key not in answer]
         lines += ["", "answer keys:", f"  {', '.join(answer)}"]
+        lines += [f"  and when there is something to say: {', '.join(occasional)}"] if occasional else []
     if "detail" in dict(parameters(function)):
         lines += [
             "",

@@ -11,20 +11,29 @@ docs/FORMATS.md (cited below as §N).
 
 Sections, in reading order (nothing calls what is defined further down):
 
-1. Constants and errors.          9. The skill's own files: locked appends and rewrites.
-2. Housekeeping: clock, ids,      10. The audit log: one record builder, its reader, the life
-   garbage collection.                of a deletion (AuditTransaction).
-3. Configuration.                 11. History service: client, lookups, marks, the outbox, and
-4. Argument checks.                   the history step (mark_history).
-5. Paths.                         12. Deleting: _remove_sessions (and _remove_through_gateway),
-6. The index: reading, the            late archives.
-   gateway's lock, writing.       13. Answers: the size budget and rows.
-7. The SQLite-era gateway: its    14. The public functions, in the order of FUNCTIONS.
-   CLI (§7).                      15. FUNCTIONS, ENVIRONMENT, HELP: what run_skill.py reads.
-8. Sessions (types, protection),
-   the agent walk, transcripts.
+1. Constants and errors.            11. The audit log: one record builder, its reader, the life
+2. Housekeeping: clock, ids,            of a deletion (AuditTransaction).
+   garbage collection.              12. The history outbox: MarkStatus, Mark, queue, confirm.
+3. Configuration.                   13. Deleting: AgentStore, the operations every kind of store
+4. Argument checks.                     has; removal from sessions.json and through the gateway.
+5. Paths.                           14. Cleanup and undo of sessions.json.
+6. The index: reading, the          15. The two stores: JsonStore, SqliteStore, open_store (the
+   gateway's lock, writing.             one place that chooses a kind), read_agent, AgentWalk.
+7. The SQLite-era gateway: its      16. History service: client, lookups, the history step
+   CLI (§7).                            (mark_history).
+8. Sessions: types, protection      17. Answers: the size budget and items.
+   (Protection, _protection_of),    18. The public functions, each after the helpers it alone
+   grouping, transcripts.               uses: listings, prunes, deletes, undo, cleanup, delivery.
+9. Transcripts: archives.           19. FUNCTIONS, ENVIRONMENT, HELP: what run_skill.py reads.
+10. The skill's own files: locked
+    appends and rewrites.
 
-The life of one deletion (_remove_sessions): the audit intent records each entry's exact text;
+Three ideas each have one place: the kind of store (AgentStore and its two subclasses; code
+outside them calls methods and never compares kinds), protection (the Protection table and
+_protection_of / _transcript_protection, used by every path), and a mark's status (MarkStatus).
+docs/HOW_TO.md lists the places to touch to add one more of each.
+
+The life of one deletion (AgentStore.remove): the audit intent records each entry's exact text;
 the history marks are queued in the outbox, unconfirmed; under the gateway's lock the commit
 record is flushed and sessions.json is replaced atomically; the marks are confirmed; the
 transcripts are renamed to archives and recorded; then mark_history PATCHes the history rows,
@@ -50,18 +59,20 @@ import os
 import re
 import stat
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 # The gateway's files (§1-§4).
 INDEX_NAME = "sessions.json"
 LOCK_SUFFIX = ".lock"
 TRANSCRIPT_SUFFIX = ".jsonl"
 TOPIC_MARK = "-topic-"
-NEWER_STORE = os.path.join("agent", "openclaw-agent.sqlite")
+SQLITE_DATABASE = os.path.join("agent", "openclaw-agent.sqlite")
 # <file>.deleted.<stamp> (§4); the SQLite-era gateway adds .<32 hex>.zst (§7).
 ARCHIVE_PATTERN = re.compile(
     r"\.(deleted|reset)\.(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z)(?:\.[0-9a-f]{32})?(?:\.zst)?$"
@@ -71,9 +82,10 @@ SESSION_KEY_PATTERN = re.compile(r"^agent:[a-z0-9][a-z0-9_-]{0,63}:[^\x00-\x1f]{
 AGENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-# The SQLite-era gateway (§7): its stores are read and changed only through its CLI.
+# The two kinds of store (AgentStore), by the names answers and the audit log give them.
 JSON_STORE = "json"
 SQLITE_STORE = "sqlite"
+# The SQLite-era gateway (§7): its stores are read and changed only through its CLI.
 DEFAULT_OPENCLAW_CLI = "openclaw"
 DEFAULT_OPENCLAW_TIMEOUT_SECONDS = 60.0
 # A delete call may take this much longer per key: the gateway deletes about one a second (§7).
@@ -82,11 +94,6 @@ OPENCLAW_SECONDS_PER_KEY = 5.0
 GATEWAY_REFUSED = "the gateway refused: "
 # The keys of one delete call, in bytes: well under what Linux takes on one command line (2 MiB).
 OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
-
-# Sessions the rules treat apart: these types are never pruned; the main agent prunes only these.
-PROTECTED_TYPES = ("main", "global")
-PRUNABLE_MAIN_AGENT_TYPES = ("cron", "cron_run", "subagent")
-MAIN_AGENT = "main"
 
 # Defaults of the environment (README, Configuration) and the gateway's lock (§3).
 DEFAULT_AGENTS_DIR = "/app/agents"
@@ -107,7 +114,7 @@ HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
 
 # The history service (§5) and the history step.
 HISTORY_PAGE_LIMIT = 100
-HISTORY_MAX_PAGES = 50
+HISTORY_LOOKUP_MIN_PAGES = 50
 HISTORY_CONNECT_TIMEOUT = 1.0
 HISTORY_READ_TIMEOUT = 3.0
 HISTORY_CONCURRENCY = 8
@@ -129,7 +136,7 @@ UNCONFIRMED_GRACE_SECONDS = 300.0
 # how many each left out. "detail": "full" gives every list whole, for scripts and operators.
 ANSWER_BUDGET_BYTES = 32 * 1024
 LIST_CAP = 100
-ROW_LIST_CAP = 10
+ITEM_LIST_CAP = 10
 TEXT_CAP = 200
 DETAIL_LEVELS = ("summary", "full")
 AFTER_A_DELETION = "list_deleted shows every deletion of this call in full"
@@ -615,13 +622,10 @@ def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
     return [_agent_paths(config, name) for name in _discover_agents(config)]
 
 
-def _sqlite_store(config: Config, agent: str) -> str:
-    """Where the SQLite-era gateway keeps an agent's sessions (§7)."""
-    return os.path.join(config.agents_root, agent, NEWER_STORE)
-
-
-def _uses_newer_store(config: Config, paths: AgentPaths) -> bool:
-    return os.path.exists(_sqlite_store(config, paths.agent))
+def _sqlite_database(config: Config, agent: str) -> str:
+    """Where the SQLite-era gateway keeps an agent's sessions (§7); its presence makes the agent's
+    store a SqliteStore (open_store)."""
+    return os.path.join(config.agents_root, agent, SQLITE_DATABASE)
 
 
 # --- The index: reading -------------------------------------------------------------------------
@@ -1072,6 +1076,12 @@ def _fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
 def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it, and rename it over ``path``."""
     folder = os.path.dirname(path)
@@ -1080,9 +1090,7 @@ def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600) ->
     try:
         try:
             for chunk in [data] if isinstance(data, bytes) else data:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(descriptor, view) :]
+                _write_all(descriptor, chunk)
             os.fchmod(descriptor, mode)
             os.fsync(descriptor)
         finally:
@@ -1215,8 +1223,8 @@ def _cli_failure(config: Config, document: Any, code: int) -> str:
     return f"it exited with code {code} and no JSON answer"
 
 
-def _rows_by_agent(config: Config, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:
-    """The listing's rows per agent; an agent the CLI did not read, or read elsewhere, gets an error."""
+def _listing_by_agent(config: Config, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:
+    """The listed sessions per agent; an agent the CLI did not read, or read elsewhere, gets an error."""
     stores = {
         str(store.get("agentId")): store.get("path")
         for store in document.get("stores") or []
@@ -1224,34 +1232,34 @@ def _rows_by_agent(config: Config, agents: list[str], document: dict[str, Any]) 
     }
     if len(agents) == 1 and "stores" not in document:  # --agent: the one store is "path"
         stores[agents[0]] = document.get("path")
-    rows: dict[str, Any] = {}
+    listing: dict[str, Any] = {}
     for agent in agents:
-        path, expected = stores.get(agent), os.path.realpath(_sqlite_store(config, agent))
+        path, expected = stores.get(agent), os.path.realpath(_sqlite_database(config, agent))
         if path is None:
-            rows[agent] = GatewayUnavailable(
+            listing[agent] = GatewayUnavailable(
                 f"the OpenClaw CLI does not know agent {agent!r}: add it to the gateway's config "
                 "(openclaw agents add, or agents.list in openclaw.json)"
             )
         elif not isinstance(path, str) or os.path.realpath(path) != expected:
-            rows[agent] = GatewayUnavailable(
+            listing[agent] = GatewayUnavailable(
                 f"the OpenClaw CLI reads agent {agent!r} from another state folder than ARIA_AGENTS_DIR; "
                 "run the skill with the gateway's HOME or OPENCLAW_STATE_DIR"
             )
         else:
-            rows[agent] = []
-    single = agents[0] if len(agents) == 1 else None  # --agent: every row is that agent's
-    for row in document.get("sessions") or []:
-        if not isinstance(row, dict):
+            listing[agent] = []
+    single = agents[0] if len(agents) == 1 else None  # --agent: every listed session is that agent's
+    for listed in document.get("sessions") or []:
+        if not isinstance(listed, dict):
             continue
-        owner = single or str(row.get("agentId"))
-        if isinstance(rows.get(owner), list):
-            rows[owner].append(row)
-    return rows
+        owner = single or str(listed.get("agentId"))
+        if isinstance(listing.get(owner), list):
+            listing[owner].append(listed)
+    return listing
 
 
-def gateway_rows(config: Config, agents: list[str]) -> dict[str, Any]:
-    """Every session row of the SQLite-era agents, in one CLI call (§7): a list of rows per agent,
-    or the GatewayUnavailable that keeps it from being read. Needs no running gateway."""
+def gateway_listing(config: Config, agents: list[str]) -> dict[str, Any]:
+    """Every session of the SQLite-era agents, in one CLI call (§7): a list of listed sessions per
+    agent, or the GatewayUnavailable that keeps it from being read. Needs no running gateway."""
     if not agents:
         return {}
     scope = ["--agent", agents[0]] if len(agents) == 1 else ["--all-agents"]
@@ -1266,7 +1274,7 @@ def gateway_rows(config: Config, agents: list[str]) -> dict[str, Any]:
             )
     except GatewayUnavailable as error:
         return dict.fromkeys(agents, error)
-    return _rows_by_agent(config, agents, document)
+    return _listing_by_agent(config, agents, document)
 
 
 def _key_batches(keys: list[str]) -> Iterator[list[str]]:
@@ -1289,7 +1297,7 @@ def _gateway_options(config: Config) -> list[str]:
     return options + (["--token", config.gateway_token] if config.gateway_token else [])
 
 
-def _unreachable(config: Config, text: str) -> GatewayUnavailable:
+def _unreachable(text: str) -> GatewayUnavailable:
     return GatewayUnavailable(
         f"the OpenClaw gateway did not delete anything: {text}. Start it (openclaw gateway run) or "
         "set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN to the running one; nothing was changed"
@@ -1303,11 +1311,11 @@ def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
     code, document = _run_openclaw(config, arguments, timeout)
     results = document.get("results") if isinstance(document, dict) else None
     if not isinstance(results, list) or not results:
-        raise _unreachable(config, _cli_failure(config, document, code))
+        raise _unreachable(_cli_failure(config, document, code))
     by_key = {r["key"]: r for r in results if isinstance(r, dict) and isinstance(r.get("key"), str)}
     refused = [r for r in by_key.values() if str(r.get("error", "")).startswith("unauthorized")]
     if refused and len(refused) == len(by_key):
-        raise _unreachable(config, "it refused the token (OPENCLAW_GATEWAY_TOKEN)")
+        raise _unreachable("it refused the token (OPENCLAW_GATEWAY_TOKEN)")
     return by_key
 
 
@@ -1327,7 +1335,54 @@ def gateway_delete(
     return answered, None
 
 
-# --- Sessions: types, grouping, protection, the agent walk --------------------------------------
+# --- Sessions: types, protection, grouping, transcripts -----------------------------------------
+
+
+class Protection(str, Enum):
+    """Why a session or a transcript must stay where it is. The value is what answers print (a
+    session's ``protected``, a kept file's ``reason``); PROTECTION_MESSAGES says it in words."""
+
+    RUNNING_CONVERSATION = "running_conversation"
+    MAIN_SESSION = "main_session"
+    GLOBAL_SESSION = "global_session"
+    GATEWAY_OWNED = "gateway_owned"
+    MAIN_AGENT_CONVERSATION = "main_agent_conversation"
+    TRANSCRIPT_LOCKED = "transcript_locked"
+    REFERENCED_BY_A_KEY = "referenced_by_a_key"
+    RECENTLY_MODIFIED = "recently_modified"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+#: Each protection in words, after "session <id> (<key>)".
+PROTECTION_MESSAGES = {
+    Protection.RUNNING_CONVERSATION: "is the conversation running this skill (ARIA_SESSION_ID); it cannot be "
+    "deleted",
+    Protection.MAIN_SESSION: "is an agent's main session",
+    Protection.GLOBAL_SESSION: "is the shared 'global' session",
+    Protection.GATEWAY_OWNED: "is a cron run, which the SQLite-era gateway removes itself "
+    "(cron.sessionRetention, 24 h by default); its delete command cannot, so it is not sent",
+    Protection.MAIN_AGENT_CONVERSATION: "is one of the main agent's own conversations",
+    Protection.TRANSCRIPT_LOCKED: "has a transcript that a live run is writing right now",
+    Protection.REFERENCED_BY_A_KEY: "has a transcript that a key of the index still points to",
+    Protection.RECENTLY_MODIFIED: f"has a transcript written in the last {ORPHAN_MIN_AGE_SECONDS // 60} "
+    "minutes, maybe by a run that has not added its key yet",
+}
+#: The protections that ``"force": true`` lifts for delete_session; the others hold even then.
+LIFTED_BY_FORCE = frozenset(
+    {
+        Protection.MAIN_SESSION,
+        Protection.GLOBAL_SESSION,
+        Protection.MAIN_AGENT_CONVERSATION,
+        Protection.TRANSCRIPT_LOCKED,
+    }
+)
+#: Session types protected at any age, and what protects them.
+PROTECTED_TYPES = {"main": Protection.MAIN_SESSION, "global": Protection.GLOBAL_SESSION}
+#: The main agent's sessions are its owner's conversations: only these types of it are pruned.
+PRUNABLE_MAIN_AGENT_TYPES = ("cron", "cron_run", "subagent")
+MAIN_AGENT = "main"
 
 
 def _session_type_of(key: str) -> str:
@@ -1435,7 +1490,7 @@ class Session:
         self.updated_at: datetime | None = None  # the newest updatedAt of its keys
         self.last_active: datetime | None = None  # that, or else its transcript's mtime
         self.transcripts: list[str] = []
-        self.protected: str | None = None
+        self.protected: Protection | None = None
         self._key_types: list[str] | None = None
 
     @property
@@ -1502,6 +1557,11 @@ def _group_sessions(agent: str, entries: dict[str, Any]) -> dict[str, Session]:
     return sessions
 
 
+def _transcript_owner(name: str) -> str:
+    """The sessionId a transcript's name gives: ``<id>.jsonl`` or ``<id>-topic-<n>.jsonl``."""
+    return name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
+
+
 def _transcript_name_of(paths: AgentPaths, session_file: Any) -> str | None:
     """The file name a ``sessionFile`` names in this folder, or None if it points elsewhere."""
     if not isinstance(session_file, str) or not session_file or "\0" in session_file:
@@ -1524,9 +1584,8 @@ def _attach_transcripts(paths: AgentPaths, sessions: dict[str, Session], listing
     """Give each session its transcript files: sessionFile, <id>.jsonl and <id>-topic-*.jsonl."""
     topics: dict[str, list[str]] = {}
     for name in listing.transcripts:
-        stem = name[: -len(TRANSCRIPT_SUFFIX)]
-        owner, mark, _ = stem.partition(TOPIC_MARK)
-        if mark:
+        owner = _transcript_owner(name)
+        if owner + TRANSCRIPT_SUFFIX != name:  # <id>-topic-<n>.jsonl
             topics.setdefault(owner, []).append(name)
     present = listing.transcripts
     for session in sessions.values():
@@ -1557,8 +1616,7 @@ def _referenced_transcripts(paths: AgentPaths, entries: dict[str, Any], listing:
             if name:
                 referenced.add(name)
     for name in listing.transcripts:
-        stem = name[: -len(TRANSCRIPT_SUFFIX)]
-        if stem in session_ids or stem.partition(TOPIC_MARK)[0] in session_ids:
+        if name[: -len(TRANSCRIPT_SUFFIX)] in session_ids or _transcript_owner(name) in session_ids:
             referenced.add(name)
     return referenced
 
@@ -1570,139 +1628,68 @@ def _transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
     return holder is not None and not holder.stale
 
 
-def _protection_of(
-    config: Config, session: Session, listing: FolderListing, paths: AgentPaths, store: str = JSON_STORE
-) -> str | None:
-    """Why a session must not be pruned, or None. A session is protected when any key is."""
-    running = config.running_session_id
-    if running and (running == session.session_id or running in session.keys):
-        return "running_conversation"
-    types = session.key_types()
-    for session_type in types:
-        if session_type in PROTECTED_TYPES:
-            return "main_session" if session_type == "main" else "global_session"
-    if store == SQLITE_STORE and "cron_run" in types:
-        return "gateway_owned"  # the gateway's cron retention removes runs; its delete cannot (§7)
-    if session.agent == MAIN_AGENT and any(t not in PRUNABLE_MAIN_AGENT_TYPES for t in types):
-        return "main_agent_conversation"
-    if listing.locks:
-        for name in session.transcripts:
-            if name in listing.locks and _transcript_lock_held(paths, name):
-                return "transcript_locked"
+def _transcript_protection(
+    config: Config, paths: AgentPaths, listing: FolderListing, referenced: set[str], name: str
+) -> Protection | None:
+    """Why a transcript that no deleted key owns must stay where it is, or None."""
+    if config.running_session_id and _transcript_owner(name) == config.running_session_id:
+        return Protection.RUNNING_CONVERSATION
+    if name in referenced:
+        return Protection.REFERENCED_BY_A_KEY
+    if name in listing.locks and _transcript_lock_held(paths, name):
+        return Protection.TRANSCRIPT_LOCKED
     return None
 
 
-class AgentView(NamedTuple):
-    """One agent's sessions and folder as read at the start of a call.
+def _protection_of(
+    config: Config,
+    session: Session,
+    listing: FolderListing,
+    paths: AgentPaths,
+    gateway_owned: tuple[str, ...] = (),
+) -> Protection | None:
+    """Why a session must not be pruned, or None. A session is protected when any key is.
 
-    ``store`` is JSON_STORE (``entries`` is sessions.json) or SQLITE_STORE (``entries`` are the
-    rows the gateway's CLI listed, keyed the same way; the gateway holds the transcripts).
+    ``gateway_owned``: session types the agent's gateway removes itself (AgentStore.gateway_owned).
     """
-
-    paths: AgentPaths
-    entries: dict[str, Any]
-    listing: FolderListing
-    sessions: dict[str, Session]
-    store: str
-    document: IndexDocument | None = None
-
-
-def _gateway_entries(config: Config, paths: AgentPaths, rows: Any) -> dict[str, Any]:
-    """The CLI's rows of one agent as index entries; raises the error that kept them from being read."""
-    if rows is None:
-        rows = gateway_rows(config, [paths.agent])[paths.agent]
-    if isinstance(rows, GatewayUnavailable):
-        raise rows
-    # Only the agent's own keys: one never reaches the CLI's command line as an option.
-    own = f"agent:{paths.agent}:"
-    return {row["key"]: _project_entry(row) for row in rows if str(row.get("key")).startswith(own)}
+    running = config.running_session_id
+    if running and (running == session.session_id or running in session.keys):
+        return Protection.RUNNING_CONVERSATION
+    types = session.key_types()
+    for session_type in types:
+        if session_type in PROTECTED_TYPES:
+            return PROTECTED_TYPES[session_type]
+    if any(session_type in gateway_owned for session_type in types):
+        return Protection.GATEWAY_OWNED
+    if session.agent == MAIN_AGENT and any(t not in PRUNABLE_MAIN_AGENT_TYPES for t in types):
+        return Protection.MAIN_AGENT_CONVERSATION
+    if listing.locks:
+        for name in session.transcripts:
+            if name in listing.locks and _transcript_lock_held(paths, name):
+                return Protection.TRANSCRIPT_LOCKED
+    return None
 
 
-def read_agent(config: Config, paths: AgentPaths, for_change: bool = False, rows: Any = None) -> AgentView:
-    """Read one agent: its sessions, folder listing, transcripts and protections.
-
-    ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
-    A SQLite-era agent is read through the gateway's CLI; ``rows`` is its part of a listing
-    already made for several agents (gateway_rows).
-    """
-    store = SQLITE_STORE if _uses_newer_store(config, paths) else JSON_STORE
-    if store == SQLITE_STORE:
-        document, entries = None, _gateway_entries(config, paths, rows)
-    else:
-        document = _read_index_document(paths) if for_change else None
-        entries = document.entries if document is not None else _load_index(paths)
-    listing = _list_folder(paths)
-    sessions = _group_sessions(paths.agent, entries)
-    if store == JSON_STORE:
-        _attach_transcripts(paths, sessions, listing)
-    for session in sessions.values():
-        session.protected = _protection_of(config, session, listing, paths, store)
-    return AgentView(paths, entries, listing, sessions, store, document)
+def _refuse_protected(protection: Protection | None, session_id: str, key: str | None, force: bool) -> None:
+    """ProtectedSession with the protection's message, unless there is none or ``force`` lifts it."""
+    if protection is None or (force and protection in LIFTED_BY_FORCE):
+        return
+    who = f"session {session_id}" + (f" ({key})" if key else "")
+    remedy = (
+        '; pass "force": true to delete it anyway'
+        if protection in LIFTED_BY_FORCE
+        else ", not even with force"
+    )
+    raise ProtectedSession(f"{who} {PROTECTION_MESSAGES[protection]}{remedy}")
 
 
-def _gateway_rows_of(config: Config, scope: list[AgentPaths]) -> dict[str, Any]:
-    """One CLI listing for every SQLite-era agent of the scope (each CLI call starts Node anew)."""
-    return gateway_rows(config, [paths.agent for paths in scope if _uses_newer_store(config, paths)])
+def _refuse_running_conversation(config: Config, reference: str) -> None:
+    """Refuse the conversation running this skill by the name it was given, before any store is read."""
+    if reference == config.running_session_id:
+        _refuse_protected(Protection.RUNNING_CONVERSATION, reference, None, force=False)
 
 
-def _read_with_rows(config: Config, paths: AgentPaths, for_change: bool, rows: dict[str, Any]) -> AgentView:
-    """read_agent, given the agent's part of a listing made for several (only SQLite-era ones)."""
-    if paths.agent in rows:
-        return read_agent(config, paths, for_change, rows.pop(paths.agent))
-    return read_agent(config, paths, for_change)
-
-
-def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
-    return {**context, "error": str(error), "error_type": error.error_type}
-
-
-def _release_view(view: AgentView) -> None:
-    """Empty a view its caller is done with, before the next agent is read."""
-    view.sessions.clear()
-    view.entries.clear()
-    if view.document is not None:
-        view.document.release()
-
-
-class AgentWalk:
-    """The selected agents, read one at a time, and the errors met on the way.
-
-    Only one index is in memory at once: each agent's view is emptied before the next is read,
-    so a caller keeps what it needs from a view while it holds it. An agent that cannot be read
-    (or that a step fails for, see ``failed``) goes to ``errors``, fatal only when it was named.
-    ``hold``, given an agent id, is a lock held from before the read until the next agent.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        agent: str | None,
-        for_change: bool = False,
-        hold: Callable[[str], AbstractContextManager[Any]] | None = None,
-    ) -> None:
-        self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
-        self.errors: list[dict[str, Any]] = []
-
-    def __iter__(self) -> Iterator[AgentView]:
-        scope = _selected_agents(self.config, self.agent)
-        rows = _gateway_rows_of(self.config, scope)
-        for paths in scope:
-            try:
-                with self.hold(paths.agent) if self.hold is not None else nullcontext():
-                    view = _read_with_rows(self.config, paths, self.for_change, rows)
-                    yield view
-                    _release_view(view)
-            except (StoreUnreadable, LockTimeout, GatewayUnavailable) as error:
-                self.failed(paths.agent, error)
-
-    def failed(self, agent: str, error: SessionManagerError) -> None:
-        """Record one agent's failure; re-raised when the call named that agent."""
-        if self.agent is not None:
-            raise error
-        self.errors.append(_error_record(error, agent=agent))
-
-
-# --- Transcripts --------------------------------------------------------------------------------
+# --- Transcripts: archives ----------------------------------------------------------------------
 
 
 def _archive_stamp(moment: datetime) -> str:
@@ -1822,12 +1809,6 @@ def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[b
         yield True
     finally:
         os.close(descriptor)
-
-
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
 
 
 def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool = False) -> None:
@@ -2001,7 +1982,7 @@ _AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
     "commit": (
         ("keys", _is_text_list),
         ("entries", _is_text_map),
-        ("store", lambda v: v in (JSON_STORE, SQLITE_STORE)),
+        ("store", lambda v: isinstance(v, str)),  # a kind this version does not know is kept (STORE_KINDS)
     ),
     "archived": (("transcripts", _is_text_map),),
     "restored": (("keys", _is_text_list),),
@@ -2053,7 +2034,7 @@ class Deletion:
         self.planned: list[str] = []
         self.committed = False
         self.restored = False
-        self.store = JSON_STORE  # SQLITE_STORE: the gateway deleted it, and has no undelete
+        self.store = JSON_STORE  # the kind of store it was made in (STORE_KINDS); older records name none
 
 
 def _recorded_deletions(config: Config) -> list[Deletion]:
@@ -2089,10 +2070,28 @@ def _recorded_deletions(config: Config) -> list[Deletion]:
     return [d for d in deletions.values() if d.committed and (d.keys or d.transcripts)]
 
 
-# --- History service ----------------------------------------------------------------------------
+# --- The history outbox: marks waiting for the history service ----------------------------------
 
 
-_UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+class MarkStatus(str, Enum):
+    """The status a mark gives a session's history rows: ended once the session has left its store,
+    active again once a restore has brought it back. The value is what the service is sent."""
+
+    ENDED = "ended"
+    ACTIVE = "active"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @property
+    def rows_to_change(self) -> MarkStatus:
+        """The status of the rows this mark looks for: the ones it changes."""
+        return MarkStatus.ACTIVE if self is MarkStatus.ENDED else MarkStatus.ENDED
+
+    @property
+    def held_when_done(self) -> bool:
+        """Whether the store holds the session once the change that queued this mark took effect."""
+        return self is MarkStatus.ACTIVE
 
 
 class Mark:
@@ -2119,7 +2118,7 @@ class Mark:
         self,
         session_id: str,
         agent: str | None,
-        status: str = "ended",
+        status: MarkStatus = MarkStatus.ENDED,
         row_ids: list[str] | None = None,
         outbox_id: str | None = None,
         attempts: int = 0,
@@ -2139,15 +2138,12 @@ class Mark:
         self.txn = txn
         self.confirmed = confirmed
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mark) and self.as_record() == other.as_record()
-
     def as_record(self) -> dict[str, Any]:
         return {
             "id": self.outbox_id or _new_id(),
             "session_id": self.session_id,
             "agent": self.agent,
-            "status": self.status,
+            "status": self.status.value,
             "row_ids": self.row_ids,
             "attempts": self.attempts,
             "queued_at": self.queued_at or _iso_utc(_utc_now()),
@@ -2158,7 +2154,9 @@ class Mark:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Mark:
-        """A mark from its outbox record; ValueError for a record of the wrong shape."""
+        """A mark from its outbox record; ValueError for a record of the wrong shape (a status
+        that is no MarkStatus included)."""
+        status = MarkStatus(record.get("status", MarkStatus.ENDED.value))
         fields = (
             (record.get("session_id"), str, False),
             (record.get("id"), str, False),
@@ -2174,7 +2172,6 @@ class Mark:
                 not isinstance(value, kind) and not (optional and value is None)
                 for value, kind, optional in fields
             )
-            or record.get("status", "ended") not in ("ended", "active")
             or not (
                 row_ids is None or (isinstance(row_ids, list) and all(isinstance(r, str) for r in row_ids))
             )
@@ -2185,7 +2182,7 @@ class Mark:
         return cls(
             record["session_id"],
             record.get("agent"),
-            record.get("status", "ended"),
+            status,
             row_ids,
             record["id"],
             attempts,
@@ -2194,6 +2191,1042 @@ class Mark:
             record.get("txn"),
             record.get("confirmed", True),
         )
+
+
+def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
+    """The marks of the outbox's records, oldest first, and the records that are no mark at all.
+
+    A confirmation record (see _confirm_marks) confirms the marks of its deletion and drops the
+    ones it names; it is folded into them here, and gone from the file after its next rewrite.
+    """
+    marks, unreadable = [], []
+    dropped: dict[str, set[str]] = {}
+    for record in records:
+        if isinstance(record.get("confirm"), str) and _is_text_list(record.get("dropped")):
+            dropped.setdefault(record["confirm"], set()).update(record["dropped"])
+            continue
+        try:
+            marks.append(Mark.from_record(record))
+        except (ValueError, KeyError, TypeError):
+            unreadable.append(record)
+    if dropped:
+        marks = [m for m in marks if m.txn not in dropped or m.outbox_id not in dropped[m.txn]]
+        for mark in marks:
+            mark.confirmed = mark.confirmed or mark.txn in dropped
+    return marks, unreadable
+
+
+def _read_outbox(config: Config) -> list[Mark]:
+    """Marks waiting in the outbox, oldest first."""
+    return _marks_of_records(_read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)))[0]
+
+
+def _pending_mark_count(config: Config) -> int:
+    """How many history marks wait in the outbox."""
+    return len(_read_outbox(config))
+
+
+def _abandon(config: Config, records: list[dict[str, Any]]) -> None:
+    """Keep what leaves the outbox undelivered in the abandoned file, for an operator to look at."""
+    if records:
+        _append_lines(_state_path(config, HISTORY_ABANDONED_NAME), records)
+
+
+#: A change of the outbox: from the marks waiting, those to keep and those to give up on.
+OutboxChange = Callable[[list[Mark]], tuple[list[Mark], list[Mark]]]
+
+
+def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
+    """Change the outbox under its lock; returns the marks given up on, which go to the abandoned file.
+
+    A record that is no mark (edited by hand, say) goes to the abandoned file too, not lost.
+    """
+
+    def rewrite(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, list[Mark]]:
+        marks, unreadable = _marks_of_records(records)
+        before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
+        kept, given_up = change(marks)
+        moment = _iso_utc(_utc_now())
+        _abandon(config, [{**mark.as_record(), "abandoned_at": moment} for mark in given_up])
+        _abandon(
+            config,
+            [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
+        )
+        after = [mark.as_record() for mark in kept]
+        return (after if unreadable or after != before else None), given_up
+
+    return _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
+
+
+def _queue_marks(config: Config, marks: list[Mark]) -> None:
+    """Append a deletion's marks to the outbox, flushed, before its index is written.
+
+    So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
+    them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
+    """
+    moment = _iso_utc(_utc_now())
+    for mark in marks:
+        mark.outbox_id = mark.outbox_id or _new_id()
+        mark.queued_at = mark.queued_at or moment
+    try:
+        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
+            records = (json.dumps(mark.as_record()) for mark in marks)  # streamed: a prune may queue 60,000
+            _append_pieces(_state_path(config, HISTORY_OUTBOX_NAME), records, sync=True, separate=True)
+    except OSError as error:
+        raise StoreWriteFailed(
+            f"cannot queue history marks in {config.state_dir}: {error.strerror or error}; nothing was "
+            "deleted (set SESSION_MANAGER_STATE_DIR to a writable folder)"
+        ) from None
+
+
+def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]) -> None:
+    """After the index is written: confirm the marks of sessions it removed, drop the others.
+
+    One small appended record does it (the outbox is not rewritten while the index may still be in
+    memory). A failure is left for later: the marks stay unconfirmed and, past the grace, the
+    index decides (_pending_marks).
+    """
+    confirmed = {mark.outbox_id for mark in done}
+    for mark in done:
+        mark.confirmed = True
+    record = {"confirm": txn, "dropped": [m.outbox_id for m in marks if m.outbox_id not in confirmed]}
+    try:
+        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
+            _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [record])
+    except (OSError, SessionManagerError):
+        pass
+
+
+# --- Deleting -----------------------------------------------------------------------------------
+
+
+class Removal:
+    """What one deletion did to one session on the filesystem."""
+
+    __slots__ = ("archived", "errors", "kept_transcripts", "mark", "removed_keys", "session", "skipped")
+
+    def __init__(self, session: Session, removed_keys: list[str] | None = None) -> None:
+        self.session = session
+        self.mark = Mark(session.session_id, session.agent)
+        self.removed_keys: list[str] = removed_keys or []
+        self.archived: dict[str, str] = {}
+        self.kept_transcripts: list[str] = []
+        self.skipped: str | None = None
+        self.errors: list[str] = []
+
+
+class Leftovers(NamedTuple):
+    """Transcripts named after a session that no index holds: those free to archive, and those kept."""
+
+    paths: AgentPaths
+    free: list[str]
+    kept: dict[str, Protection]
+
+
+class RemovalPart(NamedTuple):
+    """One agent's share of a prune: done at once (``waiting`` False), or waiting, audit intent
+    written and marks queued, for the one removal its kind of store makes for every agent of the
+    call (AgentStore.finish_removals)."""
+
+    paths: AgentPaths
+    transaction: AuditTransaction
+    removals: list[Removal]
+    waiting: bool
+
+
+class Cleanup(NamedTuple):
+    """What cleanup_orphans did in one store: answer items per list, the marks of removed keys, and
+    the error that stopped it (the items of the steps before it stand)."""
+
+    items: dict[str, list[dict[str, Any]]]
+    marks: list[Mark]
+    error: SessionManagerError | None = None
+
+
+class AgentStore(ABC):
+    """One agent's sessions as its gateway keeps them, and what the functions do with them.
+
+    Two kinds, each a subclass with these methods: JsonStore (sessions.json, which the skill
+    changes itself under the gateway's lock) and SqliteStore (the SQLite-era gateway's database,
+    changed only through its CLI, §7). open_store chooses the kind, the one place that does; the
+    rest of the module calls methods and never asks which kind it holds. read_agent fills the
+    fields at the start of a call; release empties them.
+    """
+
+    #: The kind's name in answers ("store") and in the audit log's commit records.
+    kind: ClassVar[str]
+    #: Session types that the gateway of this kind removes itself and will not let the skill delete.
+    gateway_owned: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config, paths: AgentPaths) -> None:
+        self.config = config
+        self.paths = paths
+        self.entries: dict[str, Any] = {}
+        self.document: IndexDocument | None = None
+        self.listing = FolderListing()
+        self.sessions: dict[str, Session] = {}
+
+    @classmethod
+    def prepare(cls, config: Config, stores: list[AgentStore]) -> None:
+        """Read ahead, once for all of a call's stores of this kind, what reading each one needs
+        (by default nothing: each store reads its own)."""
+        return None
+
+    @abstractmethod
+    def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
+        """Key -> entry (READ_FIELDS); with ``for_change``, also the parse that a rewrite can reuse."""
+
+    @abstractmethod
+    def attach_transcripts(self) -> None:
+        """Give each session the transcript files this store lets the skill archive."""
+
+    def protection_of(self, session: Session) -> Protection | None:
+        """Why a session of this store must stay (_protection_of, with the gateway's own types)."""
+        return _protection_of(self.config, session, self.listing, self.paths, self.gateway_owned)
+
+    def held_session_ids(self) -> set[str]:
+        """Every sessionId the store holds now (read anew)."""
+        return {_session_id_of(key, entry) for key, entry in self.read_entries(False)[0].items()}
+
+    @abstractmethod
+    def remove(
+        self,
+        planned: list[Session],
+        reason: str,
+        *,
+        only_if_unchanged: bool,
+        recheck: Callable[[Session], None] | None = None,
+    ) -> list[Removal]:
+        """Remove sessions, both their keys and their transcripts, following AuditTransaction.
+
+        ``only_if_unchanged`` (prunes): a session touched since it was planned stays. ``recheck``
+        may refuse a session once more where the store can check it at the last moment."""
+
+    @abstractmethod
+    def begin_removal(self, planned: list[Session], reason: str) -> RemovalPart:
+        """A prune's removal of these sessions: done now, or begun and waiting for finish_removals."""
+
+    @classmethod
+    @abstractmethod
+    def finish_removals(
+        cls, config: Config, parts: list[RemovalPart]
+    ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
+        """Finish the waiting parts of one call: the removals, and the failure of each agent that got none."""
+
+    @abstractmethod
+    def leftovers(self, session_id: str) -> Leftovers | None:
+        """The transcripts a session no store holds left in this agent's folder, or None where the
+        skill archives none."""
+
+    @abstractmethod
+    def clean(self, now: datetime, dry_run: bool, retention_days: float) -> Cleanup:
+        """cleanup_orphans in this store: what it may touch, and nothing else."""
+
+    @classmethod
+    @abstractmethod
+    def took_effect(cls, config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
+        """Whether a deletion recorded with this kind happened (``indexes``: reads shared by a call)."""
+
+    @classmethod
+    @abstractmethod
+    def check_undoable(cls, deletion: Deletion, paths: AgentPaths) -> None:
+        """Refuse (StoreNotLive) to undo a deletion this kind made, if it has no way back."""
+
+    @abstractmethod
+    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+        """Put a deletion's keys and transcripts back: (keys, transcripts renamed back, archives gone)."""
+
+    def release(self) -> None:
+        """Let what was read go, before the next agent is read."""
+        self.sessions.clear()
+        self.entries.clear()
+        if self.document is not None:
+            self.document.release()
+
+
+def _keys_by_session(entries: dict[str, Any]) -> dict[str, list[str]]:
+    """Every session id of an index with the keys that point to it, in one pass."""
+    by_session: dict[str, list[str]] = {}
+    for key, entry in entries.items():
+        by_session.setdefault(_session_id_of(key, entry), []).append(key)
+    return by_session
+
+
+def _fresh_session(
+    document: IndexDocument, planned: Session, keys_by_session: dict[str, list[str]]
+) -> Session:
+    """The planned session as the index holds it now: every key that points to its sessionId."""
+    keys = keys_by_session.get(planned.session_id, [])
+    session = Session(planned.agent, planned.session_id, keys, {k: document.entries[k] for k in keys})
+    session.transcripts = planned.transcripts
+    session.protected = planned.protected
+    return session
+
+
+def _entry_text(document: IndexDocument | None, key: str, entry: Any) -> str:
+    """An entry's exact text in the index (for the audit log), or the gateway's layout of it."""
+    if document is not None and (key in document.spans or key in document.added):
+        return document.value_text(key)
+    return _gateway_json(entry, indent=2).replace("\n", "\n  ")
+
+
+def _intent_pieces(
+    transaction: AuditTransaction,
+    planned: list[Session],
+    document: IndexDocument | None,
+    fingerprints: dict[str, int],
+) -> Iterator[str]:
+    """The intent record, one session at a time, so a large prune never holds it whole."""
+    yield json.dumps(transaction.record("intent", {}))[: -len("}}")]
+    for number, session in enumerate(planned):
+        texts = {key: _entry_text(document, key, session.entries[key]) for key in session.keys}
+        fingerprints.update((key, hash(text)) for key, text in texts.items())
+        part = json.dumps({"entries": texts, "transcripts": session.transcripts})
+        yield ("" if number == 0 else ", ") + json.dumps(session.session_id) + ": " + part
+    yield "}}"
+
+
+def _release_parsed_entries(store: AgentStore, planned: list[Session]) -> None:
+    """Let the parsed entries of sessions about to go be freed: from here on their recorded text
+    and fingerprints stand for them (a 100,000-session prune would otherwise hold them all)."""
+    for session in planned:
+        for key in session.keys:
+            if key in store.entries:
+                store.entries[key] = None
+        session.entries = dict.fromkeys(session.keys)
+
+
+def _archive_session_transcripts(
+    paths: AgentPaths, removal: Removal, still_referenced: set[str], moment: datetime
+) -> None:
+    for name in removal.session.transcripts:
+        if name in still_referenced:
+            removal.kept_transcripts.append(name)
+            continue
+        try:
+            removal.archived[name] = archive_transcript(paths, name, moment)
+        except FileNotFoundError:
+            pass  # the gateway archived or removed it first
+        except OSError as error:
+            removal.errors.append(f"could not archive {name}: {error.strerror or error}")
+
+
+def _commit_part(
+    document: IndexDocument,
+    removal: Removal,
+    fresh: Session,
+    fingerprints: dict[str, int] | None,
+    only_if_unchanged: bool,
+) -> dict[str, Any] | None:
+    """A session's part of the commit record, from the index as it is under the lock; None (and
+    ``removal.skipped`` says why) when it is already gone, or changed since planned and a prune.
+
+    ``fingerprints`` None: the index is the very parse that was planned, so nothing moved.
+    """
+    if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
+        removal.skipped = "already gone"
+        return None
+    amended: dict[str, str] = {}
+    if fingerprints is not None:
+        texts = {key: document.value_text(key) for key in fresh.keys}
+        amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
+        if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
+            removal.skipped = "changed since it was read"
+            return None
+    removal.removed_keys = list(fresh.keys)
+    return {"keys": fresh.keys, "entries": amended}
+
+
+def _index_change(
+    config: Config,
+    transaction: AuditTransaction,
+    store: AgentStore,
+    removals: list[Removal],
+    fingerprints: dict[str, int],
+    only_if_unchanged: bool,
+    recheck: Callable[[Session], None] | None,
+) -> Callable[[IndexDocument], IndexDocument]:
+    """The change rewrite_index makes under the lock: check each session again, flush the commit
+    record, then remove the keys."""
+
+    def change(document: IndexDocument) -> IndexDocument:
+        reused = document is store.document
+        keys_by_session = {} if reused else _keys_by_session(document.entries)
+        committed: dict[str, Any] = {}
+        for removal in removals:
+            fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
+            if recheck is not None and fresh.keys:
+                recheck(fresh)
+            part = _commit_part(document, removal, fresh, None if reused else fingerprints, only_if_unchanged)
+            if part is not None:
+                committed[fresh.session_id] = part
+        if committed:
+            # Flushed to disk with the intent before it, ahead of the index that it describes.
+            append_audit(config, [transaction.record("commit", committed)], sync=True)
+        for removal in removals:
+            for key in removal.removed_keys:
+                document.remove(key)
+        return document
+
+    return change
+
+
+def _queue_removal_marks(config: Config, transaction: AuditTransaction, removals: list[Removal]) -> None:
+    """Queue the removals' history marks, unconfirmed; a failure aborts the deletion here."""
+    for removal in removals:
+        removal.mark.txn, removal.mark.confirmed = transaction.txn, False
+    try:
+        _queue_marks(config, [removal.mark for removal in removals])
+    except SessionManagerError:
+        append_audit(config, [transaction.record("abort", {})])
+        raise
+
+
+def _archive_removed_transcripts(
+    config: Config,
+    transaction: AuditTransaction,
+    store: AgentStore,
+    written: IndexDocument,
+    removals: list[Removal],
+    moment: datetime,
+) -> None:
+    """Archive the transcripts of what was removed, except any the written index still names."""
+    still_referenced = _referenced_transcripts(store.paths, written.entries, store.listing)
+    archived: dict[str, Any] = {}
+    for removal in removals:
+        if removal.removed_keys:
+            _archive_session_transcripts(store.paths, removal, still_referenced, moment)
+            archived[removal.session.session_id] = {"transcripts": removal.archived}
+    append_audit(config, [transaction.record("archived", archived)])
+
+
+def _remove_from_index(
+    store: AgentStore,
+    planned: list[Session],
+    transaction: AuditTransaction,
+    moment: datetime,
+    only_if_unchanged: bool,
+    recheck: Callable[[Session], None] | None,
+) -> list[Removal]:
+    """Remove sessions' keys from sessions.json under the gateway's lock, then archive their
+    transcripts (stamped ``moment``). The steps and what a crash leaves after each are
+    AuditTransaction's."""
+    config = store.config
+    fingerprints: dict[str, int] = {}
+    append_audit_stream(config, _intent_pieces(transaction, planned, store.document, fingerprints))
+    _release_parsed_entries(store, planned)
+    removals = [Removal(session) for session in planned]
+    _queue_removal_marks(config, transaction, removals)
+    marks = [removal.mark for removal in removals]
+    change = _index_change(config, transaction, store, removals, fingerprints, only_if_unchanged, recheck)
+    try:
+        written: IndexDocument = rewrite_index(store.paths, config, change, earlier=store.document)
+    except SessionManagerError:
+        _confirm_marks(config, transaction.txn, marks, [])
+        append_audit(config, [transaction.record("abort", {})])
+        raise
+    _confirm_marks(
+        config, transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
+    )
+    _archive_removed_transcripts(config, transaction, store, written, removals, moment)
+    return removals
+
+
+def _gateway_archives(paths: AgentPaths, results: list[dict[str, Any]]) -> dict[str, str]:
+    """The archives the gateway made, by transcript name: a name in the sessions folder, else the
+    path it gave."""
+    archived: dict[str, str] = {}
+    for result in results:
+        for path in result.get("archived") or []:
+            if isinstance(path, str) and ".deleted." in path:
+                folder, name = os.path.split(path)
+                inside = os.path.realpath(folder) == paths.folder
+                archived[name.partition(".deleted.")[0]] = name if inside else path
+    return archived
+
+
+def _gateway_outcome(
+    config: Config, paths: AgentPaths, removal: Removal, results: list[dict[str, Any]]
+) -> None:
+    """Fill a removal from the gateway's result for each of its keys (§7)."""
+    statuses = [str(result.get("status")) for result in results]
+    removal.removed_keys = [str(r["key"]) for r in results if r.get("status") == "deleted"]
+    removal.archived = _gateway_archives(paths, results)
+    refusals = [r for r in results if r.get("status") not in ("deleted", "not_found")]
+    if refusals:
+        reason = _cli_message(config, refusals[0].get("error") or refusals[0].get("status"))
+        removal.skipped = GATEWAY_REFUSED + reason
+    elif not removal.removed_keys and all(status == "not_found" for status in statuses):
+        removal.skipped = "already gone"
+
+
+def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
+    return {
+        r.session.session_id: {"keys": r.removed_keys, "entries": {}, "store": SQLITE_STORE}
+        for r in removals
+        if r.removed_keys
+    }
+
+
+def _begin_gateway_part(
+    config: Config, paths: AgentPaths, planned: list[Session], reason: str
+) -> RemovalPart:
+    """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
+    transaction = AuditTransaction.begin(paths.agent, reason, moment=_utc_now())
+    append_audit_stream(config, _intent_pieces(transaction, planned, None, {}))
+    removals = [Removal(session) for session in planned]
+    _queue_removal_marks(config, transaction, removals)
+    return RemovalPart(paths, transaction, removals, waiting=True)
+
+
+def _settle_gateway_part(
+    config: Config, part: RemovalPart, answered: dict[str, dict[str, Any]], failure: GatewayUnavailable | None
+) -> GatewayUnavailable | None:
+    """After the delete: commit what the gateway deleted, confirm those marks, record the archives.
+
+    Returns the failure when none of the part's keys got an answer. A session without one (the
+    CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
+    """
+    transaction, removals = part.transaction, part.removals
+    known: list[Removal] = []
+    unanswered: list[Removal] = []
+    for removal in removals:
+        (known if all(key in answered for key in removal.session.keys) else unanswered).append(removal)
+    if failure is not None and not known:
+        if not failure.maybe_changed:
+            _confirm_marks(config, transaction.txn, [r.mark for r in removals], [])
+            append_audit(config, [transaction.record("abort", {})])
+        return failure
+    for removal in known:
+        _gateway_outcome(config, part.paths, removal, [answered[key] for key in removal.session.keys])
+    append_audit(config, [transaction.record("commit", _gateway_commit(known))], sync=True)
+    done = [r.mark for r in known if r.removed_keys and not r.skipped]
+    _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
+    archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
+    append_audit(config, [transaction.record("archived", archived)])
+    for removal in unanswered:
+        removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
+    return None
+
+
+def _remove_through_gateway(
+    config: Config, parts: list[RemovalPart]
+) -> tuple[list[Removal], dict[str, SessionManagerError]]:
+    """SQLite era: the running gateway deletes every part's keys, in as few CLI calls as fit, and
+    archives their transcripts itself (§7). Each part's audit records and marks follow
+    AuditTransaction as for sessions.json, with the gateway's answer in place of the index under
+    the lock. Returns the removals, and the failure of each agent none of whose keys got an answer.
+    """
+    keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
+    answered, failure = gateway_delete(config, keys) if keys else ({}, None)
+    removals: list[Removal] = []
+    failures: dict[str, SessionManagerError] = {}
+    for part in parts:
+        error = _settle_gateway_part(config, part, answered, failure)
+        if error is not None:
+            failures[part.paths.agent] = error
+        else:
+            removals += part.removals
+    return removals, failures
+
+
+def _record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
+    """Record archives made after the fact (orphans, leftovers of a crashed run).
+
+    An archive that a recorded deletion planned but never made is added to that deletion, so that
+    restore_session brings back its keys and this transcript together.
+    """
+    if not archived:
+        return
+    owners: dict[str, Deletion] = {}
+    for deletion in _recorded_deletions(config):
+        if deletion.agent == agent and not deletion.restored:
+            for name in deletion.planned:
+                if name not in deletion.transcripts:
+                    owners[name] = deletion
+    records: list[dict[str, Any]] = []
+    moment = _utc_now()
+    for name, archive in archived.items():
+        owner = owners.get(name)
+        if owner is not None:
+            transaction = AuditTransaction.begin(agent, owner.reason, owner.txn, moment)
+            session_id = owner.session_id
+        else:
+            transaction = AuditTransaction.begin(agent, reason, moment=moment)
+            session_id = _transcript_owner(name)
+        records.append(transaction.record("archived", {session_id: {"transcripts": {name: archive}}}))
+    append_audit(config, records)
+
+
+def _release_for_dry_run(session: Session) -> Removal:
+    """What removing the session would do; lets go of its parsed entries, not needed for that."""
+    removal = Removal(session, removed_keys=list(session.keys))
+    removal.archived = {name: "" for name in session.transcripts}
+    session.entries = {}
+    return removal
+
+
+# --- Cleanup and undo of sessions.json ----------------------------------------------------------
+
+
+def _break_stale_index_lock(store: AgentStore, dry_run: bool) -> list[dict[str, Any]]:
+    """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
+    holder = _inspect_lock(store.paths.index_lock)
+    if holder is None or not holder.stale:
+        return []
+    if not dry_run:
+        _break_stale_lock(store.paths.index_lock)
+    return [{"agent": store.paths.agent, "holder": holder.describe()}]
+
+
+def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
+    by_inode = {}
+    for name, entry in listing.archives.items():
+        info = _stat_of(entry)
+        if info is not None:
+            by_inode[(info.st_dev, info.st_ino)] = name
+    return by_inode
+
+
+def _orphan_fate(
+    store: AgentStore, referenced: set[str], name: str, twins: dict[tuple[int, int], str]
+) -> tuple[str, str | None] | None:
+    """What becomes of one unreferenced transcript: ("twin", archive) when a crashed rename left
+    it beside its archive, ("skip", reason), ("archive", None); None when it is already gone."""
+    info = _stat_of(store.listing.transcripts[name])
+    if info is None:
+        return None
+    twin = twins.get((info.st_dev, info.st_ino))
+    if twin is not None and twin.startswith(name + "."):
+        return "twin", twin
+    reason = _transcript_protection(store.config, store.paths, store.listing, referenced, name)
+    if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
+        reason = Protection.RECENTLY_MODIFIED
+    return ("skip", reason) if reason else ("archive", None)
+
+
+def _archive_orphans(store: AgentStore, dry_run: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Archive the transcripts no key points to (items of what was archived, and of what was kept)."""
+    paths, moment = store.paths, _utc_now()
+    referenced = _referenced_transcripts(paths, store.entries, store.listing)
+    orphans = sorted(name for name in store.listing.transcripts if name not in referenced)
+    twins = _archives_by_inode(store.listing) if orphans else {}
+    archived: dict[str, str] = {}
+    items, skipped = [], []
+    for name in orphans:
+        fate = _orphan_fate(store, referenced, name, twins)
+        if fate is None:
+            continue
+        if fate[0] == "skip":
+            skipped.append({"agent": paths.agent, "file": name, "reason": fate[1]})
+            continue
+        if fate[0] == "twin" and not dry_run:
+            os.unlink(paths.file(name))  # a rename by link + unlink was cut between its steps: finish it
+        archive = fate[1] or ("" if dry_run else archive_transcript(paths, name, moment))
+        archived[name] = archive
+        items.append({"agent": paths.agent, "file": name, "archive": archive or None})
+    if not dry_run:
+        _record_late_archives(store.config, paths.agent, archived, "orphan")
+    return items, skipped
+
+
+def _remove_keys_without_transcripts(
+    store: AgentStore, now: datetime, dry_run: bool
+) -> tuple[list[dict[str, Any]], list[Mark]]:
+    """Delete stale unprotected sessions that have no transcript left (items, and their marks)."""
+    agent = store.paths.agent
+    missing = [
+        session
+        for session in store.sessions.values()
+        if not session.transcripts
+        and not session.protected
+        and session.is_stale(now, store.config.stale_minutes)
+    ]
+    if dry_run or not missing:
+        return [{"agent": agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing], []
+    removals = store.remove(missing, "orphan_cleanup", only_if_unchanged=True)
+    done = [removal for removal in removals if removal.removed_keys]
+    items = [{"agent": agent, "id": r.session.session_id, "keys": r.removed_keys} for r in done]
+    return items, [removal.mark for removal in done]
+
+
+def _expire_archives(
+    store: AgentStore, now: datetime, retention_days: float, dry_run: bool, made_by: str | None = None
+) -> list[dict[str, Any]]:
+    """Delete the agent's archived transcripts older than the retention (with ``made_by``, only
+    the ``.<made_by>.`` ones: "deleted" or "reset")."""
+    items = []
+    for name in sorted(store.listing.archives):
+        match = ARCHIVE_PATTERN.search(name)
+        if match is None or (made_by is not None and match.group(1) != made_by):
+            continue
+        made = _stamp_time(name)
+        if made is None or (now - made).total_seconds() < retention_days * 86400:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(store.paths.file(name))
+            except FileNotFoundError:
+                continue
+        age = round((now - made).total_seconds() / 86400, 1)
+        items.append({"agent": store.paths.agent, "file": name, "age_days": age})
+    return items
+
+
+def _leftover_transcripts(store: AgentStore, session_id: str) -> Leftovers:
+    """``<id>.jsonl`` and ``<id>-topic-*.jsonl`` files of a session absent from the index.
+
+    The rule of every path that archives: a transcript that any key still points to (by sessionFile
+    or by its sessionId), that a live run holds, or that belongs to the running conversation is kept.
+    """
+    leftover = Session(store.paths.agent, session_id, [], {})
+    _attach_transcripts(store.paths, {session_id: leftover}, store.listing)
+    referenced = _referenced_transcripts(store.paths, store.entries, store.listing)
+    result = Leftovers(store.paths, [], {})
+    for name in leftover.transcripts:
+        reason = _transcript_protection(store.config, store.paths, store.listing, referenced, name)
+        if reason:
+            result.kept[name] = reason
+        else:
+            result.free.append(name)
+    return result
+
+
+def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
+    """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
+    of the index holds it (READ_FIELDS)."""
+    text = deletion.entries.get(key)
+    entry = _loads_strict(text) if isinstance(text, str) else text
+    return _project_entry(entry) if light and isinstance(entry, dict) else entry
+
+
+def _transcripts_turn(config: Config, agent: str) -> AbstractContextManager[bool]:
+    """The skill's own lock on an agent's transcripts: a restore renames archives back before its
+    keys return, and an orphan cleanup in between would take them for orphans."""
+    return _state_file_lock(config, f"agent-{agent}.transcripts")
+
+
+def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[str, str], list[str]]:
+    """Rename each archive back to its transcript name; also return the archives that are gone."""
+    renamed: dict[str, str] = {}
+    missing: list[str] = []
+    for original, archive in deletion.transcripts.items():
+        try:
+            if _rename_without_overwrite(paths.file(archive), paths.file(original)):
+                renamed[original] = archive
+        except FileNotFoundError:
+            missing.append(archive)
+    return renamed, missing
+
+
+def _restore_files_and_keys(
+    config: Config, paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any]
+) -> tuple[dict[str, str], list[str]]:
+    """Rename the archives back, then put the keys back under the gateway's lock; undo the renames
+    if the keys cannot return."""
+    renamed, missing = _rename_archives_back(paths, deletion)
+
+    def change(document: IndexDocument) -> None:
+        clash = [key for key in restorable if key in document.entries]
+        if clash:
+            raise RestoreConflict(
+                f"key {clash[0]} of session {deletion.session_id} was created again while restoring; "
+                "nothing was restored"
+            )
+        for key, text in restorable.items():
+            document.add(
+                key, _recorded_entry(deletion, key), value_text=text if isinstance(text, str) else None
+            )
+
+    try:
+        rewrite_index(paths, config, change)
+    except SessionManagerError:
+        for original, archive in renamed.items():
+            _rename_without_overwrite(paths.file(original), paths.file(archive))
+        raise
+    return renamed, missing
+
+
+def _refuse_restore_conflicts(
+    paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any], present: dict[str, Any]
+) -> None:
+    clash = [key for key in restorable if key in present]
+    if clash:
+        raise RestoreConflict(
+            f"key {clash[0]} exists again in {paths.index}; remove it first or leave the "
+            f"deletion of {deletion.session_id} as it is"
+        )
+    for original in deletion.transcripts:
+        if os.path.exists(paths.file(original)):
+            raise RestoreConflict(
+                f"transcript {original} exists again in {paths.folder}; restoring would overwrite it"
+            )
+    if not restorable and not deletion.transcripts:
+        raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
+
+
+# --- The two stores -----------------------------------------------------------------------------
+
+
+class JsonStore(AgentStore):
+    """An agent whose gateway keeps its sessions in sessions.json (up to OpenClaw 2026.7): the skill
+    reads and rewrites the index itself under the gateway's lock and archives the transcripts."""
+
+    kind = JSON_STORE
+
+    def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
+        document = _read_index_document(self.paths) if for_change else None
+        return (document.entries if document is not None else _load_index(self.paths)), document
+
+    def attach_transcripts(self) -> None:
+        _attach_transcripts(self.paths, self.sessions, self.listing)
+
+    def remove(
+        self,
+        planned: list[Session],
+        reason: str,
+        *,
+        only_if_unchanged: bool,
+        recheck: Callable[[Session], None] | None = None,
+    ) -> list[Removal]:
+        moment = _utc_now()  # the audit records' time and the archives' stamp
+        transaction = AuditTransaction.begin(self.paths.agent, reason, moment=moment)
+        return _remove_from_index(self, planned, transaction, moment, only_if_unchanged, recheck)
+
+    def begin_removal(self, planned: list[Session], reason: str) -> RemovalPart:
+        moment = _utc_now()
+        transaction = AuditTransaction.begin(self.paths.agent, reason, moment=moment)
+        removals = _remove_from_index(self, planned, transaction, moment, True, None)
+        return RemovalPart(self.paths, transaction, removals, waiting=False)
+
+    @classmethod
+    def finish_removals(
+        cls, config: Config, parts: list[RemovalPart]
+    ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
+        return [removal for part in parts for removal in part.removals], {}
+
+    def leftovers(self, session_id: str) -> Leftovers | None:
+        return _leftover_transcripts(self, session_id)
+
+    def clean(self, now: datetime, dry_run: bool, retention_days: float) -> Cleanup:
+        items: dict[str, list[dict[str, Any]]] = {}
+        marks: list[Mark] = []
+        try:
+            items["stale_locks_removed"] = _break_stale_index_lock(self, dry_run)
+            items["archived_orphans"], items["skipped"] = _archive_orphans(self, dry_run)
+            items["removed_keys"], marks = _remove_keys_without_transcripts(self, now, dry_run)
+            items["deleted_archives"] = _expire_archives(self, now, retention_days, dry_run)
+        except SessionManagerError as error:
+            return Cleanup(items, marks, error)
+        return Cleanup(items, marks)
+
+    @classmethod
+    def took_effect(cls, config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
+        """False for a deletion whose keys are all still in the index (the run died before writing)."""
+        if not deletion.keys:
+            return True
+        if deletion.agent not in indexes:
+            try:
+                indexes[deletion.agent] = _load_index(_agent_paths(config, deletion.agent))
+            except SessionManagerError:
+                indexes[deletion.agent] = {}
+        entries = indexes[deletion.agent]
+        return not all(
+            key in entries and entries[key] == _recorded_entry(deletion, key, light=True)
+            for key in deletion.keys
+        )
+
+    @classmethod
+    def check_undoable(cls, deletion: Deletion, paths: AgentPaths) -> None:
+        """Every deletion from sessions.json can be undone: the audit log holds each entry's text."""
+
+    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+        restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
+        _refuse_restore_conflicts(self.paths, deletion, restorable, _load_index(self.paths))
+        with _transcripts_turn(self.config, self.paths.agent):
+            renamed, missing = _restore_files_and_keys(self.config, self.paths, deletion, restorable)
+        return list(restorable), renamed, missing
+
+
+class SqliteStore(AgentStore):
+    """An agent of the SQLite-era gateway (OpenClaw 2026.8 and later, agent/openclaw-agent.sqlite):
+    read and changed only through OpenClaw's CLI; the gateway archives the transcripts itself (§7)."""
+
+    kind = SQLITE_STORE
+    gateway_owned = ("cron_run",)  # its cron retention removes runs; its delete cannot (§7)
+
+    def __init__(self, config: Config, paths: AgentPaths) -> None:
+        super().__init__(config, paths)
+        self.listed: list[Any] | GatewayUnavailable | None = None  # this agent's part of a listing
+
+    @classmethod
+    def prepare(cls, config: Config, stores: list[AgentStore]) -> None:
+        """One CLI listing for every SQLite-era agent of the call (each CLI call starts Node anew)."""
+        mine = [store for store in stores if isinstance(store, SqliteStore)]
+        listing = gateway_listing(config, [store.paths.agent for store in mine])
+        for store in mine:
+            store.listed = listing[store.paths.agent]
+
+    def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
+        listed = self.listed
+        if listed is None:
+            listed = gateway_listing(self.config, [self.paths.agent])[self.paths.agent]
+        self.listed = None
+        if isinstance(listed, GatewayUnavailable):
+            raise listed
+        # Only the agent's own keys: one never reaches the CLI's command line as an option.
+        own = f"agent:{self.paths.agent}:"
+        return {
+            item["key"]: _project_entry(item) for item in listed if str(item.get("key")).startswith(own)
+        }, None
+
+    def attach_transcripts(self) -> None:
+        """None: the gateway keeps the transcripts and archives them itself."""
+
+    def remove(
+        self,
+        planned: list[Session],
+        reason: str,
+        *,
+        only_if_unchanged: bool,
+        recheck: Callable[[Session], None] | None = None,
+    ) -> list[Removal]:
+        """The gateway deletes (its own checks stand in for ``only_if_unchanged`` and ``recheck``)."""
+        removals, failures = self.finish_removals(self.config, [self.begin_removal(planned, reason)])
+        if self.paths.agent in failures:
+            raise failures[self.paths.agent]
+        return removals
+
+    def begin_removal(self, planned: list[Session], reason: str) -> RemovalPart:
+        return _begin_gateway_part(self.config, self.paths, planned, reason)
+
+    @classmethod
+    def finish_removals(
+        cls, config: Config, parts: list[RemovalPart]
+    ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
+        removals, failures = _remove_through_gateway(config, parts)
+        return removals, dict(failures)
+
+    def leftovers(self, session_id: str) -> Leftovers | None:
+        """None: the gateway's own transcripts are never the skill's to archive."""
+        return None
+
+    def clean(self, now: datetime, dry_run: bool, retention_days: float) -> Cleanup:
+        """Only the gateway's old ``.deleted.`` archives go: it owns everything else."""
+        return Cleanup(
+            {"deleted_archives": _expire_archives(self, now, retention_days, dry_run, "deleted")}, []
+        )
+
+    @classmethod
+    def took_effect(cls, config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
+        """Always: its commit is written only after the gateway said it deleted the keys."""
+        return True
+
+    @classmethod
+    def check_undoable(cls, deletion: Deletion, paths: AgentPaths) -> None:
+        archives = ", ".join(deletion.transcripts.values()) or "none recorded"
+        raise StoreNotLive(
+            f"session {deletion.session_id} was deleted by the SQLite-era gateway, which has no undelete; "
+            f"its transcript archive (zstd-compressed JSON lines) stays in {paths.folder}: {archives}. "
+            "Nothing was changed"
+        )
+
+    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+        """Refused: a restore puts keys back into sessions.json, which this gateway no longer reads."""
+        raise StoreNotLive(
+            f"agent {self.paths.agent!r} keeps its sessions in SQLite ({SQLITE_DATABASE}) since this "
+            "deletion; its sessions.json is a leftover the gateway no longer reads, so nothing was changed"
+        )
+
+
+#: Every kind of store, by the name that answers and the audit log give it.
+STORE_KINDS: dict[str, type[AgentStore]] = {kind.kind: kind for kind in (JsonStore, SqliteStore)}
+
+
+def open_store(config: Config, paths: AgentPaths) -> AgentStore:
+    """The agent's store, of the kind its gateway keeps: the one place that chooses the kind."""
+    if os.path.exists(_sqlite_database(config, paths.agent)):
+        return SqliteStore(config, paths)
+    return JsonStore(config, paths)
+
+
+def _prepare_stores(config: Config, stores: list[AgentStore]) -> None:
+    """Let each kind read ahead at once for all its agents of the call (AgentStore.prepare)."""
+    for kind in STORE_KINDS.values():
+        kind.prepare(config, stores)
+
+
+def _recorded_kind(deletion: Deletion) -> type[AgentStore]:
+    """The kind of store a recorded deletion was made in; NothingToRestore for one this version does
+    not know (the record stays listed, see list_deleted)."""
+    kind = STORE_KINDS.get(deletion.store)
+    if kind is None:
+        raise NothingToRestore(
+            f"the deletion of {deletion.session_id} was made in a kind of store this version does not know "
+            f"({deletion.store[:TEXT_CAP]!r}); it cannot be undone here, nothing was changed"
+        )
+    return kind
+
+
+def read_agent(store: AgentStore, for_change: bool = False) -> AgentStore:
+    """Read one agent into its store: sessions, folder listing, transcripts and protections.
+
+    ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
+    """
+    store.entries, store.document = store.read_entries(for_change)
+    store.listing = _list_folder(store.paths)
+    store.sessions = _group_sessions(store.paths.agent, store.entries)
+    store.attach_transcripts()
+    for session in store.sessions.values():
+        session.protected = store.protection_of(session)
+    return store
+
+
+def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
+    return {**context, "error": str(error), "error_type": error.error_type}
+
+
+class AgentWalk:
+    """The selected agents, read one at a time, and the errors met on the way.
+
+    Only one index is in memory at once: each agent's store is emptied before the next is read,
+    so a caller keeps what it needs from a store while it holds it. An agent that cannot be read
+    (or that a step fails for, see ``failed``) goes to ``errors``, fatal only when it was named.
+    ``hold``, given an agent id, is a lock held from before the read until the next agent.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        agent: str | None,
+        for_change: bool = False,
+        hold: Callable[[str], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
+        self.errors: list[dict[str, Any]] = []
+
+    def __iter__(self) -> Iterator[AgentStore]:
+        stores = [open_store(self.config, paths) for paths in _selected_agents(self.config, self.agent)]
+        _prepare_stores(self.config, stores)
+        for store in stores:
+            try:
+                with self.hold(store.paths.agent) if self.hold is not None else nullcontext():
+                    yield read_agent(store, self.for_change)
+                    store.release()
+            except (StoreUnreadable, LockTimeout, GatewayUnavailable) as error:
+                self.failed(store.paths.agent, error)
+
+    def failed(self, agent: str, error: SessionManagerError) -> None:
+        """Record one agent's failure; re-raised when the call named that agent."""
+        if self.agent is not None:
+            raise error
+        self.errors.append(_error_record(error, agent=agent))
+
+
+# --- History service ----------------------------------------------------------------------------
+
+
+_UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class HistoryOutcome(NamedTuple):
@@ -2364,7 +3397,7 @@ def _refusal(status: int, what: str) -> HistoryRefused:
 
 def _page_bound(wanted: int) -> int:
     """How many pages one lookup may read: enough for the rows it seeks, and never fewer than 50."""
-    return max(HISTORY_MAX_PAGES, 2 * -(-wanted // HISTORY_PAGE_LIMIT) + 10)
+    return max(HISTORY_LOOKUP_MIN_PAGES, 2 * -(-wanted // HISTORY_PAGE_LIMIT) + 10)
 
 
 def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> tuple[list[Any], int | None]:
@@ -2388,7 +3421,7 @@ def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> tuple
 def _find_history_rows(
     client: HistoryClient,
     session_ids: set[str],
-    row_status: str,
+    row_status: MarkStatus,
     agent: str | None,
     pool: Any = None,
     width: int = 1,
@@ -2401,7 +3434,7 @@ def _find_history_rows(
     """
     query: dict[str, Any] = {
         "limit": HISTORY_PAGE_LIMIT,
-        "status": row_status,
+        "status": row_status.value,
         "include_cron_events": "true",
         "include_runtime_events": "true",
     }
@@ -2440,11 +3473,10 @@ def _lookup_rows(
 ) -> dict[str, HistoryOutcome]:
     """Fill in ``row_ids`` of marks that lack them, one scan per agent; outcomes for marks without a row."""
     outcomes: dict[str, HistoryOutcome] = {}
-    groups: dict[tuple[str, str | None], list[Mark]] = {}
+    groups: dict[tuple[MarkStatus, str | None], list[Mark]] = {}
     for mark in marks:
         if mark.row_ids is None:
-            row_status = "ended" if mark.status == "active" else "active"
-            groups.setdefault((row_status, mark.agent), []).append(mark)
+            groups.setdefault((mark.status.rows_to_change, mark.agent), []).append(mark)
     for (row_status, agent), group in groups.items():
         wanted = {mark.session_id for mark in group}
         found, complete = _find_history_rows(client, wanted, row_status, agent, pool, width)
@@ -2455,7 +3487,8 @@ def _lookup_rows(
                     "" if complete else f" among the newest {_page_bound(len(wanted)) * HISTORY_PAGE_LIMIT}"
                 )
                 outcomes[mark.session_id] = HistoryOutcome(
-                    "no_history_row", f"no {row_status} row for this session in the history service{where}"
+                    "no_history_row",
+                    f"no {row_status.value} row for this session in the history service{where}",
                 )
     return outcomes
 
@@ -2524,133 +3557,28 @@ def _deliver_marks(
         return _look_up_and_patch(config, marks, deadline)
 
 
-def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
-    """The marks of the outbox's records, oldest first, and the records that are no mark at all.
-
-    A confirmation record (see _confirm_marks) confirms the marks of its deletion and drops the
-    ones it names; it is folded into them here, and gone from the file after its next rewrite.
-    """
-    marks, unreadable = [], []
-    dropped: dict[str, set[str]] = {}
-    for record in records:
-        if isinstance(record.get("confirm"), str) and _is_text_list(record.get("dropped")):
-            dropped.setdefault(record["confirm"], set()).update(record["dropped"])
-            continue
-        try:
-            marks.append(Mark.from_record(record))
-        except (ValueError, KeyError, TypeError):
-            unreadable.append(record)
-    if dropped:
-        marks = [m for m in marks if m.txn not in dropped or m.outbox_id not in dropped[m.txn]]
-        for mark in marks:
-            mark.confirmed = mark.confirmed or mark.txn in dropped
-    return marks, unreadable
-
-
-def _read_outbox(config: Config) -> list[Mark]:
-    """Marks waiting in the outbox, oldest first."""
-    return _marks_of_records(_read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)))[0]
-
-
-def _abandon(config: Config, records: list[dict[str, Any]]) -> None:
-    """Keep what leaves the outbox undelivered in the abandoned file, for an operator to look at."""
-    if records:
-        _append_lines(_state_path(config, HISTORY_ABANDONED_NAME), records)
-
-
-#: A change of the outbox: from the marks waiting, those to keep and those to give up on.
-OutboxChange = Callable[[list[Mark]], tuple[list[Mark], list[Mark]]]
-
-
-def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
-    """Change the outbox under its lock; returns the marks given up on, which go to the abandoned file.
-
-    A record that is no mark (edited by hand, say) goes to the abandoned file too, not lost.
-    """
-
-    def rewrite(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, list[Mark]]:
-        marks, unreadable = _marks_of_records(records)
-        before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
-        kept, given_up = change(marks)
-        moment = _iso_utc(_utc_now())
-        _abandon(config, [{**mark.as_record(), "abandoned_at": moment} for mark in given_up])
-        _abandon(
-            config,
-            [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
-        )
-        after = [mark.as_record() for mark in kept]
-        return (after if unreadable or after != before else None), given_up
-
-    return _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
-
-
-def _queue_marks(config: Config, marks: list[Mark]) -> None:
-    """Append a deletion's marks to the outbox, flushed, before its index is written.
-
-    So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
-    them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
-    """
-    moment = _iso_utc(_utc_now())
-    for mark in marks:
-        mark.outbox_id = mark.outbox_id or _new_id()
-        mark.queued_at = mark.queued_at or moment
-    try:
-        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-            records = (json.dumps(mark.as_record()) for mark in marks)  # streamed: a prune may queue 60,000
-            _append_pieces(_state_path(config, HISTORY_OUTBOX_NAME), records, sync=True, separate=True)
-    except OSError as error:
-        raise StoreWriteFailed(
-            f"cannot queue history marks in {config.state_dir}: {error.strerror or error}; nothing was "
-            "deleted (set SESSION_MANAGER_STATE_DIR to a writable folder)"
-        ) from None
-
-
-def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]) -> None:
-    """After the index is written: confirm the marks of sessions it removed, drop the others.
-
-    One small appended record does it (the outbox is not rewritten while the index may still be in
-    memory). A failure is left for later: the marks stay unconfirmed and, past the grace, the
-    index decides (_pending_marks).
-    """
-    confirmed = {mark.outbox_id for mark in done}
-    for mark in done:
-        mark.confirmed = True
-    record = {"confirm": txn, "dropped": [m.outbox_id for m in marks if m.outbox_id not in confirmed]}
-    try:
-        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-            _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [record])
-    except (OSError, SessionManagerError):
-        pass
-
-
 def _expired(mark: Mark, now: datetime) -> bool:
     queued = _parse_timestamp(mark.queued_at) or now
     return mark.attempts >= HISTORY_MAX_ATTEMPTS or now - queued > timedelta(days=HISTORY_MAX_AGE_DAYS)
 
 
-def _pending_row(mark: Mark) -> dict[str, Any]:
+def _pending_item(mark: Mark) -> dict[str, Any]:
     return {
         "session_id": mark.session_id,
         "agent": mark.agent,
-        "status": mark.status,
+        "status": mark.status.value,
         "attempts": mark.attempts,
         "queued_at": mark.queued_at,
         "last_error": mark.last_error,
     }
 
 
-def _session_ids_in_index(config: Config, agent: str) -> set[str] | None:
-    """Every sessionId of an agent's index (or, SQLite era, of the CLI's listing), or None when it
-    cannot be read."""
+def _held_session_ids(config: Config, agent: str) -> set[str] | None:
+    """Every sessionId an agent's store holds now, or None when it cannot be read."""
     try:
-        paths = _agent_paths(config, agent)
-        if _uses_newer_store(config, paths):
-            entries = _gateway_entries(config, paths, None)
-        else:
-            entries = _load_index(paths)
+        return open_store(config, _agent_paths(config, agent)).held_session_ids()
     except SessionManagerError:
         return None
-    return {_session_id_of(key, entry) for key, entry in entries.items()}
 
 
 def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[Mark], list[Mark]]:
@@ -2669,11 +3597,11 @@ def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[M
         elif now - (_parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
             unconfirmed.setdefault(mark.agent, []).append(mark)
     for agent, marks in unconfirmed.items():
-        present = _session_ids_in_index(config, agent)
+        present = _held_session_ids(config, agent)
         if present is None:
             continue
         for mark in marks:
-            took_effect = (mark.session_id in present) == (mark.status == "active")
+            took_effect = (mark.session_id in present) == mark.status.held_when_done
             (deliver if took_effect else dropped).append(mark)
     return deliver, dropped
 
@@ -2697,24 +3625,21 @@ def _settle_outbox(
 @contextmanager
 def _delivery_turn(config: Config, report: HistoryReport) -> Iterator[bool]:
     """Whether this call delivers the outbox: one call at a time, and none where it cannot be opened."""
-    try:
-        turn = _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", wait=False)
-        delivering = turn.__enter__()
-    except OSError as error:
-        report.configuration_error = f"cannot open the history outbox in {config.state_dir}: {error.strerror}"
-        yield False
-        return
-    try:
+    with ExitStack() as stack:
+        try:
+            delivering = stack.enter_context(
+                _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", wait=False)
+            )
+        except OSError as error:
+            report.configuration_error = (
+                f"cannot open the history outbox in {config.state_dir}: {error.strerror}"
+            )
+            delivering = False
         yield delivering
-    finally:
-        turn.__exit__(None, None, None)
 
 
-def _outbox_to_drain(config: Config, marks: list[Mark], now: datetime) -> tuple[list[Mark], list[Mark]]:
-    """The outbox marks to deliver beside this call's, and those whose deletion never happened.
-
-    A newer mark of the same session supersedes what waits for it in the outbox.
-    """
+def _drop_superseded_marks(config: Config, marks: list[Mark]) -> None:
+    """Rewrite the outbox without what waits there for the sessions of this call's newer ``marks``."""
     own_ids = {mark.session_id for mark in marks}
     own_queued = {mark.outbox_id for mark in marks if mark.outbox_id}
 
@@ -2722,7 +3647,6 @@ def _outbox_to_drain(config: Config, marks: list[Mark], now: datetime) -> tuple[
         return [m for m in queued if m.session_id not in own_ids or m.outbox_id in own_queued], []
 
     _rewrite_outbox(config, supersede)
-    return _pending_marks(config, now, own_queued)
 
 
 def _record_results(
@@ -2744,7 +3668,7 @@ def _record_results(
             if index < own:
                 report.outcomes[mark.session_id] = result
             else:
-                report.delivered.append({**_pending_row(mark), "outcome": result.status})
+                report.delivered.append({**_pending_item(mark), "outcome": result.status})
             if mark.outbox_id:
                 finished.add(mark.outbox_id)
             continue
@@ -2771,7 +3695,7 @@ def _settle_outbox_file(
             f"{getattr(error, 'strerror', None) or error}"
         )
         return
-    report.gave_up += [_pending_row(mark) for mark in given_up]
+    report.gave_up += [_pending_item(mark) for mark in given_up]
 
 
 def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = True) -> HistoryReport:
@@ -2787,385 +3711,26 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
     deadline, now = time.monotonic() + config.history_budget, _utc_now()
     with _delivery_turn(config, report) as delivering:
         report.outbox_busy = include_pending and not delivering
-        draining = include_pending and delivering
-        waiting, never_happened = _outbox_to_drain(config, marks, now) if draining else ([], [])
+        waiting: list[Mark] = []
+        never_happened: list[Mark] = []
+        if include_pending and delivering:
+            _drop_superseded_marks(config, marks)
+            own = {mark.outbox_id for mark in marks if mark.outbox_id}
+            waiting, never_happened = _pending_marks(config, now, own)
         batch = marks + waiting
         results = _deliver_marks(config, batch, deadline) if batch else {}
         report.delivered += [
-            {**_pending_row(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
+            {**_pending_item(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
         ]
         finished, requeue = _record_results(report, batch, len(marks), results, now)
         finished.update(str(mark.outbox_id) for mark in never_happened)
         if requeue or finished:
             _settle_outbox_file(config, report, finished, requeue, now)
-        report.still_pending = [_pending_row(m) for m in _read_outbox(config)]
+        report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
     return report
 
 
-def _pending_mark_count(config: Config) -> int:
-    """How many history marks wait in the outbox."""
-    return len(_read_outbox(config))
-
-
-# --- Deleting -----------------------------------------------------------------------------------
-
-
-class Removal:
-    """What one deletion did to one session on the filesystem."""
-
-    __slots__ = ("archived", "errors", "kept_transcripts", "mark", "removed_keys", "session", "skipped")
-
-    def __init__(self, session: Session, removed_keys: list[str] | None = None) -> None:
-        self.session = session
-        self.mark = Mark(session.session_id, session.agent)
-        self.removed_keys: list[str] = removed_keys or []
-        self.archived: dict[str, str] = {}
-        self.kept_transcripts: list[str] = []
-        self.skipped: str | None = None
-        self.errors: list[str] = []
-
-
-def _keys_by_session(entries: dict[str, Any]) -> dict[str, list[str]]:
-    """Every session id of an index with the keys that point to it, in one pass."""
-    by_session: dict[str, list[str]] = {}
-    for key, entry in entries.items():
-        by_session.setdefault(_session_id_of(key, entry), []).append(key)
-    return by_session
-
-
-def _fresh_session(
-    document: IndexDocument, planned: Session, keys_by_session: dict[str, list[str]]
-) -> Session:
-    """The planned session as the index holds it now: every key that points to its sessionId."""
-    keys = keys_by_session.get(planned.session_id, [])
-    session = Session(planned.agent, planned.session_id, keys, {k: document.entries[k] for k in keys})
-    session.transcripts = planned.transcripts
-    session.protected = planned.protected
-    return session
-
-
-def _entry_text(document: IndexDocument | None, key: str, entry: Any) -> str:
-    """An entry's exact text in the index (for the audit log), or the gateway's layout of it."""
-    if document is not None and (key in document.spans or key in document.added):
-        return document.value_text(key)
-    return _gateway_json(entry, indent=2).replace("\n", "\n  ")
-
-
-def _intent_pieces(
-    transaction: AuditTransaction,
-    planned: list[Session],
-    document: IndexDocument | None,
-    fingerprints: dict[str, int],
-) -> Iterator[str]:
-    """The intent record, one session at a time, so a large prune never holds it whole."""
-    yield json.dumps(transaction.record("intent", {}))[: -len("}}")]
-    for number, session in enumerate(planned):
-        texts = {key: _entry_text(document, key, session.entries[key]) for key in session.keys}
-        fingerprints.update((key, hash(text)) for key, text in texts.items())
-        part = json.dumps({"entries": texts, "transcripts": session.transcripts})
-        yield ("" if number == 0 else ", ") + json.dumps(session.session_id) + ": " + part
-    yield "}}"
-
-
-def _release_parsed_entries(view: AgentView, planned: list[Session]) -> None:
-    """Let the parsed entries of sessions about to go be freed: from here on their recorded text
-    and fingerprints stand for them (a 100,000-session prune would otherwise hold them all)."""
-    for session in planned:
-        for key in session.keys:
-            if key in view.entries:
-                view.entries[key] = None
-        session.entries = dict.fromkeys(session.keys)
-
-
-def _archive_session_transcripts(
-    paths: AgentPaths, removal: Removal, still_referenced: set[str], moment: datetime
-) -> None:
-    for name in removal.session.transcripts:
-        if name in still_referenced:
-            removal.kept_transcripts.append(name)
-            continue
-        try:
-            removal.archived[name] = archive_transcript(paths, name, moment)
-        except FileNotFoundError:
-            pass  # the gateway archived or removed it first
-        except OSError as error:
-            removal.errors.append(f"could not archive {name}: {error.strerror or error}")
-
-
-def _commit_part(
-    document: IndexDocument,
-    removal: Removal,
-    fresh: Session,
-    fingerprints: dict[str, int] | None,
-    only_if_unchanged: bool,
-) -> dict[str, Any] | None:
-    """A session's part of the commit record, from the index as it is under the lock; None (and
-    ``removal.skipped`` says why) when it is already gone, or changed since planned and a prune.
-
-    ``fingerprints`` None: the index is the very parse that was planned, so nothing moved.
-    """
-    if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
-        removal.skipped = "already gone"
-        return None
-    amended: dict[str, str] = {}
-    if fingerprints is not None:
-        texts = {key: document.value_text(key) for key in fresh.keys}
-        amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
-        if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
-            removal.skipped = "changed since it was read"
-            return None
-    removal.removed_keys = list(fresh.keys)
-    return {"keys": fresh.keys, "entries": amended}
-
-
-def _index_change(
-    config: Config,
-    transaction: AuditTransaction,
-    view: AgentView,
-    removals: list[Removal],
-    fingerprints: dict[str, int],
-    only_if_unchanged: bool,
-    recheck: Callable[[Session], None] | None,
-) -> Callable[[IndexDocument], IndexDocument]:
-    """The change rewrite_index makes under the lock: check each session again, flush the commit
-    record, then remove the keys."""
-
-    def change(document: IndexDocument) -> IndexDocument:
-        reused = document is view.document
-        keys_by_session = {} if reused else _keys_by_session(document.entries)
-        committed: dict[str, Any] = {}
-        for removal in removals:
-            fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
-            if recheck is not None and fresh.keys:
-                recheck(fresh)
-            part = _commit_part(document, removal, fresh, None if reused else fingerprints, only_if_unchanged)
-            if part is not None:
-                committed[fresh.session_id] = part
-        if committed:
-            # Flushed to disk with the intent before it, ahead of the index that it describes.
-            append_audit(config, [transaction.record("commit", committed)], sync=True)
-        for removal in removals:
-            for key in removal.removed_keys:
-                document.remove(key)
-        return document
-
-    return change
-
-
-def _queue_removal_marks(config: Config, transaction: AuditTransaction, removals: list[Removal]) -> None:
-    """Queue the removals' history marks, unconfirmed; a failure aborts the deletion here."""
-    for removal in removals:
-        removal.mark.txn, removal.mark.confirmed = transaction.txn, False
-    try:
-        _queue_marks(config, [removal.mark for removal in removals])
-    except SessionManagerError:
-        append_audit(config, [transaction.record("abort", {})])
-        raise
-
-
-def _archive_removed_transcripts(
-    config: Config,
-    transaction: AuditTransaction,
-    view: AgentView,
-    written: IndexDocument,
-    removals: list[Removal],
-    moment: datetime,
-) -> None:
-    """Archive the transcripts of what was removed, except any the written index still names."""
-    still_referenced = _referenced_transcripts(view.paths, written.entries, view.listing)
-    archived: dict[str, Any] = {}
-    for removal in removals:
-        if removal.removed_keys:
-            _archive_session_transcripts(view.paths, removal, still_referenced, moment)
-            archived[removal.session.session_id] = {"transcripts": removal.archived}
-    append_audit(config, [transaction.record("archived", archived)])
-
-
-def _gateway_archives(paths: AgentPaths, results: list[dict[str, Any]]) -> dict[str, str]:
-    """The archives the gateway made, by transcript name: a name in the sessions folder, else the
-    path it gave."""
-    archived: dict[str, str] = {}
-    for result in results:
-        for path in result.get("archived") or []:
-            if isinstance(path, str) and ".deleted." in path:
-                folder, name = os.path.split(path)
-                inside = os.path.realpath(folder) == paths.folder
-                archived[name.partition(".deleted.")[0]] = name if inside else path
-    return archived
-
-
-def _gateway_outcome(
-    config: Config, paths: AgentPaths, removal: Removal, results: list[dict[str, Any]]
-) -> None:
-    """Fill a removal from the gateway's result for each of its keys (§7)."""
-    statuses = [str(result.get("status")) for result in results]
-    removal.removed_keys = [str(r["key"]) for r in results if r.get("status") == "deleted"]
-    removal.archived = _gateway_archives(paths, results)
-    refusals = [r for r in results if r.get("status") not in ("deleted", "not_found")]
-    if refusals:
-        reason = _cli_message(config, refusals[0].get("error") or refusals[0].get("status"))
-        removal.skipped = GATEWAY_REFUSED + reason
-    elif not removal.removed_keys and all(status == "not_found" for status in statuses):
-        removal.skipped = "already gone"
-
-
-def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
-    return {
-        r.session.session_id: {"keys": r.removed_keys, "entries": {}, "store": SQLITE_STORE}
-        for r in removals
-        if r.removed_keys
-    }
-
-
-class GatewayPart(NamedTuple):
-    """One agent's share of a delete through the gateway: its audit transaction and removals."""
-
-    paths: AgentPaths
-    transaction: AuditTransaction
-    removals: list[Removal]
-
-
-def _begin_gateway_part(config: Config, view: AgentView, planned: list[Session], reason: str) -> GatewayPart:
-    """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
-    transaction = AuditTransaction.begin(view.paths.agent, reason, moment=_utc_now())
-    append_audit_stream(config, _intent_pieces(transaction, planned, None, {}))
-    removals = [Removal(session) for session in planned]
-    _queue_removal_marks(config, transaction, removals)
-    return GatewayPart(view.paths, transaction, removals)
-
-
-def _settle_gateway_part(
-    config: Config, part: GatewayPart, answered: dict[str, dict[str, Any]], failure: GatewayUnavailable | None
-) -> GatewayUnavailable | None:
-    """After the delete: commit what the gateway deleted, confirm those marks, record the archives.
-
-    Returns the failure when none of the part's keys got an answer. A session without one (the
-    CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
-    """
-    transaction, removals = part.transaction, part.removals
-    known: list[Removal] = []
-    unanswered: list[Removal] = []
-    for removal in removals:
-        (known if all(key in answered for key in removal.session.keys) else unanswered).append(removal)
-    if failure is not None and not known:
-        if not failure.maybe_changed:
-            _confirm_marks(config, transaction.txn, [r.mark for r in removals], [])
-            append_audit(config, [transaction.record("abort", {})])
-        return failure
-    for removal in known:
-        _gateway_outcome(config, part.paths, removal, [answered[key] for key in removal.session.keys])
-    append_audit(config, [transaction.record("commit", _gateway_commit(known))], sync=True)
-    done = [r.mark for r in known if r.removed_keys and not r.skipped]
-    _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
-    archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
-    append_audit(config, [transaction.record("archived", archived)])
-    for removal in unanswered:
-        removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
-    return None
-
-
-def _remove_through_gateway(
-    config: Config, parts: list[GatewayPart]
-) -> tuple[list[Removal], dict[str, GatewayUnavailable]]:
-    """SQLite era: the running gateway deletes every part's keys, in as few CLI calls as fit, and
-    archives their transcripts itself (§7). Each part's audit records and marks follow
-    AuditTransaction as for sessions.json, with the gateway's answer in place of the index under
-    the lock. Returns the removals, and the failure of each agent none of whose keys got an answer.
-    """
-    keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
-    answered, failure = gateway_delete(config, keys) if keys else ({}, None)
-    removals: list[Removal] = []
-    failures: dict[str, GatewayUnavailable] = {}
-    for part in parts:
-        error = _settle_gateway_part(config, part, answered, failure)
-        if error is not None:
-            failures[part.paths.agent] = error
-        else:
-            removals += part.removals
-    return removals, failures
-
-
-def _remove_sessions(
-    config: Config,
-    view: AgentView,
-    planned: list[Session],
-    reason: str,
-    *,
-    only_if_unchanged: bool,
-    recheck: Callable[[Session], None] | None = None,
-) -> list[Removal]:
-    """Remove sessions' keys under the gateway's lock, then archive their transcripts.
-
-    The steps and what a crash leaves after each are AuditTransaction's. With
-    ``only_if_unchanged`` (prunes), a session that the gateway touched after it was planned is
-    left alone; ``recheck`` may refuse one as the index is under the lock.
-    """
-    if view.store == SQLITE_STORE:
-        removals, failures = _remove_through_gateway(
-            config, [_begin_gateway_part(config, view, planned, reason)]
-        )
-        if view.paths.agent in failures:
-            raise failures[view.paths.agent]
-        return removals
-    moment = _utc_now()  # the audit records' time and the archives' stamp
-    transaction = AuditTransaction.begin(view.paths.agent, reason, moment=moment)
-    fingerprints: dict[str, int] = {}
-    append_audit_stream(config, _intent_pieces(transaction, planned, view.document, fingerprints))
-    _release_parsed_entries(view, planned)
-    removals = [Removal(session) for session in planned]
-    _queue_removal_marks(config, transaction, removals)
-    marks = [removal.mark for removal in removals]
-    change = _index_change(config, transaction, view, removals, fingerprints, only_if_unchanged, recheck)
-    try:
-        written: IndexDocument = rewrite_index(view.paths, config, change, earlier=view.document)
-    except SessionManagerError:
-        _confirm_marks(config, transaction.txn, marks, [])
-        append_audit(config, [transaction.record("abort", {})])
-        raise
-    _confirm_marks(
-        config, transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
-    )
-    _archive_removed_transcripts(config, transaction, view, written, removals, moment)
-    return removals
-
-
-def _record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
-    """Record archives made after the fact (orphans, leftovers of a crashed run).
-
-    An archive that a recorded deletion planned but never made is added to that deletion, so that
-    restore_session brings back its keys and this transcript together.
-    """
-    if not archived:
-        return
-    owners: dict[str, Deletion] = {}
-    for deletion in _recorded_deletions(config):
-        if deletion.agent == agent and not deletion.restored:
-            for name in deletion.planned:
-                if name not in deletion.transcripts:
-                    owners[name] = deletion
-    records: list[dict[str, Any]] = []
-    moment = _utc_now()
-    for name, archive in archived.items():
-        owner = owners.get(name)
-        if owner is not None:
-            transaction = AuditTransaction.begin(agent, owner.reason, owner.txn, moment)
-            session_id = owner.session_id
-        else:
-            transaction = AuditTransaction.begin(agent, reason, moment=moment)
-            session_id = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
-        records.append(transaction.record("archived", {session_id: {"transcripts": {name: archive}}}))
-    append_audit(config, records)
-
-
-def _dry_run_removal(session: Session) -> Removal:
-    """What removing the session would do; its parsed entries are not needed for that."""
-    removal = Removal(session, removed_keys=list(session.keys))
-    removal.archived = {name: "" for name in session.transcripts}
-    session.entries = {}
-    return removal
-
-
-# --- Answers: the size budget, rows -------------------------------------------------------------
+# --- Answers: the size budget, items ------------------------------------------------------------
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:
@@ -3242,24 +3807,24 @@ def _fit_answer(result: dict[str, Any], growing: tuple[str, ...], full: bool, hi
     return result
 
 
-def _bounded_row(row: dict[str, Any], lists: tuple[str, ...], texts: tuple[str, ...]) -> dict[str, Any]:
-    """A row whose ``lists`` keep ROW_LIST_CAP items (the rest counted in its own "truncated") and
+def _bounded_item(item: dict[str, Any], lists: tuple[str, ...], texts: tuple[str, ...]) -> dict[str, Any]:
+    """An answer item whose ``lists`` keep ITEM_LIST_CAP items (the rest counted in its own "truncated") and
     whose ``texts``, and list items, taken from the index are cut to TEXT_CAP."""
     cut: dict[str, int] = {}
     for name in lists:
-        if len(row[name]) > ROW_LIST_CAP:
-            cut[name] = len(row[name]) - ROW_LIST_CAP
-        kept = _first_items(row[name], ROW_LIST_CAP)
-        row[name] = [_short(item) for item in kept] if isinstance(kept, list) else kept
+        if len(item[name]) > ITEM_LIST_CAP:
+            cut[name] = len(item[name]) - ITEM_LIST_CAP
+        kept = _first_items(item[name], ITEM_LIST_CAP)
+        item[name] = [_short(value) for value in kept] if isinstance(kept, list) else kept
     for name in texts:
-        row[name] = _short(row[name])
+        item[name] = _short(item[name])
     if cut:
-        row["truncated"] = cut
-    return row
+        item["truncated"] = cut
+    return item
 
 
-def _session_row(session: Session, now: datetime, full: bool = False) -> dict[str, Any]:
-    """One row of a listing; by default its texts are cut to TEXT_CAP and its lists to ROW_LIST_CAP."""
+def _session_item(session: Session, now: datetime, full: bool = False) -> dict[str, Any]:
+    """One session of a listing; by default its texts are cut to TEXT_CAP and its lists to ITEM_LIST_CAP."""
     updated_at = _iso_or_none(session.updated_at)
     last_activity = (
         updated_at if session.last_active is session.updated_at else _iso_or_none(session.last_active)
@@ -3271,7 +3836,7 @@ def _session_row(session: Session, now: datetime, full: bool = False) -> dict[st
             label = _label_of(session.entries[key])
             if label:
                 break
-    row = {
+    item = {
         "id": session.session_id,
         "sessionId": session.session_id,
         "key": session.primary_key,
@@ -3288,7 +3853,9 @@ def _session_row(session: Session, now: datetime, full: bool = False) -> dict[st
         "protected": session.protected,
     }
     return (
-        row if full else _bounded_row(row, ("keys", "transcripts"), ("key", "session_type", "label", "model"))
+        item
+        if full
+        else _bounded_item(item, ("keys", "transcripts"), ("key", "session_type", "label", "model"))
     )
 
 
@@ -3303,8 +3870,8 @@ def _listing_order(session: Session) -> tuple[Any, ...]:
     return (0, -session.last_active.timestamp(), session.agent, session.session_id)
 
 
-def _agent_summary(view: AgentView) -> dict[str, Any]:
-    return {"sessions": len(view.sessions), "store": view.store}
+def _agent_summary(store: AgentStore) -> dict[str, Any]:
+    return {"sessions": len(store.sessions), "store": store.kind}
 
 
 def _listed(session: Session, session_type: str | None, min_idle: float | None, now: datetime) -> bool:
@@ -3317,12 +3884,12 @@ def _listed(session: Session, session_type: str | None, min_idle: float | None, 
     return idle is None or idle >= min_idle
 
 
-def _rows_that_fit(result: dict[str, Any], rows: list[dict[str, Any]]) -> int:
-    """How many of the page's rows fit the answer's budget beside what it already holds."""
+def _items_that_fit(result: dict[str, Any], items: list[dict[str, Any]]) -> int:
+    """How many of the page's items fit the answer's budget beside what it already holds."""
     room = ANSWER_BUDGET_BYTES - _answer_size({**result, "sessions": []}) - 80  # the paging keys
     kept = 0
-    for row in rows:
-        room -= _answer_size(row) + 1
+    for item in items:
+        room -= _answer_size(item) + 1
         if room < 0:
             break
         kept += 1
@@ -3332,14 +3899,14 @@ def _rows_that_fit(result: dict[str, Any], rows: list[dict[str, Any]]) -> int:
 # --- Public functions ---------------------------------------------------------------------------
 
 
-def _page_of_rows(
-    result: dict[str, Any], rows: list[dict[str, Any]], offset: int, full: bool
+def _page_of_items(
+    result: dict[str, Any], items: list[dict[str, Any]], offset: int, full: bool
 ) -> dict[str, Any]:
-    """Add the page's rows (as many as fit the answer) and where the next page starts."""
-    returned = len(rows) if full else _rows_that_fit(result, rows)
+    """Add the page's items (as many as fit the answer) and where the next page starts."""
+    returned = len(items) if full else _items_that_fit(result, items)
     more = offset + returned < result["session_count"]
     result.update(
-        sessions=rows[:returned],
+        sessions=items[:returned],
         returned=returned,
         offset=offset,
         has_more=more,
@@ -3356,10 +3923,10 @@ def list_sessions(
     min_idle_minutes: float | None = None,
     detail: str = "summary",
 ) -> dict[str, Any]:
-    """List sessions a page at a time, newest first, one row per sessionId with its alias keys.
+    """List sessions a page at a time, newest first, one item per sessionId with its alias keys.
 
     session_count counts every session that matches the filters; page on with next_offset until
-    has_more is false. A page holds at most limit rows, fewer if they would not fit 32 KiB.
+    has_more is false. A page holds at most limit sessions, fewer if they would not fit 32 KiB.
     """
     session_type = _check_session_type(session_type)
     page_size = _check_limit(limit)
@@ -3373,32 +3940,36 @@ def list_sessions(
     wanted = None if page_size is None else offset + page_size
     matched = 0
     best: list[tuple[tuple[Any, ...], Session]] = []  # (order, session): those that may reach the page
-    for view in walk:
-        agents[view.paths.agent] = _agent_summary(view)
+    for store in walk:
+        agents[store.paths.agent] = _agent_summary(store)
         chosen = [
-            (_listing_order(s), s) for s in view.sessions.values() if _listed(s, session_type, min_idle, now)
+            (_listing_order(s), s) for s in store.sessions.values() if _listed(s, session_type, min_idle, now)
         ]
         matched += len(chosen)
-        # Only the sessions that can still reach the page are kept (their rows are built once).
+        # Only the sessions that can still reach the page are kept (their items are built once).
         best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
-    rows = [_session_row(session, now, full) for _, session in sorted(best)[offset:wanted]]
+    items = [_session_item(session, now, full) for _, session in sorted(best)[offset:wanted]]
     result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
-    return _page_of_rows(
-        _fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors"), rows, offset, full
+    return _page_of_items(
+        _fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors"),
+        items,
+        offset,
+        full,
     )
 
 
-def _disk_usage(view: AgentView) -> dict[str, Any]:
-    referenced = _referenced_transcripts(view.paths, view.entries, view.listing)
-    orphans = [name for name in view.listing.transcripts if name not in referenced]
+def _disk_usage(store: AgentStore) -> dict[str, Any]:
+    referenced = _referenced_transcripts(store.paths, store.entries, store.listing)
+    listing = store.listing
+    orphans = [name for name in listing.transcripts if name not in referenced]
     return {
-        "index_bytes": view.listing.index_bytes,
-        "transcript_files": len(view.listing.transcripts),
-        "transcript_bytes": sum(_size(entry) for entry in view.listing.transcripts.values()),
-        "archive_files": len(view.listing.archives),
-        "archive_bytes": sum(_size(entry) for entry in view.listing.archives.values()),
+        "index_bytes": listing.index_bytes,
+        "transcript_files": len(listing.transcripts),
+        "transcript_bytes": sum(_size(entry) for entry in listing.transcripts.values()),
+        "archive_files": len(listing.archives),
+        "archive_bytes": sum(_size(entry) for entry in listing.archives.values()),
         "orphaned_transcripts": len(orphans),
-        "orphaned_bytes": sum(_size(view.listing.transcripts[name]) for name in orphans),
+        "orphaned_bytes": sum(_size(listing.transcripts[name]) for name in orphans),
     }
 
 
@@ -3419,7 +3990,7 @@ class SessionCounts:
         self.stale_unprotected += is_stale and session.protected is None
         order = _activity_order(session)
         if self.oldest is None or order < self.oldest[0]:
-            self.oldest = (order, _session_row(session, now, full))
+            self.oldest = (order, _session_item(session, now, full))
 
 
 def get_session_stats(
@@ -3435,12 +4006,12 @@ def get_session_stats(
     by_agent: dict[str, int] = {}
     disk: dict[str, dict[str, Any]] = {}
     agents: dict[str, dict[str, Any]] = {}
-    for view in walk:
-        name = view.paths.agent
-        by_agent[name] = len(view.sessions)
-        agents[name] = _agent_summary(view)
-        disk[name] = _disk_usage(view)
-        for session in view.sessions.values():
+    for store in walk:
+        name = store.paths.agent
+        by_agent[name] = len(store.sessions)
+        agents[name] = _agent_summary(store)
+        disk[name] = _disk_usage(store)
+        for session in store.sessions.values():
             counts.add(session, now, threshold, full)
     answer = {
         "total_sessions": counts.total,
@@ -3462,49 +4033,65 @@ def get_session_stats(
     return _fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
 
 
-def _sessions_to_prune(
-    view: AgentView, session_type: str | None, now: datetime, threshold: float
+def _stale_sessions(
+    store: AgentStore, session_type: str | None, now: datetime, threshold: float
 ) -> tuple[int, list[Session], list[dict[str, Any]]]:
-    """How many sessions of the type an agent has, the stale unprotected ones, and rows for the
-    stale protected ones. Only the doomed sessions are kept: the view's other sessions go now."""
-    chosen = [s for s in view.sessions.values() if session_type is None or session_type in s.key_types()]
+    """How many sessions of the type an agent has, its stale unprotected ones, and answer items for
+    its stale protected ones."""
+    chosen = [s for s in store.sessions.values() if session_type is None or session_type in s.key_types()]
     stale = [s for s in chosen if s.is_stale(now, threshold)]
     protected = [
         {"id": s.session_id, "agentId": s.agent, "key": _short(s.primary_key), "reason": s.protected}
         for s in stale
         if s.protected
     ]
-    view.sessions.clear()
     return len(chosen), [s for s in stale if not s.protected], protected
 
 
-def _prune_agent(config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]) -> list[Removal]:
-    """Remove one agent's doomed sessions; a failure is that agent's error, not the call's."""
+def _begin_prune(walk: AgentWalk, store: AgentStore, doomed: list[Session]) -> RemovalPart | None:
+    """Start removing one agent's doomed sessions; a failure is that agent's error, not the call's."""
+    if not doomed:
+        return None
     try:
-        return _remove_sessions(config, view, doomed, "prune", only_if_unchanged=True) if doomed else []
+        return store.begin_removal(doomed, "prune")
     except SessionManagerError as error:
-        walk.failed(view.paths.agent, error)
-        return []
+        walk.failed(store.paths.agent, error)
+        return None
 
 
-def _begin_prune_part(
-    config: Config, walk: AgentWalk, view: AgentView, doomed: list[Session]
-) -> list[GatewayPart]:
-    """A SQLite-era agent's doomed sessions, made ready for the call's one delete through the gateway."""
-    try:
-        return [_begin_gateway_part(config, view, doomed, "prune")] if doomed else []
-    except SessionManagerError as error:
-        walk.failed(view.paths.agent, error)
-        return []
-
-
-def _prune_through_gateway(config: Config, walk: AgentWalk, parts: list[GatewayPart]) -> list[Removal]:
-    """Every SQLite-era agent's doomed sessions in one delete; an agent whose keys got no answer
-    has the failure as its error."""
-    removals, failures = _remove_through_gateway(config, parts)  # no CLI call without keys
-    for agent, failure in failures.items():
-        walk.failed(agent, failure)
+def _finish_prunes(walk: AgentWalk, waiting: dict[type[AgentStore], list[RemovalPart]]) -> list[Removal]:
+    """Finish what each kind of store removes once for the whole call (one delete through the
+    gateway); an agent none of whose sessions got an answer has the failure as its error."""
+    removals: list[Removal] = []
+    for kind, parts in waiting.items():
+        done, failures = kind.finish_removals(walk.config, parts)
+        for agent, failure in failures.items():
+            walk.failed(agent, failure)
+        removals += done
     return removals
+
+
+def _prune_walk(
+    walk: AgentWalk, session_type: str | None, threshold: float, dry_run: bool
+) -> tuple[int, list[Removal], list[dict[str, Any]]]:
+    """Every agent's stale sessions removed (or, dry run, planned): the sessions of the type, the
+    removals, and answer items for the stale protected sessions."""
+    now, total = _utc_now(), 0
+    protected: list[dict[str, Any]] = []
+    removals: list[Removal] = []
+    waiting: dict[type[AgentStore], list[RemovalPart]] = {}
+    for store in walk:
+        count, doomed, protected_items = _stale_sessions(store, session_type, now, threshold)
+        store.sessions.clear()  # only the doomed are needed from here on: the others' memory goes now
+        total, protected = total + count, protected + protected_items
+        part = None if dry_run else _begin_prune(walk, store, doomed)
+        if dry_run:
+            removals += [_release_for_dry_run(session) for session in doomed]
+        elif part is not None and part.waiting:
+            waiting.setdefault(type(store), []).append(part)
+        elif part is not None:
+            removals += part.removals
+    return total, removals + _finish_prunes(walk, waiting), protected
 
 
 def _archive_errors(removals: list[Removal]) -> list[dict[str, Any]]:
@@ -3557,21 +4144,7 @@ def prune_sessions(
     config = Config.from_environment()
     threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
     walk = AgentWalk(config, agent, for_change=not dry_run)
-    now = _utc_now()
-    total = 0
-    protected: list[dict[str, Any]] = []
-    removals: list[Removal] = []
-    parts: list[GatewayPart] = []  # the SQLite-era agents' shares of one delete through the gateway
-    for view in walk:
-        count, doomed, protected_rows = _sessions_to_prune(view, session_type, now, threshold)
-        total, protected = total + count, protected + protected_rows
-        if dry_run:
-            removals += [_dry_run_removal(s) for s in doomed]
-        elif view.store == SQLITE_STORE:
-            parts += _begin_prune_part(config, walk, view, doomed)
-        else:
-            removals += _prune_agent(config, walk, view, doomed)
-    removals += _prune_through_gateway(config, walk, parts)
+    total, removals, protected = _prune_walk(walk, session_type, threshold, dry_run)
     marks = [r.mark for r in removals if r.removed_keys]
     report = HistoryReport() if dry_run else mark_history(config, marks)
     fields = {
@@ -3585,50 +4158,9 @@ def prune_sessions(
     return _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
-class Leftovers(NamedTuple):
-    """Transcripts named after a session that no index holds: those free to archive, and those kept."""
-
-    paths: AgentPaths
-    free: list[str]
-    kept: dict[str, str]
-
-
-def _transcript_protection(
-    config: Config, paths: AgentPaths, listing: FolderListing, referenced: set[str], name: str
-) -> str | None:
-    """Why a transcript that no deleted key owns must stay where it is, or None."""
-    owner = name[: -len(TRANSCRIPT_SUFFIX)].partition(TOPIC_MARK)[0]
-    if config.running_session_id and owner == config.running_session_id:
-        return "running_conversation"
-    if name in referenced:
-        return "referenced_by_a_key"
-    if name in listing.locks and _transcript_lock_held(paths, name):
-        return "transcript_locked"
-    return None
-
-
-def _leftover_transcripts(config: Config, view: AgentView, session_id: str) -> Leftovers:
-    """``<id>.jsonl`` and ``<id>-topic-*.jsonl`` files of a session absent from the index.
-
-    The rule of every path that archives: a transcript that any key still points to (by sessionFile
-    or by its sessionId), that a live run holds, or that belongs to the running conversation is kept.
-    """
-    leftover = Session(view.paths.agent, session_id, [], {})
-    _attach_transcripts(view.paths, {session_id: leftover}, view.listing)
-    referenced = _referenced_transcripts(view.paths, view.entries, view.listing)
-    result = Leftovers(view.paths, [], {})
-    for name in leftover.transcripts:
-        reason = _transcript_protection(config, view.paths, view.listing, referenced, name)
-        if reason:
-            result.kept[name] = reason
-        else:
-            result.free.append(name)
-    return result
-
-
 def _find_session(
     config: Config, reference: str, agent: str | None
-) -> tuple[AgentView | None, Session | None, list[Leftovers]]:
+) -> tuple[AgentStore | None, Session | None, list[Leftovers]]:
     """Find a session by sessionId or key, reading as few indexes as possible.
 
     When no index holds it, the transcripts it may have left are returned instead (per agent).
@@ -3646,62 +4178,39 @@ def _find_session(
             p.agent for p in scope if os.path.exists(os.path.join(p.folder, reference + TRANSCRIPT_SUFFIX))
         }
         scope.sort(key=lambda p: p.agent not in holds_transcript)
-    found: list[tuple[AgentView, Session]] = []
+    found: list[tuple[AgentStore, Session]] = []
     leftovers: list[Leftovers] = []
-    rows = _gateway_rows_of(config, scope)
-    for paths in scope:
-        view = _read_with_rows(config, paths, True, rows)
+    stores = [open_store(config, paths) for paths in scope]
+    _prepare_stores(config, stores)
+    for store in stores:
+        read_agent(store, for_change=True)
         if is_key:
-            entry = view.entries.get(reference)
+            entry = store.entries.get(reference)
             session = (
-                view.sessions.get(_session_id_of(reference, entry)) if reference in view.entries else None
+                store.sessions.get(_session_id_of(reference, entry)) if reference in store.entries else None
             )
         else:
-            session = view.sessions.get(reference)
+            session = store.sessions.get(reference)
         if session is not None:
-            found.append((view, session))
-            if len(scope) == 1 or paths.agent in holds_transcript:
+            found.append((store, session))
+            if len(scope) == 1 or store.paths.agent in holds_transcript:
                 break
-        elif not is_key and SESSION_ID_PATTERN.match(reference) and view.store == JSON_STORE:
-            leftovers.append(_leftover_transcripts(config, view, reference))
+        elif not is_key and SESSION_ID_PATTERN.match(reference):
+            left = store.leftovers(reference)
+            leftovers += [left] if left is not None else []
     if len(found) > 1:
-        names = ", ".join(view.paths.agent for view, _ in found)
+        names = ", ".join(store.paths.agent for store, _ in found)
         raise InvalidArgument(f'session {reference!r} exists in agents {names}; pass "agent" to choose one')
     if found:
         return found[0][0], found[0][1], []
     return None, None, leftovers
 
 
-def _refuse_protected(config: Config, session: Session, force: bool) -> None:
-    if session.protected == "running_conversation":
-        raise ProtectedSession(
-            f"session {session.session_id} is the conversation running this skill "
-            "(ARIA_SESSION_ID); it cannot be deleted, not even with force"
-        )
-    if session.protected == "gateway_owned":
-        raise ProtectedSession(
-            f"session {session.session_id} ({session.primary_key}) is a cron run, which the SQLite-era "
-            "gateway removes itself (cron.sessionRetention, 24 h by default); its delete command "
-            "cannot, so it is not sent, not even with force"
-        )
-    if session.protected and not force:
-        reasons = {
-            "main_session": "is an agent's main session",
-            "global_session": "is the shared 'global' session",
-            "main_agent_conversation": "is one of the main agent's own conversations",
-            "transcript_locked": "has a transcript that a live run is writing right now",
-        }
-        raise ProtectedSession(
-            f"session {session.session_id} ({session.primary_key}) "
-            f'{reasons.get(session.protected, "is protected")}; pass "force": true to delete it anyway'
-        )
-
-
-def _history_phrase(outcome: HistoryOutcome | None) -> str:
+def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkStatus.ENDED) -> str:
     if outcome is None:
         return "history not touched"
     if outcome.status == "marked":
-        return "PG marked ended"
+        return f"PG marked {status.value}"
     if outcome.status == "no_history_row":
         return "no history row to mark"
     if outcome.status == "queued":
@@ -3777,22 +4286,14 @@ def _delete_leftovers(
     )
 
 
-def _refuse_running_conversation(config: Config, reference: str) -> None:
-    if reference == config.running_session_id:
-        raise ProtectedSession(
-            f"session {reference} is the conversation running this skill (ARIA_SESSION_ID); "
-            "it cannot be deleted, not even with force"
-        )
-
-
-def _remove_one(config: Config, view: AgentView, session: Session, reason: str, force: bool) -> Removal:
+def _remove_one(store: AgentStore, session: Session, reason: str, force: bool) -> Removal:
     """Remove one session; its protection is checked again under the gateway's lock."""
 
     def recheck(fresh: Session) -> None:
-        fresh.protected = _protection_of(config, fresh, view.listing, view.paths, view.store)
-        _refuse_protected(config, fresh, force)
+        fresh.protected = store.protection_of(fresh)
+        _refuse_protected(fresh.protected, fresh.session_id, fresh.primary_key, force)
 
-    (removal,) = _remove_sessions(config, view, [session], reason, only_if_unchanged=False, recheck=recheck)
+    (removal,) = store.remove([session], reason, only_if_unchanged=False, recheck=recheck)
     if removal.skipped and not removal.removed_keys and removal.skipped.startswith(GATEWAY_REFUSED):
         raise ProtectedSession(f"session {session.session_id} ({session.primary_key}): {removal.skipped}")
     return removal
@@ -3840,11 +4341,11 @@ def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) 
     _check_flag("force", force)
     config = Config.from_environment()
     _refuse_running_conversation(config, reference)
-    view, session, leftovers = _find_session(config, reference, agent)
-    if view is None or session is None:
+    store, session, leftovers = _find_session(config, reference, agent)
+    if store is None or session is None:
         return _delete_leftovers(config, reference, leftovers, dry_run)
-    _refuse_protected(config, session, force)
-    removal = _dry_run_removal(session) if dry_run else _remove_one(config, view, session, reason, force)
+    _refuse_protected(session.protected, session.session_id, session.primary_key, force)
+    removal = _release_for_dry_run(session) if dry_run else _remove_one(store, session, reason, force)
     marks = [removal.mark] if removal.removed_keys and not dry_run else []
     report = HistoryReport() if dry_run else mark_history(config, marks)
     return _session_deletion_answer(session, removal, report, dry_run)
@@ -3880,8 +4381,8 @@ def cleanup_after_delegation(session_id: str, detail: str = "summary") -> dict[s
     return _fit_answer(answer, DELETE_GROWING, full, AFTER_A_DELETION)
 
 
-def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
-    row = {
+def _deletion_item(deletion: Deletion, full: bool) -> dict[str, Any]:
+    item = {
         "session_id": deletion.session_id,
         "agentId": deletion.agent,
         "keys": deletion.keys,
@@ -3891,31 +4392,14 @@ def _deletion_row(deletion: Deletion, full: bool) -> dict[str, Any]:
         "txn": deletion.txn,
         "store": deletion.store,
     }
-    return row if full else _bounded_row(row, ("keys", "transcripts"), ())
-
-
-def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
-    """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
-    of the index holds it (READ_FIELDS)."""
-    text = deletion.entries.get(key)
-    entry = _loads_strict(text) if isinstance(text, str) else text
-    return _project_entry(entry) if light and isinstance(entry, dict) else entry
+    return item if full else _bounded_item(item, ("keys", "transcripts"), ())
 
 
 def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
-    """False for a deletion whose keys are all still in the index (the run died before writing).
-    A SQLite-era commit is written only after the gateway deleted the keys."""
-    if not deletion.keys or deletion.store == SQLITE_STORE:
-        return True
-    if deletion.agent not in indexes:
-        try:
-            indexes[deletion.agent] = _load_index(_agent_paths(config, deletion.agent))
-        except SessionManagerError:
-            indexes[deletion.agent] = {}
-    entries = indexes[deletion.agent]
-    return not all(
-        key in entries and entries[key] == _recorded_entry(deletion, key, light=True) for key in deletion.keys
-    )
+    """Whether a recorded deletion happened, as the kind of store it was made in tells; one made in
+    a kind this version does not know stays listed (it is never dropped unseen)."""
+    kind = STORE_KINDS.get(deletion.store)
+    return kind is None or kind.took_effect(config, deletion, indexes)
 
 
 def list_deleted(
@@ -3938,8 +4422,8 @@ def list_deleted(
     for deletion in deletions:  # newest first: a later deletion of the same session supersedes
         latest.setdefault((deletion.agent, deletion.session_id), deletion)
     deletions = [d for d in latest.values() if _took_effect(config, d, indexes)]
-    rows = [_deletion_row(deletion, full) for deletion in deletions[offset : offset + limit]]
-    answer: dict[str, Any] = {"count": len(rows), "total": len(deletions), "deleted": rows}
+    items = [_deletion_item(deletion, full) for deletion in deletions[offset : offset + limit]]
+    answer: dict[str, Any] = {"count": len(items), "total": len(deletions), "deleted": items}
     answer = _fit_answer(answer, ("deleted",), full, "page on with next_offset")
     count = answer["count"] = len(answer["deleted"])
     more = offset + count < len(deletions)
@@ -3959,87 +4443,6 @@ def _latest_deletion(config: Config, reference: str) -> Deletion:
     )
 
 
-def _transcripts_turn(config: Config, agent: str) -> AbstractContextManager[bool]:
-    """The skill's own lock on an agent's transcripts: a restore renames archives back before its
-    keys return, and an orphan cleanup in between would take them for orphans."""
-    return _state_file_lock(config, f"agent-{agent}.transcripts")
-
-
-def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[str, str], list[str]]:
-    """Rename each archive back to its transcript name; also return the archives that are gone."""
-    renamed: dict[str, str] = {}
-    missing: list[str] = []
-    for original, archive in deletion.transcripts.items():
-        try:
-            if _rename_without_overwrite(paths.file(archive), paths.file(original)):
-                renamed[original] = archive
-        except FileNotFoundError:
-            missing.append(archive)
-    return renamed, missing
-
-
-def _restore_files_and_keys(
-    config: Config, paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any]
-) -> tuple[dict[str, str], list[str]]:
-    """Rename the archives back, then put the keys back under the gateway's lock; undo the renames
-    if the keys cannot return."""
-    renamed, missing = _rename_archives_back(paths, deletion)
-
-    def change(document: IndexDocument) -> None:
-        clash = [key for key in restorable if key in document.entries]
-        if clash:
-            raise RestoreConflict(
-                f"key {clash[0]} of session {deletion.session_id} was created again while restoring; "
-                "nothing was restored"
-            )
-        for key, text in restorable.items():
-            document.add(
-                key, _recorded_entry(deletion, key), value_text=text if isinstance(text, str) else None
-            )
-
-    try:
-        rewrite_index(paths, config, change)
-    except SessionManagerError:
-        for original, archive in renamed.items():
-            _rename_without_overwrite(paths.file(original), paths.file(archive))
-        raise
-    return renamed, missing
-
-
-def _refuse_restore_conflicts(
-    paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any], present: dict[str, Any]
-) -> None:
-    clash = [key for key in restorable if key in present]
-    if clash:
-        raise RestoreConflict(
-            f"key {clash[0]} exists again in {paths.index}; remove it first or leave the "
-            f"deletion of {deletion.session_id} as it is"
-        )
-    for original in deletion.transcripts:
-        if os.path.exists(paths.file(original)):
-            raise RestoreConflict(
-                f"transcript {original} exists again in {paths.folder}; restoring would overwrite it"
-            )
-    if not restorable and not deletion.transcripts:
-        raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
-
-
-def _refuse_if_not_live(config: Config, paths: AgentPaths, deletion: Deletion) -> None:
-    """A restore puts keys back into sessions.json: refused where the gateway no longer reads it."""
-    if deletion.store == SQLITE_STORE:
-        archives = ", ".join(deletion.transcripts.values()) or "none recorded"
-        raise StoreNotLive(
-            f"session {deletion.session_id} was deleted by the SQLite-era gateway, which has no undelete; "
-            f"its transcript archive (zstd-compressed JSON lines) stays in {paths.folder}: {archives}. "
-            "Nothing was changed"
-        )
-    if _uses_newer_store(config, paths):
-        raise StoreNotLive(
-            f"agent {paths.agent!r} keeps its sessions in SQLite ({NEWER_STORE}) since this deletion; "
-            "its sessions.json is a leftover the gateway no longer reads, so nothing was changed"
-        )
-
-
 def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
     reference = _check_session_reference(session_id)
@@ -4047,31 +4450,27 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     config = Config.from_environment()
     deletion = _latest_deletion(config, reference)
     paths = _agent_paths(config, deletion.agent)
-    _refuse_if_not_live(config, paths, deletion)
-    restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
-    present = _load_index(paths)
-    _refuse_restore_conflicts(paths, deletion, restorable, present)
-    with _transcripts_turn(config, paths.agent):
-        renamed, missing = _restore_files_and_keys(config, paths, deletion, restorable)
-    restored = {deletion.session_id: {"keys": list(restorable)}}
+    _recorded_kind(deletion).check_undoable(deletion, paths)
+    keys, renamed, missing = open_store(config, paths).restore(deletion)
+    restored = {deletion.session_id: {"keys": keys}}
     append_audit(
         config, [AuditTransaction.begin(deletion.agent, None, deletion.txn).record("restored", restored)]
     )
-    report = mark_history(config, [Mark(deletion.session_id, deletion.agent, status="active")])
+    report = mark_history(config, [Mark(deletion.session_id, deletion.agent, status=MarkStatus.ACTIVE)])
     outcome = report.outcomes.get(deletion.session_id)
     answer = report.annotate(
         {
             "restored": deletion.session_id,
             "agentId": deletion.agent,
-            "restored_keys": list(restorable),
+            "restored_keys": keys,
             "restored_transcripts": list(renamed),
             "missing_archives": missing,
             "pg_status_updated": bool(outcome and outcome.updated),
             "history": outcome.as_dict() if outcome else None,
             "message": (
                 f"Session {deletion.session_id} restored to agent {deletion.agent} "
-                f"({len(restorable)} keys, {len(renamed)} transcripts), "
-                + _history_phrase(outcome).replace("ended", "active")
+                f"({len(keys)} keys, {len(renamed)} transcripts), "
+                + _history_phrase(outcome, MarkStatus.ACTIVE)
             ),
         }
     )
@@ -4079,132 +4478,7 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     return _fit_answer(answer, growing, full, FULL_ON_REQUEST)
 
 
-def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
-    by_inode = {}
-    for name, entry in listing.archives.items():
-        info = _stat_of(entry)
-        if info is not None:
-            by_inode[(info.st_dev, info.st_ino)] = name
-    return by_inode
-
-
-def _stale_lock_rows(view: AgentView, dry_run: bool) -> list[dict[str, Any]]:
-    """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
-    holder = _inspect_lock(view.paths.index_lock)
-    if holder is None or not holder.stale:
-        return []
-    if not dry_run:
-        _break_stale_lock(view.paths.index_lock)
-    return [{"agent": view.paths.agent, "holder": holder.describe()}]
-
-
-def _orphan_fate(
-    config: Config, view: AgentView, referenced: set[str], name: str, twins: dict[tuple[int, int], str]
-) -> tuple[str, str | None] | None:
-    """What becomes of one unreferenced transcript: ("twin", archive) when a crashed rename left
-    it beside its archive, ("skip", reason), ("archive", None); None when it is already gone."""
-    info = _stat_of(view.listing.transcripts[name])
-    if info is None:
-        return None
-    twin = twins.get((info.st_dev, info.st_ino))
-    if twin is not None and twin.startswith(name + "."):
-        return "twin", twin
-    reason = _transcript_protection(config, view.paths, view.listing, referenced, name)
-    if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
-        reason = "recently_modified"
-    return ("skip", reason) if reason else ("archive", None)
-
-
-def _archive_orphans(
-    config: Config, view: AgentView, dry_run: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Archive the transcripts no key points to (rows of what was archived, and of what was kept)."""
-    paths, moment = view.paths, _utc_now()
-    referenced = _referenced_transcripts(paths, view.entries, view.listing)
-    orphans = sorted(name for name in view.listing.transcripts if name not in referenced)
-    twins = _archives_by_inode(view.listing) if orphans else {}
-    archived: dict[str, str] = {}
-    rows, skipped = [], []
-    for name in orphans:
-        fate = _orphan_fate(config, view, referenced, name, twins)
-        if fate is None:
-            continue
-        if fate[0] == "skip":
-            skipped.append({"agent": paths.agent, "file": name, "reason": fate[1]})
-            continue
-        if fate[0] == "twin" and not dry_run:
-            os.unlink(paths.file(name))  # a rename by link + unlink was cut between its steps: finish it
-        archive = fate[1] or ("" if dry_run else archive_transcript(paths, name, moment))
-        archived[name] = archive
-        rows.append({"agent": paths.agent, "file": name, "archive": archive or None})
-    if not dry_run:
-        _record_late_archives(config, paths.agent, archived, "orphan")
-    return rows, skipped
-
-
-def _remove_keys_without_transcripts(
-    config: Config, view: AgentView, now: datetime, dry_run: bool
-) -> tuple[list[dict[str, Any]], list[Mark]]:
-    """Delete stale unprotected sessions that have no transcript left (rows, and their marks)."""
-    agent = view.paths.agent
-    missing = [
-        session
-        for session in view.sessions.values()
-        if not session.transcripts and not session.protected and session.is_stale(now, config.stale_minutes)
-    ]
-    if dry_run or not missing:
-        return [{"agent": agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing], []
-    removals = _remove_sessions(config, view, missing, "orphan_cleanup", only_if_unchanged=True)
-    done = [removal for removal in removals if removal.removed_keys]
-    rows = [{"agent": agent, "id": r.session.session_id, "keys": r.removed_keys} for r in done]
-    return rows, [removal.mark for removal in done]
-
-
-def _expire_archives(
-    view: AgentView, now: datetime, retention_days: float, dry_run: bool, kind: str | None = None
-) -> list[dict[str, Any]]:
-    """Delete the agent's archived transcripts older than the retention (only ``.<kind>.`` ones
-    when a kind is given)."""
-    rows = []
-    for name in sorted(view.listing.archives):
-        match = ARCHIVE_PATTERN.search(name)
-        if match is None or (kind is not None and match.group(1) != kind):
-            continue
-        made = _stamp_time(name)
-        if made is None or (now - made).total_seconds() < retention_days * 86400:
-            continue
-        if not dry_run:
-            try:
-                os.unlink(view.paths.file(name))
-            except FileNotFoundError:
-                continue
-        age = round((now - made).total_seconds() / 86400, 1)
-        rows.append({"agent": view.paths.agent, "file": name, "age_days": age})
-    return rows
-
-
 CLEANUP_LISTS = ("archived_orphans", "removed_keys", "deleted_archives", "stale_locks_removed", "skipped")
-
-
-def _clean_agent(
-    walk: AgentWalk, view: AgentView, now: datetime, dry_run: bool, retention_days: float
-) -> tuple[dict[str, list[dict[str, Any]]], list[Mark]]:
-    """One agent's cleanup: rows for CLEANUP_LISTS, and the history marks of removed keys.
-
-    A step that fails is the agent's error (in the walk); the rows of the steps before it are kept.
-    """
-    if view.store == SQLITE_STORE:  # the gateway owns its store: only its old archives go
-        return {"deleted_archives": _expire_archives(view, now, retention_days, dry_run, "deleted")}, []
-    rows: dict[str, list[dict[str, Any]]] = {}
-    marks: list[Mark] = []
-    try:
-        rows["stale_locks_removed"] = _stale_lock_rows(view, dry_run)
-        rows["archived_orphans"], rows["skipped"] = _archive_orphans(walk.config, view, dry_run)
-        rows["removed_keys"], marks = _remove_keys_without_transcripts(walk.config, view, now, dry_run)
-        rows["deleted_archives"] = _expire_archives(view, now, retention_days, dry_run)
-    except SessionManagerError as error:
-        walk.failed(view.paths.agent, error)
-    return rows, marks
 
 
 def _check_retention(days: Any) -> float:
@@ -4228,11 +4502,13 @@ def cleanup_orphans(
     result: dict[str, Any] = {"dry_run": dry_run, "archive_retention_days": archive_retention_days}
     result.update({name: [] for name in CLEANUP_LISTS}, errors=walk.errors)
     removed: list[Mark] = []
-    for view in walk:
-        rows, marks = _clean_agent(walk, view, now, dry_run, retention)
-        removed += marks
-        for name, agent_rows in rows.items():
-            result[name] += agent_rows
+    for store in walk:
+        cleanup = store.clean(now, dry_run, retention)
+        if cleanup.error is not None:
+            walk.failed(store.paths.agent, cleanup.error)
+        removed += cleanup.marks
+        for name, items in cleanup.items.items():
+            result[name] += items
     if not dry_run:
         result["audit_records_expired"] = _trim_audit(config, now - timedelta(days=retention))
     report = mark_history(config, removed) if not dry_run else HistoryReport()
@@ -4306,6 +4582,33 @@ ENVIRONMENT = {
     "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call may take (60), plus 5 per key it deletes",
 }
 
+
+#: delete_session's and cleanup_after_delegation's answer keys, in their order.
+DELETE_ANSWER_KEYS = (
+    "deleted",
+    "removed_keys",
+    "transcript_archived",
+    "pg_status_updated",
+    "message",
+    "agentId",
+    "dry_run",
+    "archived_files",
+    "would_archive",
+    "kept_transcripts",
+    "history",
+    "errors",
+    "history_pending",
+)
+#: Keys an answer carries only when there is something to say (lists cut, marks delivered from the
+#: outbox or given up, a history error); run_skill's per-function help names them too.
+OCCASIONAL_ANSWER_KEYS = (
+    "truncated",
+    "message",
+    "history_pending_delivered",
+    "history_gave_up",
+    "history_error",
+)
+
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).
 HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "list_sessions": (
@@ -4349,36 +4652,8 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
             "history_pending",
         ),
     ),
-    "delete_session": (
-        '{"session_id": "sub-1", "dry_run": true}',
-        (
-            "deleted",
-            "removed_keys",
-            "transcript_archived",
-            "pg_status_updated",
-            "message",
-            "agentId",
-            "dry_run",
-            "archived_files",
-            "would_archive",
-            "kept_transcripts",
-            "history",
-            "errors",
-            "history_pending",
-        ),
-    ),
-    "cleanup_after_delegation": (
-        '{"session_id": "sub-1"}',
-        (
-            "deleted",
-            "removed_keys",
-            "transcript_archived",
-            "pg_status_updated",
-            "message",
-            "history",
-            "errors",
-        ),
-    ),
+    "delete_session": ('{"session_id": "sub-1", "dry_run": true}', DELETE_ANSWER_KEYS),
+    "cleanup_after_delegation": ('{"session_id": "sub-1"}', DELETE_ANSWER_KEYS),
     "cleanup_orphans": (
         '{"dry_run": true, "archive_retention_days": 30}',
         (
@@ -4390,6 +4665,7 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
             "stale_locks_removed",
             "skipped",
             "errors",
+            "audit_records_expired",
             "history",
             "history_pending",
         ),
@@ -4409,10 +4685,12 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
             "pg_status_updated",
             "history",
             "message",
+            "history_pending",
         ),
     ),
     "sync_pending": ("{}", ("delivered", "still_pending", "gave_up", "busy", "message")),
 }
+
 
 __all__ = [
     "ENVIRONMENT",

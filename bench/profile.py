@@ -25,7 +25,7 @@ import run as bench  # noqa: E402
 
 PHASES = {  # function of session_manager -> what it does
     "read_agent": "read, parse and group the index, list the folder",
-    "_session_row": "build the listing's rows",
+    "_session_item": "build the listing's items",
     "append_audit_stream": "write the audit intent (each entry's text)",
     "rewrite_index": "hold the lock: check, change and write the index",
     "_archive_session_transcripts": "rename the transcripts",

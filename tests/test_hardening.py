@@ -277,10 +277,10 @@ def test_a_later_agent_that_breaks_the_call_loses_no_earlier_mark(
     stale_agent(root, "zeta")
     original = sm.read_agent
 
-    def breaks_on_zeta(config: sm.Config, paths: sm.AgentPaths, for_change: bool = False) -> sm.AgentView:
-        if paths.agent == "zeta":
+    def breaks_on_zeta(store: sm.AgentStore, for_change: bool = False) -> sm.AgentStore:
+        if store.paths.agent == "zeta":
             raise RuntimeError("a bug met in zeta's store")
-        return original(config, paths, for_change)
+        return original(store, for_change)
 
     monkeypatch.setattr(sm, "read_agent", breaks_on_zeta)
     with pytest.raises(RuntimeError):
