@@ -98,3 +98,87 @@ def test_tests_monkeypatch_only_declared_test_hooks() -> None:
     for path in (REPO / "tests").glob("test_*.py"):
         patched |= set(re.findall(r'setattr\(sm, "(\w+)"', path.read_text("utf-8")))
     assert patched and patched <= set(session_manager.TEST_HOOKS)
+
+
+#: The store seam: the classes of the two kinds of store and the base they share (issue 17).
+STORE_CLASSES = ("AgentStore", "JsonStore", "SqliteStore")
+KIND_NAMES = {"JSON_STORE", "SQLITE_STORE", "JsonStore", "SqliteStore"}
+
+
+def mentions_a_kind(node: ast.AST) -> bool:
+    """Whether an expression names a kind of store: its constant, its class, or a ``.kind`` / ``.store``."""
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and child.id in KIND_NAMES:
+            return True
+        if isinstance(child, ast.Attribute) and child.attr in ("kind", "store"):
+            return True
+        if isinstance(child, ast.Constant) and child.value in ("json", "sqlite"):
+            return True
+    return False
+
+
+def kind_comparisons(tree: ast.Module) -> list[str]:
+    """Every place outside STORE_CLASSES that compares a kind of store (==, in, is, isinstance)."""
+    found = []
+    for statement in tree.body:
+        if getattr(statement, "name", None) in STORE_CLASSES:
+            continue
+        for node in ast.walk(statement):
+            compared = isinstance(node, ast.Compare) and mentions_a_kind(node)
+            checked = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("isinstance", "type")
+                and mentions_a_kind(node)
+            )
+            if compared or checked:
+                found.append(f"{getattr(statement, 'name', 'line')} (line {node.lineno})")
+    return found
+
+
+def test_the_kind_of_store_is_compared_nowhere_outside_the_store_classes() -> None:
+    """At most two places may compare kinds (the issue's bound); today none does: open_store
+    chooses by the gateway's files, and recorded kinds are looked up in STORE_KINDS."""
+    places = kind_comparisons(syntax_tree("session_manager.py"))
+    assert len(places) <= 2, places
+    assert places == []
+
+
+def test_a_store_is_made_only_where_its_kind_is_chosen() -> None:
+    makers = {
+        statement.name
+        for statement in syntax_tree("session_manager.py").body
+        if isinstance(statement, (ast.FunctionDef, ast.ClassDef))
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if node.func.id in ("JsonStore", "SqliteStore")
+    }
+    assert makers == {"open_store"}
+
+
+def test_every_protection_reason_and_mark_status_is_written_once() -> None:
+    """A reason or a status is a member of its enum; its text appears nowhere else in the module."""
+    import session_manager
+
+    texts = [
+        node.value
+        for node in ast.walk(syntax_tree("session_manager.py"))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
+    members = [*session_manager.Protection, *session_manager.MarkStatus]
+    assert {member.value: texts.count(member.value) for member in members} == {m.value: 1 for m in members}
+    assert set(session_manager.PROTECTION_MESSAGES) == set(session_manager.Protection)
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("def f(store):\n    return store.kind == 'json'\n", ["f (line 2)"]),
+        ("def f(store):\n    return isinstance(store, SqliteStore)\n", ["f (line 2)"]),
+        ("def f(deletion):\n    return deletion.store in (JSON_STORE, SQLITE_STORE)\n", ["f (line 2)"]),
+        ("class SqliteStore:\n    def f(self, s):\n        return isinstance(s, SqliteStore)\n", []),
+        ("def f(store):\n    return store.remove([])\n", []),
+    ],
+)
+def test_the_kind_check_finds_what_it_looks_for(source: str, found: list[str]) -> None:
+    assert kind_comparisons(ast.parse(source)) == found
