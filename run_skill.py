@@ -210,15 +210,22 @@ def general_help() -> str:
     )
 
 
+#: Variables whose values never reach stdout (session_manager.SECRET_VARIABLES, the same names,
+#: also keeps them out of every text it cuts, so that no prefix of one is printed either).
 SECRET_VARIABLES = ("ARIA_API_KEY", "OPENCLAW_GATEWAY_TOKEN")
+#: The longest error message printed; what comes beyond is cut (an echoed argument can be any size).
+MESSAGE_CAP = 1000
 
 
 def _redact(text: str) -> str:
-    """Remove the deployment's secrets from text bound for stdout, whatever put them there."""
+    """Remove the deployment's secrets from JSON text bound for stdout, whatever put them there:
+    each as it is and as JSON escapes it (a secret holding '"' or '\\' is printed escaped)."""
     for name in SECRET_VARIABLES:
         secret = os.environ.get(name, "").strip()
-        if len(secret) >= 4 and secret in text:
-            text = text.replace(secret, "[redacted]")
+        if len(secret) < 4:  # shorter ones are refused as configuration errors: never mangle the JSON
+            continue
+        for form in dict.fromkeys((secret, json.dumps(secret, ensure_ascii=False)[1:-1])):
+            text = text.replace(form, "[redacted]")
     return text
 
 
@@ -254,6 +261,8 @@ def _emit(document: dict[str, Any]) -> None:
 
 
 def _error(message: str, error_type: str, code: int) -> int:
+    if len(message) > MESSAGE_CAP:
+        message = message[: MESSAGE_CAP - 1] + "…"
     _emit({"error": message, "error_type": error_type})
     return code
 
@@ -273,6 +282,20 @@ def _load_skill(skill: str) -> ModuleType:
     if skill not in SKILLS:
         raise UsageError(f"unknown skill {skill!r}; available: {', '.join(SKILLS)}", "unknown_skill")
     return importlib.import_module(skill)
+
+
+def _read_stdin() -> str:
+    """The JSON arguments given on stdin ('-'); a closed or unreadable stdin is the caller's mistake."""
+    try:
+        if sys.stdin is None:
+            raise OSError("stdin is closed")
+        return sys.stdin.read()
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise UsageError(
+            f"the arguments were to come from stdin ('-'), which could not be read ({type(error).__name__}); "
+            "pass the JSON object as the last word instead",
+            "invalid_argument",
+        ) from None
 
 
 def _usage_error(message: str, usage: str) -> UsageError:
@@ -320,7 +343,7 @@ def run(argv: list[str], prefix: str | None = None) -> int:
         )
     raw = argv[2] if len(argv) == 3 else ""
     if raw == "-":
-        raw = sys.stdin.read()
+        raw = _read_stdin()
     arguments = parse_arguments(raw)
     check_argument_names(name, function, arguments)
     try:

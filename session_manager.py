@@ -61,7 +61,7 @@ import stat
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from functools import partial
@@ -88,6 +88,10 @@ SQLITE_STORE = "sqlite"
 # The SQLite-era gateway (§7): its stores are read and changed only through its CLI.
 DEFAULT_OPENCLAW_CLI = "openclaw"
 DEFAULT_OPENCLAW_TIMEOUT_SECONDS = 60.0
+# What one CLI call may print (a listing of about 90,000 sessions), and how long its output is read
+# after it exited (a child it left behind may keep the pipe open).
+CLI_OUTPUT_CAP = 64 << 20
+CLI_EXIT_GRACE_SECONDS = 1.0
 # A delete call may take this much longer per key: the gateway deletes about one a second (§7).
 OPENCLAW_SECONDS_PER_KEY = 5.0
 # How a removal the gateway refused says so (its own message follows).
@@ -95,7 +99,9 @@ GATEWAY_REFUSED = "the gateway refused: "
 # The keys of one delete call, in bytes: well under what Linux takes on one command line (2 MiB).
 OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
 
-# Defaults of the environment (README, Configuration) and the gateway's lock (§3).
+# Defaults of the environment (README, Configuration) and the gateway's lock (§3). No number in the
+# environment may exceed ENVIRONMENT_NUMBER_MAX (115 days in seconds): beyond, timeouts overflow.
+ENVIRONMENT_NUMBER_MAX = 10_000_000
 DEFAULT_AGENTS_DIR = "/app/agents"
 DEFAULT_API_URL = "http://aria-api:8000"
 DEFAULT_STALE_MINUTES = 60
@@ -103,6 +109,8 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
 LOCK_STALE_SECONDS = 30.0
 LOCK_RETRY_STEP_SECONDS = 0.05
 LOCK_RETRY_MAX_SECONDS = 1.0
+# A held lock is rewritten this often, well within the 30 s after which the gateway breaks it.
+LOCK_REFRESH_SECONDS = 10.0
 # A transcript written to this recently may belong to a run that has not added its key yet.
 ORPHAN_MIN_AGE_SECONDS = 600
 
@@ -117,6 +125,8 @@ HISTORY_PAGE_LIMIT = 100
 HISTORY_LOOKUP_MIN_PAGES = 50
 HISTORY_CONNECT_TIMEOUT = 1.0
 HISTORY_READ_TIMEOUT = 3.0
+# No answer of the history service is held beyond this many bytes (decompressed).
+HISTORY_ANSWER_CAP = 8 << 20
 HISTORY_CONCURRENCY = 8
 HISTORY_BUDGET_SECONDS = 5.0
 HISTORY_RETRIES = 2
@@ -138,6 +148,8 @@ ANSWER_BUDGET_BYTES = 32 * 1024
 LIST_CAP = 100
 ITEM_LIST_CAP = 10
 TEXT_CAP = 200
+# No text of a default answer is longer (an error message or an id echoed from a store included).
+MESSAGE_CAP = 1000
 DETAIL_LEVELS = ("summary", "full")
 AFTER_A_DELETION = "list_deleted shows every deletion of this call in full"
 FULL_ON_REQUEST = 'repeat the call with "detail": "full" to see every item'
@@ -325,6 +337,43 @@ def _parse_timestamp(value: Any) -> datetime | None:
     return None
 
 
+#: Variables whose values never appear in an answer (run_skill.py redacts them from every answer too).
+SECRET_VARIABLES = ("ARIA_API_KEY", "OPENCLAW_GATEWAY_TOKEN")
+#: A shorter secret could not be taken out of an answer without mangling it, so it is refused.
+SECRET_MIN_LENGTH = 4
+
+
+def _without_secrets(text: str) -> str:
+    """``text`` with the deployment's secrets replaced: done before any cut, which could otherwise
+    leave a secret's first characters in an answer."""
+    for name in SECRET_VARIABLES:
+        secret = os.environ.get(name, "").strip()
+        if len(secret) >= SECRET_MIN_LENGTH and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _cut(text: str, cap: int = TEXT_CAP) -> str:
+    """A text for an answer or a message, at most ``cap`` characters, its secrets taken out before
+    the cut (which could otherwise leave a secret's first characters): an echoed argument, a label
+    or a key can be any length."""
+    if len(text) <= cap:
+        return text
+    text = _without_secrets(text)
+    return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+def _some_names(names: list[str], shown: int = 20) -> str:
+    """Names for a message: the first ``shown`` of them, and how many more there are."""
+    listed = ", ".join(names[:shown]) or "none"
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
+
+
+def _echo(value: Any) -> str:
+    """An argument as an error message quotes it: its repr, cut."""
+    return _cut(repr(value))
+
+
 @contextmanager
 def _cycle_collection(enabled: bool) -> Iterator[None]:
     """Python's cyclic garbage collector on or off for a block, then as it was.
@@ -352,9 +401,9 @@ def _number_from_environment(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise ConfigurationError(f"{name}={raw!r} must be a finite number of at least 0")
+        raise ConfigurationError(f"{name}={_echo(raw)} is not a number") from None
+    if not 0 <= value <= ENVIRONMENT_NUMBER_MAX:
+        raise ConfigurationError(f"{name}={_echo(raw)} must be a number from 0 to {ENVIRONMENT_NUMBER_MAX:,}")
     return value
 
 
@@ -369,13 +418,24 @@ def _require_dateutil() -> None:
         )
 
 
+def _secret_from_environment(name: str) -> str | None:
+    """A secret variable without surrounding white space; refused when too short to be redacted."""
+    value = os.environ.get(name, "").strip()
+    if value and len(value) < SECRET_MIN_LENGTH:
+        raise ConfigurationError(
+            f"{name} has fewer than {SECRET_MIN_LENGTH} characters, too few to be kept out of answers; "
+            "set it to the real key or token (its value is not shown)"
+        )
+    return value or None
+
+
 def _api_key_from_environment() -> str | None:
     """ARIA_API_KEY without surrounding white space ('$(cat key)' of a CRLF file ends in '\\r').
 
     What is left must be printable ASCII, as an HTTP header value must; the error never shows it.
     """
-    key = os.environ.get("ARIA_API_KEY", "").strip()
-    if not key:
+    key = _secret_from_environment("ARIA_API_KEY")
+    if key is None:
         return None
     for position, character in enumerate(key):
         if not " " <= character <= "~":
@@ -414,16 +474,26 @@ def _api_url_from_environment() -> str:
     return _normalise_api_url(url)
 
 
+def _real_sessions_folders(root: str) -> dict[str, str]:
+    """Each agent-like folder of the root with the real path of its ``sessions`` folder."""
+    try:
+        with os.scandir(root) as entries:
+            names = [entry.name for entry in entries if AGENT_ID_PATTERN.match(entry.name)]
+    except OSError:
+        return {}
+    return {name: os.path.realpath(os.path.join(root, name, "sessions")) for name in names}
+
+
 def _state_dir_from_environment(root: str) -> str:
-    """SESSION_MANAGER_STATE_DIR, refused inside a sessions folder (the gateway owns those)."""
+    """SESSION_MANAGER_STATE_DIR, refused inside any sessions folder (the gateway owns those; its
+    files there would look like transcripts), compared by real paths so that no link hides one."""
     state_dir = os.environ.get("SESSION_MANAGER_STATE_DIR", "").strip() or os.path.join(root, STATE_DIR_NAME)
     real = os.path.realpath(state_dir)
-    if _is_inside(real, root):
-        parts = os.path.relpath(real, root).split(os.sep)
-        if len(parts) >= 2 and parts[1] == "sessions":
+    for agent, sessions in _real_sessions_folders(root).items():
+        if _is_inside(real, sessions):
             raise ConfigurationError(
-                f"SESSION_MANAGER_STATE_DIR {state_dir!r} lies inside the sessions folder of agent "
-                f"{parts[0]!r}; choose a folder outside every <agent>/sessions"
+                f"SESSION_MANAGER_STATE_DIR {_echo(state_dir)} lies inside the sessions folder of "
+                f"agent {agent!r}; choose a folder outside every <agent>/sessions"
             )
     return real
 
@@ -451,7 +521,7 @@ class Config(NamedTuple):
         root = os.environ.get("ARIA_AGENTS_DIR") or DEFAULT_AGENTS_DIR
         if not os.path.isdir(root):
             raise ConfigurationError(
-                f"agents root {root!r} is not a directory; set ARIA_AGENTS_DIR to the folder "
+                f"agents root {_echo(root)} is not a directory; set ARIA_AGENTS_DIR to the folder "
                 "that holds <agent>/sessions/sessions.json"
             )
         root = os.path.realpath(root)
@@ -472,7 +542,7 @@ class Config(NamedTuple):
             ),
             openclaw_cli=os.environ.get("OPENCLAW_CLI", "").strip() or DEFAULT_OPENCLAW_CLI,
             gateway_url=os.environ.get("OPENCLAW_GATEWAY_URL", "").strip() or None,
-            gateway_token=os.environ.get("OPENCLAW_GATEWAY_TOKEN", "").strip() or None,
+            gateway_token=_secret_from_environment("OPENCLAW_GATEWAY_TOKEN"),
             openclaw_timeout=_number_from_environment(
                 "OPENCLAW_TIMEOUT_SECONDS", DEFAULT_OPENCLAW_TIMEOUT_SECONDS
             ),
@@ -498,10 +568,10 @@ def _check_agent_name(agent: Any) -> str:
     if not isinstance(agent, str):
         raise InvalidArgument(f"agent must be a string such as 'main', not {_type_name(agent)}")
     if "/" in agent or "\\" in agent or agent.startswith(".") or "\0" in agent:
-        raise UnsafePath(f"agent {agent!r} looks like a path; give an agent id such as 'main'")
+        raise UnsafePath(f"agent {_echo(agent)} looks like a path; give an agent id such as 'main'")
     if not AGENT_ID_PATTERN.match(agent):
         raise InvalidArgument(
-            f"agent {agent!r} is not an agent id: use a lower-case slug such as 'main' or 'aria-talk'"
+            f"agent {_echo(agent)} is not an agent id: use a lower-case slug such as 'main' or 'aria-talk'"
         )
     return agent
 
@@ -517,11 +587,16 @@ def _check_session_reference(value: Any) -> str:
     if not value:
         raise InvalidArgument("session_id must not be empty")
     if "/" in value or "\\" in value or value.startswith("."):
-        raise UnsafePath(f"session_id {value!r} looks like a path; give a sessionId or a session key")
+        raise UnsafePath(f"session_id {_echo(value)} looks like a path; give a sessionId or a session key")
     raise InvalidArgument(
-        f"session_id {value!r} is neither a sessionId (letters, digits, '.', '_', '-') "
+        f"session_id {_echo(value)} is neither a sessionId (letters, digits, '.', '_', '-') "
         "nor a session key ('agent:<agent>:<rest>')"
     )
+
+
+def _is_key(reference: str) -> bool:
+    """Whether a checked session reference is a key (else it is a sessionId)."""
+    return reference == "global" or reference.startswith("agent:")
 
 
 def _check_minutes(name: str, value: Any, default: float) -> float:
@@ -553,7 +628,7 @@ def _check_session_type(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not re.match(r"^[a-z0-9_-]{1,64}$", value):
         raise InvalidArgument(
-            f"session_type must be a type such as 'cron', 'cron_run' or 'subagent', not {value!r}"
+            f"session_type must be a type such as 'cron', 'cron_run' or 'subagent', not {_echo(value)}"
         )
     return value
 
@@ -575,14 +650,21 @@ class AgentPaths:
     def index(self) -> str:
         return os.path.join(self.folder, INDEX_NAME)
 
-    @property
-    def index_lock(self) -> str:
-        return self.index + LOCK_SUFFIX
+    def index_file(self) -> str:
+        """The file the index is: sessions.json itself, or where a link inside the agents root
+        leads (the gateway locks and replaces that file, and so does the skill)."""
+        real = os.path.realpath(self.index)
+        if not _is_inside(real, self.root):
+            raise StoreUnreadable(
+                f"{self.index} is a symbolic link that leads outside the agents root; it is not followed",
+                self.index,
+            )
+        return real
 
     def file(self, name: str) -> str:
         """Path of a file directly in the sessions folder; ``name`` must be a plain file name."""
         if not name or name in (".", "..") or "/" in name or "\0" in name:
-            raise UnsafePath(f"{name!r} is not a plain file name in {self.folder}")
+            raise UnsafePath(f"{_echo(name)} is not a plain file name in {self.folder}")
         return os.path.join(self.folder, name)
 
 
@@ -611,7 +693,7 @@ def _agent_paths(config: Config, agent: str) -> AgentPaths:
     if not os.path.isdir(folder):
         raise UnknownAgent(
             f"agent {agent!r} has no sessions folder under {config.agents_root}; "
-            f"known agents: {', '.join(_discover_agents(config)) or 'none'}"
+            f"known agents: {_some_names(_discover_agents(config))}"
         )
     return AgentPaths(agent, folder, config.agents_root)
 
@@ -698,6 +780,13 @@ def _gateway_json(value: Any, indent: int | None = None) -> str:
     """JSON text as Node's JSON.stringify writes it: non-ASCII kept, lone surrogates escaped."""
     text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _is_regular(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _open_checked(path: str, flags: int) -> int:
@@ -897,12 +986,7 @@ def _file_signature(path: str) -> tuple[int, ...] | None:
 
 def _read_index_document(paths: AgentPaths) -> IndexDocument:
     """Read an agent's index for a rewrite; a missing file is an empty index."""
-    if os.path.islink(paths.index) and not _is_inside(os.path.realpath(paths.index), paths.root):
-        raise StoreUnreadable(
-            f"{paths.index} is a symbolic link that leads outside the agents root; it is not followed",
-            paths.index,
-        )
-    read = _read_text(paths.index)
+    read = _read_text(paths.index_file())
     if read is None:
         return IndexDocument({})
     document = parse_index_text(read[0], paths.index)
@@ -978,7 +1062,8 @@ def _inspect_lock(
             info = os.lstat(path)
         except FileNotFoundError:
             return None
-        return LockHolder(None, None, stale=time.time() - info.st_mtime > stale_after)
+        directory = stat.S_ISDIR(info.st_mode)  # no lock at all: _break_stale_lock says so at once
+        return LockHolder(None, None, stale=directory or time.time() - info.st_mtime > stale_after)
     pid, created_at, created = _parse_lock_content(raw)
     if pid is None or created is None:
         return LockHolder(pid, created_at, stale=time.time() - info.st_mtime > stale_after)
@@ -987,10 +1072,86 @@ def _inspect_lock(
     return LockHolder(pid, created_at, stale=too_old or not alive)
 
 
-def _try_create_lock(path: str) -> int | None:
-    """Create the lock file exclusively; its inode, or None when another process holds it."""
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def _lock_content() -> bytes:
+    """What the gateway's lock file holds (§3); always the same length for one process."""
+    return json.dumps({"pid": os.getpid(), "createdAt": _iso_utc(_utc_now())}).encode("ascii")
+
+
+class HeldLock:
+    """The gateway's lock file as this call created it, kept open so that it can be refreshed.
+
+    The gateway takes a lock whose ``createdAt`` is over 30 s old for stale (§3). While held, the
+    lock is rewritten every LOCK_REFRESH_SECONDS (refresh), and before the index is replaced
+    ``confirm`` makes sure the file is still this call's: a call stalled past 30 s (a stop, a
+    swap storm) finds the gateway's lock in its place and changes nothing.
+    """
+
+    def __init__(self, path: str, descriptor: int) -> None:
+        info = os.fstat(descriptor)
+        self.path, self.descriptor, self.identity = path, descriptor, (info.st_dev, info.st_ino)
+
+    def still_ours(self) -> bool:
+        try:
+            info = os.lstat(self.path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self.identity
+
+    def confirm(self) -> None:
+        """LockTimeout unless the lock file is still the one this call created."""
+        if not self.still_ours():
+            raise LockTimeout(
+                f"{self.path} was taken over while this call held it (it stalled for over "
+                f"{LOCK_STALE_SECONDS:g} s, so the gateway judged the lock stale); sessions.json was not "
+                "replaced and nothing was changed. Try again",
+                self.path,
+            )
+
+    def refresh(self) -> None:
+        """A new ``createdAt``, written in place (the gateway reads the file, never a half of it)."""
+        if self.still_ours():
+            os.pwrite(self.descriptor, _lock_content(), 0)
+
+    @contextmanager
+    def kept_fresh(self) -> Iterator[None]:
+        """Refresh the lock every LOCK_REFRESH_SECONDS while the block runs."""
+        import threading
+
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(LOCK_REFRESH_SECONDS):
+                try:
+                    self.refresh()
+                except OSError:
+                    return
+
+        beater = threading.Thread(target=beat, name="lock-refresh", daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beater.join()
+
+    def release(self) -> None:
+        try:
+            if self.still_ours():
+                os.unlink(self.path)
+        finally:
+            os.close(self.descriptor)
+
+
+def _try_create_lock(path: str) -> HeldLock | None:
+    """Create the lock file exclusively; None when another process holds it."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return None
     except OSError as error:
@@ -998,20 +1159,30 @@ def _try_create_lock(path: str) -> int | None:
             f"cannot create the lock {path}: {error.strerror or error}; nothing was changed"
         ) from None
     try:
-        content = json.dumps({"pid": os.getpid(), "createdAt": _iso_utc(_utc_now())})
-        os.write(descriptor, content.encode("ascii"))
-        return os.fstat(descriptor).st_ino
+        _write_all(descriptor, _lock_content())
+        return HeldLock(path, descriptor)
     except OSError as error:
+        os.close(descriptor)
         os.unlink(path)
         raise StoreWriteFailed(
             f"cannot write the lock {path}: {error.strerror or error}; nothing was changed"
         ) from None
-    finally:
-        os.close(descriptor)
 
 
 def _break_stale_lock(path: str) -> None:
-    """Remove a stale lock without removing a fresh one that replaced it in the meantime."""
+    """Remove a stale lock without removing a fresh one that replaced it in the meantime.
+
+    A directory at the lock's name is no lock (the gateway cannot write either): LockTimeout.
+    """
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            raise LockTimeout(
+                f"{path} is a directory, not the gateway's lock file; the gateway cannot write its index "
+                "either. Remove it by hand",
+                path,
+            )
+    except FileNotFoundError:
+        return
     aside = f"{path}.stale.{os.getpid()}.{os.urandom(4).hex()}"
     try:
         os.rename(path, aside)
@@ -1028,22 +1199,15 @@ def _break_stale_lock(path: str) -> None:
     os.unlink(aside)
 
 
-def _release_lock(path: str, inode: int) -> None:
-    try:
-        if os.stat(path).st_ino == inode:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 @contextmanager
-def gateway_lock(path: str, timeout: float) -> Iterator[None]:
-    """Hold the gateway's ``sessions.json.lock``: exclusive create, stale-lock breaking, back-off."""
+def gateway_lock(path: str, timeout: float) -> Iterator[HeldLock]:
+    """Hold the gateway's ``sessions.json.lock``: exclusive create, stale-lock breaking, back-off;
+    kept fresh while held (HeldLock)."""
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
-        inode = _try_create_lock(path)
-        if inode is not None:
+        held = _try_create_lock(path)
+        if held is not None:
             break
         holder = _inspect_lock(path)
         if holder is not None and holder.stale:
@@ -1060,9 +1224,10 @@ def gateway_lock(path: str, timeout: float) -> Iterator[None]:
         pause = min(LOCK_RETRY_STEP_SECONDS * attempt, LOCK_RETRY_MAX_SECONDS)
         time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
     try:
-        yield
+        with held.kept_fresh():
+            yield held
     finally:
-        _release_lock(path, inode)
+        held.release()
 
 
 # --- The index: writing -------------------------------------------------------------------------
@@ -1076,17 +1241,30 @@ def _fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
+def _new_temporary(path: str, mode: int) -> tuple[str, int]:
+    """A new temporary file beside ``path`` (another name when one is taken, by a directory say)."""
+    folder, name = os.path.split(path)
+    for _ in range(100):
+        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", path)
 
 
-def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it, and rename it over ``path``."""
+def write_atomic(
+    path: str,
+    data: bytes | Iterable[bytes],
+    mode: int = 0o600,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it, and rename it over ``path``.
+
+    ``before_replace`` runs last, just before the rename; if it raises, ``path`` is left as it was.
+    """
     folder = os.path.dirname(path)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    temporary, descriptor = _new_temporary(path, mode)
     try:
         try:
             for chunk in [data] if isinstance(data, bytes) else data:
@@ -1095,6 +1273,8 @@ def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600) ->
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+        if before_replace is not None:
+            before_replace()
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -1106,10 +1286,11 @@ def write_atomic(path: str, data: bytes | Iterable[bytes], mode: int = 0o600) ->
 
 
 def _abandoned_temporaries(folder: str, name: str) -> list[str]:
-    """Temporary files that write_atomic made for ``name`` in ``folder`` and never renamed."""
+    """Temporary files that write_atomic made for ``name`` in ``folder`` and never renamed (regular
+    files only: anything else at such a name is not the skill's)."""
     pattern = re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp$")
     with os.scandir(folder) as entries:
-        return [entry.name for entry in entries if pattern.match(entry.name)]
+        return [entry.name for entry in entries if pattern.match(entry.name) and _is_regular(entry)]
 
 
 def _remove_files(folder: str, names: list[str]) -> None:
@@ -1134,21 +1315,25 @@ def rewrite_index(
     the one it was parsed from (same inode, size, mtime and ctime to the nanosecond); any write,
     in place or by rename, changes that signature, and then the index is read again.
     """
-    abandoned = _abandoned_temporaries(paths.folder, INDEX_NAME)
-    with gateway_lock(paths.index_lock, config.lock_timeout):
+    target = paths.index_file()
+    folder = os.path.dirname(target)
+    abandoned = _abandoned_temporaries(folder, os.path.basename(target))
+    with gateway_lock(target + LOCK_SUFFIX, config.lock_timeout) as held:
         # Our temporary files exist only while their writer holds the lock: now that we hold it,
         # any left over belong to a writer that died between writing and renaming.
-        _remove_files(paths.folder, abandoned)
-        unchanged = earlier is not None and earlier.signature == _file_signature(paths.index)
+        _remove_files(folder, abandoned)
+        unchanged = earlier is not None and earlier.signature == _file_signature(target)
         document = earlier if unchanged and earlier is not None else _read_index_document(paths)
         earlier = None
         result = change(document)
         if document.changed:
             try:
-                write_atomic(paths.index, document.chunks())
+                write_atomic(target, document.chunks(), before_replace=held.confirm)
+            except SessionManagerError:  # the lock was taken over (LockTimeout is an OSError too)
+                raise
             except OSError as error:
                 raise StoreWriteFailed(
-                    f"could not write {paths.index}: {error.strerror or error}; the index was left as it was"
+                    f"could not write {target}: {error.strerror or error}; the index was left as it was"
                 ) from None
     return result
 
@@ -1163,25 +1348,67 @@ def _openclaw_program(config: Config) -> str:
     program = shutil.which(config.openclaw_cli)
     if program is None:
         raise GatewayUnavailable(
-            f"the OpenClaw CLI {config.openclaw_cli!r} is not installed or not executable; set "
+            f"the OpenClaw CLI {_echo(config.openclaw_cli)} is not installed or not executable; set "
             "OPENCLAW_CLI to the gateway's openclaw command; nothing was changed"
         )
     return program
 
 
-def _cli_message(config: Config, text: Any) -> str:
-    """A CLI message fit for an answer: its first line, short, with the token taken out."""
+def _cli_message(text: Any) -> str:
+    """A CLI message fit for an answer: its first line, without secrets, short."""
     lines = str(text).strip().splitlines()
     line = lines[0] if lines else "no message"
-    if config.gateway_token:
-        line = line.replace(config.gateway_token, "[redacted]")
-    return line[:TEXT_CAP]
+    return _without_secrets(line)[:TEXT_CAP]
 
 
-def _run_openclaw(config: Config, arguments: list[str], timeout: float) -> tuple[int, Any]:
-    """Run the CLI with the caller's environment; its exit code and its JSON answer (None if it
-    printed none). Its stderr is never read: it may hold paths, stacks or the token."""
+def _read_until_exit(process: Any, timeout: float) -> tuple[bytes, bool]:
+    """What the CLI prints on stdout until it exits, or until ``timeout``; and whether it exited.
+
+    A child the CLI leaves behind may hold the pipe open long after the CLI is gone (and outside
+    its process group, out of reach of a kill): once the CLI itself has exited, what is still in
+    the pipe is read for CLI_EXIT_GRACE_SECONDS at most, never until the child closes it.
+    """
+    import selectors
+
+    deadline = time.monotonic() + timeout
+    until, chunks, size = deadline, [], 0
+    descriptor = process.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(descriptor, selectors.EVENT_READ)
+        while True:
+            if until == deadline and process.poll() is not None:
+                until = min(deadline, time.monotonic() + CLI_EXIT_GRACE_SECONDS)
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            if selector.select(min(remaining, 0.05)):
+                chunk = os.read(descriptor, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > CLI_OUTPUT_CAP:
+                    raise GatewayUnavailable(
+                        f"the OpenClaw CLI printed more than {CLI_OUTPUT_CAP >> 20} MiB; it was stopped "
+                        "and nothing it printed was used"
+                    )
+    return b"".join(chunks), process.poll() is not None
+
+
+def _stop_process_group(process: Any) -> None:
+    """Kill what is left of the CLI's process group (the CLI itself, if still running)."""
     import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_openclaw(config: Config, arguments: list[str], timeout: float) -> tuple[int | None, Any]:
+    """Run the CLI with the caller's environment: its exit code (None when it printed its answer
+    but had to be stopped) and its JSON answer (None if it printed none). Its stderr is never read:
+    it may hold paths, stacks or the token. Nothing it starts outlives the call in its group."""
     import subprocess
 
     argv = [_openclaw_program(config), *arguments]
@@ -1191,35 +1418,39 @@ def _run_openclaw(config: Config, arguments: list[str], timeout: float) -> tuple
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # so a timeout stops the CLI and anything it started
+            start_new_session=True,  # its own process group, so that a stop reaches what it started
         )
     except OSError as error:
         raise GatewayUnavailable(
-            f"the OpenClaw CLI {config.openclaw_cli!r} could not be started ({error.strerror or error}); "
-            "set OPENCLAW_CLI to the gateway's openclaw command; nothing was changed"
+            f"the OpenClaw CLI {_echo(config.openclaw_cli)} could not be started "
+            f"({error.strerror or error}); set OPENCLAW_CLI to the gateway's openclaw command; "
+            "nothing was changed"
         ) from None
     with process:
         try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            raise GatewayUnavailable(
-                f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
-                "stopped; check the gateway (openclaw gateway status) or raise OPENCLAW_TIMEOUT_SECONDS",
-                maybe_changed="delete" in arguments[:2],
-            ) from None
+            output, exited = _read_until_exit(process, timeout)
+        finally:
+            _stop_process_group(process)
     try:
-        return process.returncode, _loads_strict(output)
+        document = _loads_strict(output) if output.strip() else None
     except ValueError:
-        return process.returncode, None
+        document = None
+    if not exited and not isinstance(document, dict):
+        raise GatewayUnavailable(
+            f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
+            "stopped; check the gateway (openclaw gateway status) or raise OPENCLAW_TIMEOUT_SECONDS",
+            maybe_changed="delete" in arguments[:2],
+        )
+    return (process.returncode if exited else None), document
 
 
-def _cli_failure(config: Config, document: Any, code: int) -> str:
+def _cli_failure(document: Any, code: int | None) -> str:
     """What a failed CLI call said, from its JSON ``error`` (stderr is never read)."""
     error = document.get("error") if isinstance(document, dict) else None
     if isinstance(error, dict) and error.get("message"):
-        return _cli_message(config, error["message"])
+        return _cli_message(error["message"])
+    if code is None:
+        return "it lingered after printing an answer of the wrong shape and was stopped"
     return f"it exited with code {code} and no JSON answer"
 
 
@@ -1267,10 +1498,10 @@ def gateway_listing(config: Config, agents: list[str]) -> dict[str, Any]:
         code, document = _run_openclaw(
             config, ["sessions", *scope, "--json", "--limit", "all"], config.openclaw_timeout
         )
-        if code != 0 or not isinstance(document, dict) or not isinstance(document.get("sessions"), list):
+        listed = document.get("sessions") if isinstance(document, dict) else None
+        if code not in (0, None) or not isinstance(listed, list):
             raise GatewayUnavailable(
-                "openclaw sessions could not list the SQLite-era sessions: "
-                + _cli_failure(config, document, code)
+                "openclaw sessions could not list the SQLite-era sessions: " + _cli_failure(document, code)
             )
     except GatewayUnavailable as error:
         return dict.fromkeys(agents, error)
@@ -1304,6 +1535,20 @@ def _unreachable(text: str) -> GatewayUnavailable:
     )
 
 
+def _delete_result(result: dict[str, Any]) -> dict[str, Any]:
+    """One key's result as the CLI gave it, in the shape §7 documents whatever it sent: ``status``
+    and ``error`` texts, ``archived`` a list of paths."""
+    archived = result.get("archived")
+    return {
+        "key": result["key"],
+        "status": str(result.get("status")),
+        "error": str(result.get("error") or ""),
+        "archived": [path for path in archived if isinstance(path, str)]
+        if isinstance(archived, list)
+        else [],
+    }
+
+
 def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
     """One ``openclaw sessions delete`` call: each key's result, in the CLI's words (§7)."""
     timeout = config.openclaw_timeout + OPENCLAW_SECONDS_PER_KEY * len(keys)
@@ -1311,9 +1556,11 @@ def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
     code, document = _run_openclaw(config, arguments, timeout)
     results = document.get("results") if isinstance(document, dict) else None
     if not isinstance(results, list) or not results:
-        raise _unreachable(_cli_failure(config, document, code))
-    by_key = {r["key"]: r for r in results if isinstance(r, dict) and isinstance(r.get("key"), str)}
-    refused = [r for r in by_key.values() if str(r.get("error", "")).startswith("unauthorized")]
+        raise _unreachable(_cli_failure(document, code))
+    by_key = {
+        r["key"]: _delete_result(r) for r in results if isinstance(r, dict) and isinstance(r.get("key"), str)
+    }
+    refused = [r for r in by_key.values() if r["error"].startswith("unauthorized")]
     if refused and len(refused) == len(by_key):
         raise _unreachable("it refused the token (OPENCLAW_GATEWAY_TOKEN)")
     return by_key
@@ -1397,7 +1644,7 @@ def _session_type_of(key: str) -> str:
         return "main"
     if rest[0] == "cron":
         return "cron_run" if "run" in rest[2::2] and len(rest) >= 4 else "cron"
-    return rest[0]
+    return _cut(rest[0])  # a type longer than that matches no filter (64 characters at most)
 
 
 def _label_of(entry: dict[str, Any]) -> str | None:
@@ -1421,13 +1668,6 @@ class FolderListing:
         self.archives: dict[str, os.DirEntry[str]] = {}
         self.locks: set[str] = set()
         self.index_bytes = 0
-
-
-def _is_regular(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
 
 
 def _stat_of(entry: os.DirEntry[str]) -> os.stat_result | None:
@@ -1629,14 +1869,16 @@ def _transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
 
 
 def _transcript_protection(
-    config: Config, paths: AgentPaths, listing: FolderListing, referenced: set[str], name: str
+    config: Config, paths: AgentPaths, referenced: set[str], name: str
 ) -> Protection | None:
-    """Why a transcript that no deleted key owns must stay where it is, or None."""
+    """Why a transcript must stay where it is, or None: the rule of every path that archives or
+    unlinks one, asked just before it does (its lock is read then, not from an earlier listing).
+    ``force`` never lifts it."""
     if config.running_session_id and _transcript_owner(name) == config.running_session_id:
         return Protection.RUNNING_CONVERSATION
     if name in referenced:
         return Protection.REFERENCED_BY_A_KEY
-    if name in listing.locks and _transcript_lock_held(paths, name):
+    if _transcript_lock_held(paths, name):
         return Protection.TRANSCRIPT_LOCKED
     return None
 
@@ -1751,11 +1993,17 @@ def _rename_without_overwrite(source: str, target: str) -> bool:
     return True
 
 
+def _archive_name(name: str, moment: datetime) -> str:
+    """The name a transcript archived at ``moment`` gets (§4): what a deletion's commit names."""
+    return f"{name}.deleted.{_archive_stamp(moment)}"
+
+
 def archive_transcript(paths: AgentPaths, name: str, moment: datetime) -> str:
-    """Rename a transcript to ``<name>.deleted.<stamp>`` without overwriting any file."""
+    """Rename a transcript to ``_archive_name(name, moment)``, or the next free millisecond's name,
+    without overwriting any file."""
     source = paths.file(name)
     for step in range(1000):
-        target = f"{name}.deleted.{_archive_stamp(moment + timedelta(milliseconds=step))}"
+        target = _archive_name(name, moment + timedelta(milliseconds=step))
         if _rename_without_overwrite(source, paths.file(target)):
             return target
     raise FileExistsError(errno.EEXIST, "no free archive name", source)
@@ -1983,6 +2231,7 @@ _AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
         ("keys", _is_text_list),
         ("entries", _is_text_map),
         ("store", lambda v: isinstance(v, str)),  # a kind this version does not know is kept (STORE_KINDS)
+        ("archives", _is_text_map),
     ),
     "archived": (("transcripts", _is_text_map),),
     "restored": (("keys", _is_text_list),),
@@ -2013,7 +2262,9 @@ class Deletion:
         "entries",
         "keys",
         "planned",
+        "promised",
         "reason",
+        "recorded_archives",
         "restored",
         "session_id",
         "store",
@@ -2032,9 +2283,16 @@ class Deletion:
         self.keys: list[str] = []
         self.transcripts: dict[str, str] = {}
         self.planned: list[str] = []
+        self.promised: dict[str, str] = {}  # the archives its commit named
+        self.recorded_archives = False  # whether its own run recorded the archives it made
         self.committed = False
         self.restored = False
         self.store = JSON_STORE  # the kind of store it was made in (STORE_KINDS); older records name none
+
+    def archives(self) -> dict[str, str]:
+        """Transcript -> archive: as its run recorded them, or, when the run died before it could,
+        as its commit named them (some may never have been made) with any archived later."""
+        return dict(self.transcripts) if self.recorded_archives else {**self.promised, **self.transcripts}
 
 
 def _recorded_deletions(config: Config) -> list[Deletion]:
@@ -2061,13 +2319,15 @@ def _recorded_deletions(config: Config) -> list[Deletion]:
                 deletion.keys = list(part.get("keys", []))
                 deletion.store = part.get("store", JSON_STORE)
                 deletion.entries.update(part.get("entries", {}))
+                deletion.promised = dict(part.get("archives", {}))
             elif event == "archived":
                 deletion.committed = True
                 deletion.transcripts.update(part.get("transcripts", {}))
+                deletion.recorded_archives |= record.get("time") == deletion.time  # not a late one
             elif event == "restored":
                 deletion.restored = True
     # A commit that removed nothing (a delete that lost a race) is no deletion to list or restore.
-    return [d for d in deletions.values() if d.committed and (d.keys or d.transcripts)]
+    return [d for d in deletions.values() if d.committed and (d.keys or d.archives())]
 
 
 # --- The history outbox: marks waiting for the history service ----------------------------------
@@ -2433,8 +2693,13 @@ class AgentStore(ABC):
         """Refuse (StoreNotLive) to undo a deletion this kind made, if it has no way back."""
 
     @abstractmethod
+    def check_restore(self, deletion: Deletion) -> None:
+        """Refuse a restore into this store before anything changes (RestoreConflict, StoreNotLive)."""
+
+    @abstractmethod
     def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
-        """Put a deletion's keys and transcripts back: (keys, transcripts renamed back, archives gone)."""
+        """Put a checked deletion's keys and transcripts back (its conflicts checked again where
+        they can arise meanwhile): (keys, transcripts renamed back, archives gone)."""
 
     def release(self) -> None:
         """Let what was read go, before the next agent is read."""
@@ -2497,14 +2762,15 @@ def _release_parsed_entries(store: AgentStore, planned: list[Session]) -> None:
 
 
 def _archive_session_transcripts(
-    paths: AgentPaths, removal: Removal, still_referenced: set[str], moment: datetime
+    store: AgentStore, removal: Removal, still_referenced: set[str], moment: datetime
 ) -> None:
+    """Archive a removed session's transcripts, except those the transcript rule keeps."""
     for name in removal.session.transcripts:
-        if name in still_referenced:
+        if _transcript_protection(store.config, store.paths, still_referenced, name) is not None:
             removal.kept_transcripts.append(name)
             continue
         try:
-            removal.archived[name] = archive_transcript(paths, name, moment)
+            removal.archived[name] = archive_transcript(store.paths, name, moment)
         except FileNotFoundError:
             pass  # the gateway archived or removed it first
         except OSError as error:
@@ -2517,11 +2783,14 @@ def _commit_part(
     fresh: Session,
     fingerprints: dict[str, int] | None,
     only_if_unchanged: bool,
+    moment: datetime,
 ) -> dict[str, Any] | None:
     """A session's part of the commit record, from the index as it is under the lock; None (and
     ``removal.skipped`` says why) when it is already gone, or changed since planned and a prune.
 
-    ``fingerprints`` None: the index is the very parse that was planned, so nothing moved.
+    ``fingerprints`` None: the index is the very parse that was planned, so nothing moved. The
+    part names the archives its transcripts will get (stamped ``moment``), so that a run that
+    dies after the commit leaves them findable (Deletion.archives).
     """
     if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
         removal.skipped = "already gone"
@@ -2534,7 +2803,10 @@ def _commit_part(
             removal.skipped = "changed since it was read"
             return None
     removal.removed_keys = list(fresh.keys)
-    return {"keys": fresh.keys, "entries": amended}
+    part: dict[str, Any] = {"keys": fresh.keys, "entries": amended}
+    if removal.session.transcripts:
+        part["archives"] = {name: _archive_name(name, moment) for name in removal.session.transcripts}
+    return part
 
 
 def _index_change(
@@ -2545,6 +2817,7 @@ def _index_change(
     fingerprints: dict[str, int],
     only_if_unchanged: bool,
     recheck: Callable[[Session], None] | None,
+    moment: datetime,
 ) -> Callable[[IndexDocument], IndexDocument]:
     """The change rewrite_index makes under the lock: check each session again, flush the commit
     record, then remove the keys."""
@@ -2557,7 +2830,8 @@ def _index_change(
             fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
             if recheck is not None and fresh.keys:
                 recheck(fresh)
-            part = _commit_part(document, removal, fresh, None if reused else fingerprints, only_if_unchanged)
+            known = None if reused else fingerprints
+            part = _commit_part(document, removal, fresh, known, only_if_unchanged, moment)
             if part is not None:
                 committed[fresh.session_id] = part
         if committed:
@@ -2582,6 +2856,21 @@ def _queue_removal_marks(config: Config, transaction: AuditTransaction, removals
         raise
 
 
+def _record_after_commit(
+    config: Config, records: list[dict[str, Any]], removals: list[Removal], sync: bool = False
+) -> None:
+    """Append the audit records of a deletion that has happened: a failure (a full disk, a file-size
+    limit, the log's lock) is reported with the deletion, on its first removal, never in its place."""
+    try:
+        append_audit(config, records, sync)
+    except SessionManagerError as error:
+        done = [removal for removal in removals if removal.removed_keys] or removals
+        if done:
+            done[0].errors.append(
+                _cut(f"the deletion happened but the audit log could not record it: {error}")
+            )
+
+
 def _archive_removed_transcripts(
     config: Config,
     transaction: AuditTransaction,
@@ -2595,9 +2884,9 @@ def _archive_removed_transcripts(
     archived: dict[str, Any] = {}
     for removal in removals:
         if removal.removed_keys:
-            _archive_session_transcripts(store.paths, removal, still_referenced, moment)
+            _archive_session_transcripts(store, removal, still_referenced, moment)
             archived[removal.session.session_id] = {"transcripts": removal.archived}
-    append_audit(config, [transaction.record("archived", archived)])
+    _record_after_commit(config, [transaction.record("archived", archived)], removals)
 
 
 def _remove_from_index(
@@ -2618,7 +2907,9 @@ def _remove_from_index(
     removals = [Removal(session) for session in planned]
     _queue_removal_marks(config, transaction, removals)
     marks = [removal.mark for removal in removals]
-    change = _index_change(config, transaction, store, removals, fingerprints, only_if_unchanged, recheck)
+    change = _index_change(
+        config, transaction, store, removals, fingerprints, only_if_unchanged, recheck, moment
+    )
     try:
         written: IndexDocument = rewrite_index(store.paths, config, change, earlier=store.document)
     except SessionManagerError:
@@ -2645,16 +2936,14 @@ def _gateway_archives(paths: AgentPaths, results: list[dict[str, Any]]) -> dict[
     return archived
 
 
-def _gateway_outcome(
-    config: Config, paths: AgentPaths, removal: Removal, results: list[dict[str, Any]]
-) -> None:
+def _gateway_outcome(paths: AgentPaths, removal: Removal, results: list[dict[str, Any]]) -> None:
     """Fill a removal from the gateway's result for each of its keys (§7)."""
     statuses = [str(result.get("status")) for result in results]
     removal.removed_keys = [str(r["key"]) for r in results if r.get("status") == "deleted"]
     removal.archived = _gateway_archives(paths, results)
     refusals = [r for r in results if r.get("status") not in ("deleted", "not_found")]
     if refusals:
-        reason = _cli_message(config, refusals[0].get("error") or refusals[0].get("status"))
+        reason = _cli_message(refusals[0].get("error") or refusals[0].get("status"))
         removal.skipped = GATEWAY_REFUSED + reason
     elif not removal.removed_keys and all(status == "not_found" for status in statuses):
         removal.skipped = "already gone"
@@ -2662,7 +2951,12 @@ def _gateway_outcome(
 
 def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
     return {
-        r.session.session_id: {"keys": r.removed_keys, "entries": {}, "store": SQLITE_STORE}
+        r.session.session_id: {
+            "keys": r.removed_keys,
+            "entries": {},
+            "store": SQLITE_STORE,
+            "archives": r.archived,
+        }
         for r in removals
         if r.removed_keys
     }
@@ -2698,12 +2992,12 @@ def _settle_gateway_part(
             append_audit(config, [transaction.record("abort", {})])
         return failure
     for removal in known:
-        _gateway_outcome(config, part.paths, removal, [answered[key] for key in removal.session.keys])
-    append_audit(config, [transaction.record("commit", _gateway_commit(known))], sync=True)
+        _gateway_outcome(part.paths, removal, [answered[key] for key in removal.session.keys])
+    _record_after_commit(config, [transaction.record("commit", _gateway_commit(known))], known, sync=True)
     done = [r.mark for r in known if r.removed_keys and not r.skipped]
     _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
     archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
-    append_audit(config, [transaction.record("archived", archived)])
+    _record_after_commit(config, [transaction.record("archived", archived)], known)
     for removal in unanswered:
         removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
     return None
@@ -2771,11 +3065,12 @@ def _release_for_dry_run(session: Session) -> Removal:
 
 def _break_stale_index_lock(store: AgentStore, dry_run: bool) -> list[dict[str, Any]]:
     """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
-    holder = _inspect_lock(store.paths.index_lock)
+    lock = store.paths.index_file() + LOCK_SUFFIX
+    holder = _inspect_lock(lock)
     if holder is None or not holder.stale:
         return []
     if not dry_run:
-        _break_stale_lock(store.paths.index_lock)
+        _break_stale_lock(lock)
     return [{"agent": store.paths.agent, "holder": holder.describe()}]
 
 
@@ -2796,13 +3091,15 @@ def _orphan_fate(
     info = _stat_of(store.listing.transcripts[name])
     if info is None:
         return None
+    reason = _transcript_protection(store.config, store.paths, referenced, name)
+    if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
+        reason = Protection.RECENTLY_MODIFIED
+    if reason is not None:
+        return "skip", reason
     twin = twins.get((info.st_dev, info.st_ino))
     if twin is not None and twin.startswith(name + "."):
         return "twin", twin
-    reason = _transcript_protection(store.config, store.paths, store.listing, referenced, name)
-    if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
-        reason = Protection.RECENTLY_MODIFIED
-    return ("skip", reason) if reason else ("archive", None)
+    return "archive", None
 
 
 def _archive_orphans(store: AgentStore, dry_run: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -2884,7 +3181,7 @@ def _leftover_transcripts(store: AgentStore, session_id: str) -> Leftovers:
     referenced = _referenced_transcripts(store.paths, store.entries, store.listing)
     result = Leftovers(store.paths, [], {})
     for name in leftover.transcripts:
-        reason = _transcript_protection(store.config, store.paths, store.listing, referenced, name)
+        reason = _transcript_protection(store.config, store.paths, referenced, name)
         if reason:
             result.kept[name] = reason
         else:
@@ -2906,11 +3203,22 @@ def _transcripts_turn(config: Config, agent: str) -> AbstractContextManager[bool
     return _state_file_lock(config, f"agent-{agent}.transcripts")
 
 
+def _archives_to_restore(paths: AgentPaths, deletion: Deletion) -> dict[str, str]:
+    """The deletion's archives, of which those its commit named but no record confirms count only
+    if they exist (a run that died before renaming never made them)."""
+    archives = deletion.archives()
+    return {
+        original: archive
+        for original, archive in archives.items()
+        if original in deletion.transcripts or os.path.lexists(paths.file(archive))
+    }
+
+
 def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[str, str], list[str]]:
     """Rename each archive back to its transcript name; also return the archives that are gone."""
     renamed: dict[str, str] = {}
     missing: list[str] = []
-    for original, archive in deletion.transcripts.items():
+    for original, archive in _archives_to_restore(paths, deletion).items():
         try:
             if _rename_without_overwrite(paths.file(archive), paths.file(original)):
                 renamed[original] = archive
@@ -2956,12 +3264,13 @@ def _refuse_restore_conflicts(
             f"key {clash[0]} exists again in {paths.index}; remove it first or leave the "
             f"deletion of {deletion.session_id} as it is"
         )
-    for original in deletion.transcripts:
+    archives = _archives_to_restore(paths, deletion)
+    for original in archives:
         if os.path.exists(paths.file(original)):
             raise RestoreConflict(
                 f"transcript {original} exists again in {paths.folder}; restoring would overwrite it"
             )
-    if not restorable and not deletion.transcripts:
+    if not restorable and not archives:
         raise NothingToRestore(f"the recorded deletion of {deletion.session_id} holds nothing to restore")
 
 
@@ -3040,9 +3349,12 @@ class JsonStore(AgentStore):
     def check_undoable(cls, deletion: Deletion, paths: AgentPaths) -> None:
         """Every deletion from sessions.json can be undone: the audit log holds each entry's text."""
 
-    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+    def check_restore(self, deletion: Deletion) -> None:
         restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
         _refuse_restore_conflicts(self.paths, deletion, restorable, _load_index(self.paths))
+
+    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+        restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
         with _transcripts_turn(self.config, self.paths.agent):
             renamed, missing = _restore_files_and_keys(self.config, self.paths, deletion, restorable)
         return list(restorable), renamed, missing
@@ -3124,19 +3436,23 @@ class SqliteStore(AgentStore):
 
     @classmethod
     def check_undoable(cls, deletion: Deletion, paths: AgentPaths) -> None:
-        archives = ", ".join(deletion.transcripts.values()) or "none recorded"
+        archives = _some_names(list(deletion.archives().values())) if deletion.archives() else "none recorded"
         raise StoreNotLive(
             f"session {deletion.session_id} was deleted by the SQLite-era gateway, which has no undelete; "
             f"its transcript archive (zstd-compressed JSON lines) stays in {paths.folder}: {archives}. "
             "Nothing was changed"
         )
 
-    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+    def check_restore(self, deletion: Deletion) -> None:
         """Refused: a restore puts keys back into sessions.json, which this gateway no longer reads."""
         raise StoreNotLive(
             f"agent {self.paths.agent!r} keeps its sessions in SQLite ({SQLITE_DATABASE}) since this "
             "deletion; its sessions.json is a leftover the gateway no longer reads, so nothing was changed"
         )
+
+    def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
+        self.check_restore(deletion)
+        return [], {}, []
 
 
 #: Every kind of store, by the name that answers and the audit log give it.
@@ -3163,7 +3479,7 @@ def _recorded_kind(deletion: Deletion) -> type[AgentStore]:
     if kind is None:
         raise NothingToRestore(
             f"the deletion of {deletion.session_id} was made in a kind of store this version does not know "
-            f"({deletion.store[:TEXT_CAP]!r}); it cannot be undone here, nothing was changed"
+            f"({_echo(deletion.store)}); it cannot be undone here, nothing was changed"
         )
     return kind
 
@@ -3247,7 +3563,15 @@ class HistoryOutcome(NamedTuple):
 class HistoryReport:
     """The history step of one call: its own marks, and what it did with the outbox."""
 
-    __slots__ = ("configuration_error", "delivered", "gave_up", "outbox_busy", "outcomes", "still_pending")
+    __slots__ = (
+        "configuration_error",
+        "delivered",
+        "failure",
+        "gave_up",
+        "outbox_busy",
+        "outcomes",
+        "still_pending",
+    )
 
     def __init__(self) -> None:
         self.outcomes: dict[str, HistoryOutcome] = {}
@@ -3255,6 +3579,7 @@ class HistoryReport:
         self.still_pending: list[dict[str, Any]] = []
         self.gave_up: list[dict[str, Any]] = []
         self.configuration_error: str | None = None
+        self.failure: str | None = None  # the step broke off (its marks wait in the outbox)
         self.outbox_busy = False
 
     def summary(self) -> dict[str, int]:
@@ -3270,12 +3595,18 @@ class HistoryReport:
             result["history_pending_delivered"] = len(self.delivered)
         if self.gave_up:
             result["history_gave_up"] = self.gave_up
-        if self.configuration_error:
-            result["history_error"] = {
-                "error": self.configuration_error,
-                "error_type": "history_configuration_error",
-            }
+        error = self.error()
+        if error is not None:
+            result["history_error"] = error
         return result
+
+    def error(self) -> dict[str, str] | None:
+        """What went wrong with the history step as a whole, if anything: the answer's history_error."""
+        if self.failure:
+            return {"error": _cut(self.failure, MESSAGE_CAP), "error_type": "history_step_failed"}
+        if self.configuration_error:
+            return {"error": self.configuration_error, "error_type": "history_configuration_error"}
+        return None
 
 
 def _refused_connection(error: BaseException) -> bool:
@@ -3310,29 +3641,152 @@ def _import_httpx() -> Any:
     return httpx
 
 
+class _RequestDeadline:
+    """When the request under way in this thread must be over (monotonic seconds), for the sockets
+    of HistoryClient: httpx's timeouts bound each read, not the whole answer, and a service that
+    sends a byte every half second (or one 102 Processing after another) would never time out."""
+
+    local: Any = None
+
+    @classmethod
+    def set(cls, moment: float) -> None:
+        if cls.local is None:
+            import threading
+
+            cls.local = threading.local()
+        cls.local.moment = moment
+
+    @classmethod
+    def remaining(cls, timeout: float | None, error: Any) -> float:
+        """``timeout`` shortened to what is left before the deadline; ``error`` once it has passed."""
+        left = getattr(cls.local, "moment", float("inf")) - time.monotonic()
+        if left <= 0:
+            raise error("the history service's answer did not arrive within its time")
+        return left if timeout is None else min(timeout, left)
+
+
+def _deadline_backend(httpcore: Any) -> Any:
+    """httpcore's own network backend, each read and write of its sockets ended at the current
+    request's deadline (_RequestDeadline)."""
+
+    class Stream(httpcore.NetworkStream):  # type: ignore[misc]
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return bytes(
+                self.inner.read(max_bytes, _RequestDeadline.remaining(timeout, httpcore.ReadTimeout))
+            )
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self.inner.write(buffer, _RequestDeadline.remaining(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self.inner.close()
+
+        def start_tls(
+            self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+        ) -> Any:
+            limit = _RequestDeadline.remaining(timeout, httpcore.ConnectTimeout)
+            return Stream(self.inner.start_tls(ssl_context, server_hostname, limit))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self.inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.inner = httpcore.SyncBackend()
+
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            limit = _RequestDeadline.remaining(timeout, httpcore.ConnectTimeout)
+            return Stream(self.inner.connect_tcp(host, port, limit, local_address, socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            self.inner.sleep(seconds)
+
+    return Backend()
+
+
+def _history_transport(httpx: Any, width: int, verify: bool) -> Any:
+    """An httpx transport whose sockets end every read and write at the request's deadline
+    (_deadline_backend). httpx has no public place for a network backend: the transport is
+    HTTPTransport with its connection pool (``_pool`` since httpx 0.18) built here."""
+    import httpcore
+
+    class Transport(httpx.HTTPTransport):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._pool = httpcore.ConnectionPool(
+                ssl_context=httpx.create_ssl_context() if verify else None,
+                max_connections=width,
+                max_keepalive_connections=width,
+                network_backend=_deadline_backend(httpcore),
+            )
+
+    return Transport()
+
+
+def _read_body(response: Any) -> bytes:
+    """A response's body, at most HISTORY_ANSWER_CAP bytes once decompressed (an endless or bomb-like
+    answer is refused without being held); encodings other than gzip and deflate are refused."""
+    import zlib
+
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity", "gzip", "deflate"):
+        raise HistoryUnavailable(
+            f"the history service answered in an encoding it was not asked for ({_cut(encoding)})"
+        )
+    inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "deflate") else None  # gzip or zlib
+    chunks: list[bytes] = []
+    size = 0
+    for raw in response.iter_raw():
+        try:
+            data = raw if inflate is None else inflate.decompress(raw, HISTORY_ANSWER_CAP + 1 - size)
+        except zlib.error:
+            raise HistoryUnavailable("the history service answered a body that does not decompress") from None
+        size += len(data)
+        if size > HISTORY_ANSWER_CAP or (inflate is not None and inflate.unconsumed_tail):
+            raise HistoryUnavailable(
+                f"the history service answered more than {HISTORY_ANSWER_CAP >> 20} MiB; it was refused"
+            )
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 class HistoryClient:
     """Requests to the history service under one deadline, with retries and a circuit breaker.
 
     One httpx.Client, shared by the worker threads, keeps SESSION_HISTORY_CONCURRENCY keep-alive
-    connections; httpx is imported here only, by a call that marks history.
+    connections; httpx is imported here only, by a call that marks history. Every request ends by
+    its own deadline (at most HISTORY_READ_TIMEOUT, never past the budget and its grace), however
+    slowly the service answers, and no answer is held beyond HISTORY_ANSWER_CAP.
     """
 
     def __init__(self, config: Config, deadline: float) -> None:
         httpx = _import_httpx()
         self.httpx = httpx
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        }
         if config.api_key:
             headers["X-API-Key"] = config.api_key
         width = max(1, config.history_concurrency)
         self.timeout = httpx.Timeout(HISTORY_READ_TIMEOUT, connect=HISTORY_CONNECT_TIMEOUT)
+        # An http:// service needs no TLS: loading the CA bundle would cost ~100 ms a call.
+        # (Redirects are not followed, so a plain URL never reaches a TLS server.)
         self.http = httpx.Client(
             base_url=config.api_url,
             headers=headers,
             timeout=self.timeout,
-            limits=httpx.Limits(max_connections=width, max_keepalive_connections=width),
-            # An http:// service needs no TLS: loading the CA bundle would cost ~100 ms a call.
-            # (Redirects are not followed, so a plain URL never reaches a TLS server.)
-            verify=config.api_url.startswith("https:"),
+            transport=_history_transport(httpx, width, config.api_url.startswith("https:")),
         )
         self.deadline = deadline
         self.refused = False
@@ -3340,12 +3794,13 @@ class HistoryClient:
     def close(self) -> None:
         self.http.close()
 
-    def _timeout_for(self, remaining: float) -> Any:
-        """The usual timeouts, shortened when the budget (plus its grace) ends sooner."""
-        limit = remaining + HISTORY_GRACE_SECONDS
-        if limit >= HISTORY_READ_TIMEOUT:
-            return self.timeout
-        return self.httpx.Timeout(limit, connect=min(HISTORY_CONNECT_TIMEOUT, limit))
+    def _send(self, method: str, path: str, payload: bytes | None, remaining: float) -> tuple[int, bytes]:
+        """One request and its capped body, over by its deadline."""
+        limit = min(HISTORY_READ_TIMEOUT, remaining + HISTORY_GRACE_SECONDS)
+        _RequestDeadline.set(time.monotonic() + limit)
+        timeout = self.httpx.Timeout(limit, connect=min(HISTORY_CONNECT_TIMEOUT, limit))
+        with self.http.stream(method, path, content=payload, timeout=timeout) as response:
+            return response.status_code, _read_body(response)
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
         """Send one request, retrying transient failures with back-off while the budget lasts."""
@@ -3359,9 +3814,7 @@ class HistoryClient:
             if remaining <= 0.05:
                 raise BudgetSpent(f"the history time budget ran out ({reason})")
             try:
-                response = self.http.request(
-                    method, path, content=payload, timeout=self._timeout_for(remaining)
-                )
+                status, content = self._send(method, path, payload, remaining)
             except httpx.ConnectError as error:
                 if _refused_connection(error):
                     self.refused = True
@@ -3369,12 +3822,12 @@ class HistoryClient:
                 reason = "connection to the history service failed (ConnectError)"
             except httpx.TimeoutException:
                 reason = "the history service did not answer in time"
-            except (httpx.HTTPError, OSError) as error:
+            except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as error:  # IDNA: a ValueError
                 reason = f"connection to the history service failed ({type(error).__name__})"
             else:
-                if response.status_code < 500 and response.status_code != 429:
-                    return response.status_code, response.content
-                reason = f"HTTP {response.status_code} from the history service"
+                if status < 500 and status != 429:
+                    return status, content
+                reason = f"HTTP {status} from the history service"
             if attempt < HISTORY_RETRIES:
                 time.sleep(max(0.0, min(0.2 * 2**attempt, self.deadline - time.monotonic() - 0.05)))
         raise HistoryUnavailable(reason)
@@ -3400,14 +3853,22 @@ def _page_bound(wanted: int) -> int:
     return max(HISTORY_LOOKUP_MIN_PAGES, 2 * -(-wanted // HISTORY_PAGE_LIMIT) + 10)
 
 
-def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> tuple[list[Any], int | None]:
+class Page(NamedTuple):
+    """One page of the service's listing: its rows, and what it says of the whole listing."""
+
+    items: list[Any]
+    pages: int | None
+    total: Any
+
+
+def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> Page:
     from urllib.parse import urlencode
 
     status, data = client.request("GET", "/sessions?" + urlencode({"page": page, **query}))
     if status != 200:
         raise _refusal(status, "the session lookup")
     try:
-        body = json.loads(data)
+        body = _loads_strict(data)
         items = body["items"]
         assert isinstance(items, list)
     except (ValueError, KeyError, TypeError, AssertionError):
@@ -3415,23 +3876,31 @@ def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> tuple
             "the history service answered a page that is not a JSON list of rows"
         ) from None
     pages = body.get("pages")
-    return items, pages if isinstance(pages, int) and not isinstance(pages, bool) else None
+    return Page(
+        items, pages if isinstance(pages, int) and not isinstance(pages, bool) else None, body.get("total")
+    )
 
 
-def _find_history_rows(
-    client: HistoryClient,
-    session_ids: set[str],
-    row_status: MarkStatus,
-    agent: str | None,
-    pool: Any = None,
-    width: int = 1,
-) -> tuple[dict[str, list[str]], bool]:
-    """Read the pages of rows in ``row_status`` until every session's row is found.
+class Lookup(NamedTuple):
+    """What a lookup found: session id -> row ids; whether every page was read (so a session not
+    found has no row rather than one beyond the bound); whether the listing held still meanwhile
+    (a row that moved from a page not yet read to one already read was never seen)."""
 
-    Page 1 says how many pages there are; the rest are read ``width`` at a time over ``pool``.
-    Returns session id -> row ids, and whether every page was read (so a session not found has
-    no row rather than one beyond the bound).
-    """
+    found: dict[str, list[str]]
+    complete: bool
+    still: bool
+
+
+def _row_matches(row: Any, agent: str | None, agents: set[str]) -> bool:
+    """Whether a listed row may be marked: a UUID id, and the agent asked for (whatever the
+    service did with ``agent_id``), or, for a mark of no agent, one of the agents under the root."""
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not _UUID_PATTERN.match(row["id"]):
+        return False
+    return row.get("agent_id") == agent if agent is not None else row.get("agent_id") in agents
+
+
+def _lookup_query(row_status: MarkStatus, agent: str | None) -> dict[str, Any]:
+    """The listing's filters: rows in ``row_status``, cron and runtime rows included (§5)."""
     query: dict[str, Any] = {
         "limit": HISTORY_PAGE_LIMIT,
         "status": row_status.value,
@@ -3440,56 +3909,83 @@ def _find_history_rows(
     }
     if agent is not None:
         query["agent_id"] = agent
-    found: dict[str, list[str]] = {}
+    return query
+
+
+def _find_history_rows(
+    client: HistoryClient,
+    session_ids: set[str],
+    row_status: MarkStatus,
+    agent: str | None,
+    agents: set[str],
+    pool: Any = None,
+    width: int = 1,
+) -> Lookup:
+    """Read the pages of rows in ``row_status`` until every session's row is found.
+
+    Page 1 says how many pages there are; the rest are read ``width`` at a time over ``pool``.
+    """
+    query = _lookup_query(row_status, agent)
+    found: dict[str, dict[str, None]] = {}  # row ids in order, each once (a page may come twice)
 
     def take(items: list[Any]) -> None:
         for row in items:
             session_id = _row_session_id(row)
-            if session_id in session_ids and isinstance(row.get("id"), str):
-                found.setdefault(session_id, []).append(row["id"])
+            if session_id in session_ids and _row_matches(row, agent, agents):
+                found.setdefault(session_id, {})[row["id"]] = None
 
-    items, pages = _read_page(client, query, 1)
-    take(items)
-    if not items or pages is None or pages <= 1:
-        return found, True
-    last = min(pages, _page_bound(len(session_ids)))
-    page = 2
+    first = _read_page(client, query, 1)
+    take(first.items)
+    seen = {(first.pages, repr(first.total))}
+    if not first.items or first.pages is None or first.pages <= 1:
+        return Lookup({sid: list(ids) for sid, ids in found.items()}, True, True)
+    last = min(first.pages, _page_bound(len(session_ids)))
+    page, complete = 2, False
     while page <= last and not found.keys() >= session_ids:
         batch = range(page, min(page + max(1, width), last + 1))
         if pool is not None and len(batch) > 1:
             results = list(pool.map(lambda number: _read_page(client, query, number), batch))
         else:
             results = [_read_page(client, query, number) for number in batch]
-        for items, _ in results:
-            take(items)
-        if any(not items for items, _ in results):
-            return found, True
+        for result in results:
+            take(result.items)
+            seen.add((result.pages, repr(result.total)))
         page += len(batch)
-    return found, page > pages
+        if any(not result.items for result in results):
+            complete = True
+            break
+    complete = complete or page > first.pages
+    return Lookup({sid: list(ids) for sid, ids in found.items()}, complete, len(seen) == 1)
 
 
 def _lookup_rows(
-    client: HistoryClient, marks: list[Mark], pool: Any = None, width: int = 1
-) -> dict[str, HistoryOutcome]:
-    """Fill in ``row_ids`` of marks that lack them, one scan per agent; outcomes for marks without a row."""
-    outcomes: dict[str, HistoryOutcome] = {}
+    client: HistoryClient, marks: list[Mark], agents: set[str], pool: Any = None, width: int = 1
+) -> dict[str, HistoryOutcome | HistoryUnavailable]:
+    """Fill in ``row_ids`` of marks that lack them, one scan per agent. For a mark without a row:
+    its final outcome, or, when the listing moved while it was read, the reason to look again."""
+    outcomes: dict[str, HistoryOutcome | HistoryUnavailable] = {}
     groups: dict[tuple[MarkStatus, str | None], list[Mark]] = {}
     for mark in marks:
         if mark.row_ids is None:
             groups.setdefault((mark.status.rows_to_change, mark.agent), []).append(mark)
     for (row_status, agent), group in groups.items():
         wanted = {mark.session_id for mark in group}
-        found, complete = _find_history_rows(client, wanted, row_status, agent, pool, width)
+        lookup = _find_history_rows(client, wanted, row_status, agent, agents, pool, width)
         for mark in group:
-            mark.row_ids = found.get(mark.session_id, [])
-            if not mark.row_ids:
-                where = (
-                    "" if complete else f" among the newest {_page_bound(len(wanted)) * HISTORY_PAGE_LIMIT}"
+            mark.row_ids = lookup.found.get(mark.session_id) or None
+            if mark.row_ids:
+                continue
+            if not lookup.still:
+                outcomes[mark.session_id] = HistoryUnavailable(
+                    "the service's listing changed while it was read, so the row may have been missed; "
+                    "it is looked up again later"
                 )
-                outcomes[mark.session_id] = HistoryOutcome(
-                    "no_history_row",
-                    f"no {row_status.value} row for this session in the history service{where}",
-                )
+                continue
+            bound = _page_bound(len(wanted)) * HISTORY_PAGE_LIMIT
+            where = "" if lookup.complete else f" among the newest {bound}"
+            outcomes[mark.session_id] = HistoryOutcome(
+                "no_history_row", f"no {row_status.value} row for this session in the history service{where}"
+            )
     return outcomes
 
 
@@ -3497,8 +3993,8 @@ def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
     row_ids = mark.row_ids or []
     for row_id in row_ids:
         if not _UUID_PATTERN.match(row_id):
-            return HistoryOutcome("failed", f"row id {row_id!r} is not a UUID", tuple(row_ids))
-        status, _ = client.request("PATCH", f"/sessions/{row_id}", {"status": mark.status})
+            return HistoryOutcome("failed", "a row id is not a UUID", ())
+        status, _ = client.request("PATCH", f"/sessions/{row_id}", {"status": mark.status.value})
         if status == 404:
             return HistoryOutcome(
                 "no_history_row", "the row is gone from the history service", tuple(row_ids)
@@ -3506,6 +4002,14 @@ def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
         if not 200 <= status < 300:
             raise _refusal(status, f"the mark of row {row_id}")
     return HistoryOutcome("marked", None, tuple(row_ids))
+
+
+def _agents_under_root(config: Config) -> set[str]:
+    """The agents whose rows a mark of no agent may end (only they were searched for the session)."""
+    try:
+        return set(_discover_agents(config))
+    except SessionManagerError:
+        return set()
 
 
 def _look_up_and_patch(
@@ -3522,7 +4026,7 @@ def _look_up_and_patch(
     try:
         with ThreadPoolExecutor(width) as pool:
             try:
-                missing = _lookup_rows(client, marks, pool, width)
+                missing = _lookup_rows(client, marks, _agents_under_root(config), pool, width)
             except (HistoryUnavailable, HistoryRefused) as error:
                 missing = {}
                 for index, mark in enumerate(marks):
@@ -3698,16 +4202,8 @@ def _settle_outbox_file(
     report.gave_up += [_pending_item(mark) for mark in given_up]
 
 
-def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = True) -> HistoryReport:
-    """Deliver this call's marks and drain the outbox, within one time budget.
-
-    A mark that cannot be delivered now (service down, timeout, 5xx, budget spent, or a rejected
-    request that a configuration fix may cure) goes to the outbox; nothing is dropped silently:
-    marks past their attempts or age are moved to the abandoned file and reported.
-    """
-    report = HistoryReport()
-    if not marks and not include_pending:
-        return report
+def _history_step(config: Config, marks: list[Mark], include_pending: bool, report: HistoryReport) -> None:
+    """mark_history's work, which any failure may interrupt: the marks were queued before."""
     deadline, now = time.monotonic() + config.history_budget, _utc_now()
     with _delivery_turn(config, report) as delivering:
         report.outbox_busy = include_pending and not delivering
@@ -3727,6 +4223,28 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
         if requeue or finished:
             _settle_outbox_file(config, report, finished, requeue, now)
         report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
+
+
+def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = True) -> HistoryReport:
+    """Deliver this call's marks and drain the outbox, within one time budget.
+
+    A mark that cannot be delivered now (service down, timeout, 5xx, budget spent, or a rejected
+    request that a configuration fix may cure) goes to the outbox; nothing is dropped silently:
+    marks past their attempts or age are moved to the abandoned file and reported.
+    """
+    report = HistoryReport()
+    if not marks and not include_pending:
+        return report
+    try:
+        _history_step(config, marks, include_pending, report)
+    except Exception as error:  # the marks wait in the outbox, and the call's answer stands
+        report.failure = (
+            f"the history step failed ({type(error).__name__}: {error}); its marks wait in the outbox"
+        )
+        with suppress(SessionManagerError, OSError):
+            report.still_pending = [_pending_item(mark) for mark in _read_outbox(config)]
+        for mark in marks:
+            report.outcomes.setdefault(mark.session_id, HistoryOutcome("queued", "the history step failed"))
     return report
 
 
@@ -3750,7 +4268,7 @@ def _check_detail(value: Any) -> bool:
     if value not in DETAIL_LEVELS:
         raise InvalidArgument(
             f'detail must be "summary" (the default: lists of at most {LIST_CAP} items) or "full" '
-            f"(every list whole), not {value!r}"
+            f"(every list whole), not {_echo(value)}"
         )
     return bool(value == "full")
 
@@ -3760,44 +4278,66 @@ def _check_limit(value: Any) -> int | None:
     if value == "all":
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-        raise InvalidArgument(f'limit must be a whole number from 1 to 10000, or "all", not {value!r}')
+        raise InvalidArgument(f'limit must be a whole number from 1 to 10000, or "all", not {_echo(value)}')
     return value
+
+
+def _answer_json(value: Any) -> str:
+    """``value`` as run_skill prints it: compact JSON, non-ASCII kept."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _answer_size(value: Any) -> int:
-    """Bytes of ``value`` as run_skill prints it (compact UTF-8 JSON)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return len(text.encode("utf-8", "surrogatepass"))
+    """Bytes of ``value`` as run_skill prints it."""
+    return len(_answer_json(value).encode("utf-8", "surrogatepass"))
 
 
-def _short(value: Any) -> Any:
-    """A string from the index cut to TEXT_CAP characters (a label can be any length)."""
-    if isinstance(value, str) and len(value) > TEXT_CAP:
-        return value[: TEXT_CAP - 1] + "…"
-    return value
+def _short(value: Any, cap: int = TEXT_CAP) -> Any:
+    """A text from a store or a service, without secrets and cut to ``cap`` characters (a label can
+    be any length); any other value that would print longer (a 50 KB object) becomes its cut JSON."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else _answer_json(value)
+    return value if len(text) <= cap else _cut(text, cap)
 
 
 def _first_items(items: Any, count: int) -> Any:
     return dict(list(items.items())[:count]) if isinstance(items, dict) else items[:count]
 
 
-def _fit_answer(result: dict[str, Any], growing: tuple[str, ...], full: bool, hint: str) -> dict[str, Any]:
-    """Cap the ``growing`` lists of an answer so that it fits ANSWER_BUDGET_BYTES.
+def _cut_texts(value: Any) -> Any:
+    """``value`` with every text cut to MESSAGE_CAP characters and every name (a dict's key) to
+    TEXT_CAP: no single text from a store, a service or an argument can fill an answer."""
+    if isinstance(value, str):
+        return _cut(value, MESSAGE_CAP)
+    if isinstance(value, dict):
+        return {(_cut(k) if isinstance(k, str) else k): _cut_texts(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_texts(item) for item in value]
+    return value
 
-    Each keeps its first LIST_CAP items; while the answer is still too large, the list that takes
-    most room gives up half of what it shows. ``truncated`` counts what each left out, and the
-    message says where the rest is (``hint``). With ``full`` the answer is left whole.
+
+def _fit_answer(
+    result: dict[str, Any], growing: tuple[str, ...], full: bool, hint: str, reserve: int = 0
+) -> dict[str, Any]:
+    """Cap the texts and the ``growing`` lists of an answer so that it fits ANSWER_BUDGET_BYTES,
+    less ``reserve`` bytes that the caller adds afterwards.
+
+    Each list keeps its first LIST_CAP items; while the answer is still too large, the list that
+    takes most room gives up half of what it shows. ``truncated`` counts what each left out, and
+    the message says where the rest is (``hint``). With ``full`` the answer is left whole.
     """
-    whole = {name: result[name] for name in growing if isinstance(result.get(name), (list, dict))}
-    if full or not whole:
+    if full:
         return result
-    shown = {name: min(len(items), LIST_CAP) for name, items in whole.items()}
-    result.update({name: _first_items(whole[name], shown[name]) for name in whole})
-    while _answer_size(result) > ANSWER_BUDGET_BYTES and any(shown.values()):
+    lengths = {name: len(result[name]) for name in growing if isinstance(result.get(name), (list, dict))}
+    result = _cut_texts({**result, **{name: _first_items(result[name], LIST_CAP) for name in lengths}})
+    kept = {name: result[name] for name in lengths}
+    shown = {name: len(items) for name, items in kept.items()}
+    while _answer_size(result) > ANSWER_BUDGET_BYTES - reserve and any(shown.values()):
         largest = max((name for name in shown if shown[name]), key=lambda name: _answer_size(result[name]))
         shown[largest] //= 2
-        result[largest] = _first_items(whole[largest], shown[largest])
-    truncated = {name: len(whole[name]) - shown[name] for name in whole if shown[name] < len(whole[name])}
+        result[largest] = _first_items(kept[largest], shown[largest])
+    truncated = {name: lengths[name] - shown[name] for name in lengths if shown[name] < lengths[name]}
     if truncated:
         result["truncated"] = truncated
         note = (
@@ -3855,7 +4395,11 @@ def _session_item(session: Session, now: datetime, full: bool = False) -> dict[s
     return (
         item
         if full
-        else _bounded_item(item, ("keys", "transcripts"), ("key", "session_type", "label", "model"))
+        else _bounded_item(
+            item,
+            ("keys", "transcripts"),
+            ("id", "sessionId", "key", "session_type", "label", "model", "contextTokens"),
+        )
     )
 
 
@@ -3902,8 +4446,9 @@ def _items_that_fit(result: dict[str, Any], items: list[dict[str, Any]]) -> int:
 def _page_of_items(
     result: dict[str, Any], items: list[dict[str, Any]], offset: int, full: bool
 ) -> dict[str, Any]:
-    """Add the page's items (as many as fit the answer) and where the next page starts."""
-    returned = len(items) if full else _items_that_fit(result, items)
+    """Add the page's items (as many as fit the answer, and at least one, so that paging always
+    advances) and where the next page starts."""
+    returned = len(items) if full else max(min(1, len(items)), _items_that_fit(result, items))
     more = offset + returned < result["session_count"]
     result.update(
         sessions=items[:returned],
@@ -3950,12 +4495,8 @@ def list_sessions(
         best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
     items = [_session_item(session, now, full) for _, session in sorted(best)[offset:wanted]]
     result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
-    return _page_of_items(
-        _fit_answer(result, ("agents", "errors"), full, "name an agent to see its errors"),
-        items,
-        offset,
-        full,
-    )
+    hint, first = "name an agent to see its errors", _answer_size(items[:1])
+    return _page_of_items(_fit_answer(result, ("agents", "errors"), full, hint, first), items, offset, full)
 
 
 def _disk_usage(store: AgentStore) -> dict[str, Any]:
@@ -4158,52 +4699,68 @@ def prune_sessions(
     return _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
-def _find_session(
-    config: Config, reference: str, agent: str | None
-) -> tuple[AgentStore | None, Session | None, list[Leftovers]]:
-    """Find a session by sessionId or key, reading as few indexes as possible.
-
-    When no index holds it, the transcripts it may have left are returned instead (per agent).
-    """
-    is_key = reference == "global" or reference.startswith("agent:")
+def _search_order(config: Config, reference: str, agent: str | None) -> tuple[list[AgentPaths], set[str]]:
+    """The agents to look in for a session, likeliest first, and those whose finding ends the
+    search: the named agent alone; a key's owner alone (a key of another agent's is found by
+    naming that agent); else every agent, those whose folder holds ``<id>.jsonl`` first."""
     owner = reference.split(":")[1] if reference.startswith("agent:") else None
     if agent is None and owner is not None and owner in _discover_agents(config):
-        scope = [_agent_paths(config, owner)]
-    else:
-        scope = _selected_agents(config, agent)
-    holds_transcript: set[str] = set()
-    if not is_key:
-        # The agent whose folder holds <id>.jsonl owns the session: read its index alone.
-        holds_transcript = {
-            p.agent for p in scope if os.path.exists(os.path.join(p.folder, reference + TRANSCRIPT_SUFFIX))
-        }
-        scope.sort(key=lambda p: p.agent not in holds_transcript)
+        agent = owner
+    scope = _selected_agents(config, agent)
+    if agent is not None:
+        return scope, {agent}
+    name = reference + TRANSCRIPT_SUFFIX
+    likeliest = {p.agent for p in scope if os.path.exists(os.path.join(p.folder, name))}
+    scope.sort(key=lambda p: p.agent not in likeliest)
+    return scope, likeliest if not _is_key(reference) else set()
+
+
+def _session_in(store: AgentStore, reference: str) -> Session | None:
+    """The session a store holds under this sessionId or key, if any."""
+    if _is_key(reference):
+        if reference not in store.entries:
+            return None
+        return store.sessions.get(_session_id_of(reference, store.entries[reference]))
+    return store.sessions.get(reference)
+
+
+class Search(NamedTuple):
+    """Where a session was looked for (every agent, or only ``searched``), and what was found: its
+    store and session, or the transcripts it may have left (per agent) when no store holds it."""
+
+    searched: list[str] | None
+    store: AgentStore | None = None
+    session: Session | None = None
+    leftovers: tuple[Leftovers, ...] = ()
+
+    def where(self) -> str:
+        """The stores searched, in words."""
+        if self.searched is None:
+            return "any index"
+        return f'the index of agent {_some_names(self.searched)} (pass "agent" to look in another)'
+
+
+def _find_session(config: Config, reference: str, agent: str | None) -> Search:
+    """Find a session by sessionId or key, reading as few stores as possible."""
+    scope, likeliest = _search_order(config, reference, agent)
     found: list[tuple[AgentStore, Session]] = []
     leftovers: list[Leftovers] = []
     stores = [open_store(config, paths) for paths in scope]
     _prepare_stores(config, stores)
     for store in stores:
-        read_agent(store, for_change=True)
-        if is_key:
-            entry = store.entries.get(reference)
-            session = (
-                store.sessions.get(_session_id_of(reference, entry)) if reference in store.entries else None
-            )
-        else:
-            session = store.sessions.get(reference)
+        session = _session_in(read_agent(store, for_change=True), reference)
         if session is not None:
             found.append((store, session))
-            if len(scope) == 1 or store.paths.agent in holds_transcript:
+            if store.paths.agent in likeliest or len(stores) == 1:
                 break
-        elif not is_key and SESSION_ID_PATTERN.match(reference):
+        elif not _is_key(reference) and SESSION_ID_PATTERN.match(reference):
             left = store.leftovers(reference)
             leftovers += [left] if left is not None else []
     if len(found) > 1:
-        names = ", ".join(store.paths.agent for store, _ in found)
+        names = _some_names([store.paths.agent for store, _ in found])
         raise InvalidArgument(f'session {reference!r} exists in agents {names}; pass "agent" to choose one')
-    if found:
-        return found[0][0], found[0][1], []
-    return None, None, leftovers
+    searched = None if len(scope) > 1 or (agent is None and not _is_key(reference)) else [scope[0].agent]
+    return Search(searched, *found[0]) if found else Search(searched, leftovers=tuple(leftovers))
 
 
 def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkStatus.ENDED) -> str:
@@ -4238,7 +4795,7 @@ def _deletion_answer(report: HistoryReport, deleted: str, message: str, **fields
     return report.annotate(answer)
 
 
-def _archive_leftovers(config: Config, leftovers: list[Leftovers]) -> dict[str, str]:
+def _archive_leftovers(config: Config, leftovers: tuple[Leftovers, ...]) -> dict[str, str]:
     """Archive the transcripts that nothing claims, recorded in the audit log as late archives."""
     archived: dict[str, str] = {}
     moment = _utc_now()
@@ -4255,17 +4812,19 @@ def _archive_leftovers(config: Config, leftovers: list[Leftovers]) -> dict[str, 
 
 
 def _delete_leftovers(
-    config: Config, reference: str, leftovers: list[Leftovers], dry_run: bool
+    config: Config, reference: str, agent: str | None, search: Search, dry_run: bool
 ) -> dict[str, Any]:
-    """A session no index holds: archive the transcripts it left that nothing else claims (see
-    _leftover_transcripts), and still mark its history ended."""
+    """A session no store holds: archive the transcripts it left that nothing else claims (see
+    _leftover_transcripts), and still mark its history ended: the rows of the named agent only,
+    or, when every store was searched, of any agent under the root (_row_matches)."""
+    leftovers = search.leftovers
     would_archive = [name for found in leftovers for name in found.free]
     kept = [{"agent": f.paths.agent, "file": n, "reason": r} for f in leftovers for n, r in f.kept.items()]
     archived = {} if dry_run else _archive_leftovers(config, leftovers)
-    is_id = not (reference == "global" or reference.startswith("agent:"))
-    report = mark_history(config, [Mark(reference, None)]) if is_id and not dry_run else HistoryReport()
+    marks = [Mark(reference, agent)] if not _is_key(reference) and not dry_run else []
+    report = mark_history(config, marks) if marks else HistoryReport()
     message = (
-        f"Session {reference} is not in any index (already removed); "
+        f"Session {reference} is not in {search.where()} (already removed); "
         f"{len(would_archive) if dry_run else len(archived)} leftover transcripts "
         + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
         + ("" if dry_run else _history_phrase(report.outcomes.get(reference)))
@@ -4341,9 +4900,10 @@ def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) 
     _check_flag("force", force)
     config = Config.from_environment()
     _refuse_running_conversation(config, reference)
-    store, session, leftovers = _find_session(config, reference, agent)
+    search = _find_session(config, reference, agent)
+    store, session = search.store, search.session
     if store is None or session is None:
-        return _delete_leftovers(config, reference, leftovers, dry_run)
+        return _delete_leftovers(config, reference, agent, search, dry_run)
     _refuse_protected(session.protected, session.session_id, session.primary_key, force)
     removal = _release_for_dry_run(session) if dry_run else _remove_one(store, session, reason, force)
     marks = [removal.mark] if removal.removed_keys and not dry_run else []
@@ -4388,7 +4948,7 @@ def _deletion_item(deletion: Deletion, full: bool) -> dict[str, Any]:
         "keys": deletion.keys,
         "reason": deletion.reason,
         "deleted_at": deletion.time,
-        "transcripts": deletion.transcripts,
+        "transcripts": deletion.archives(),
         "txn": deletion.txn,
         "store": deletion.store,
     }
@@ -4438,9 +4998,29 @@ def _latest_deletion(config: Config, reference: str) -> Deletion:
         if deletion.session_id == reference or reference in deletion.keys or deletion.txn == reference:
             return deletion
     raise NothingToRestore(
-        f"no deletion of {reference!r} is recorded in the audit log (or it was restored already); "
+        f"no deletion of {_echo(reference)} is recorded in the audit log (or it was restored already); "
         "list_deleted shows what can be restored"
     )
+
+
+def _queued_restore_mark(config: Config, deletion: Deletion) -> Mark:
+    """The restore's history mark, queued unconfirmed before anything is put back: a call that
+    dies later leaves it to the crash rule (the store then says whether the restore happened)."""
+    mark = Mark(deletion.session_id, deletion.agent, MarkStatus.ACTIVE, txn=_new_id(), confirmed=False)
+    _queue_marks(config, [mark])
+    return mark
+
+
+def _record_restore(config: Config, deletion: Deletion, keys: list[str]) -> list[str]:
+    """The audit record of a restore that happened; a failure is returned, for the answer's errors."""
+    restored = {deletion.session_id: {"keys": keys}}
+    try:
+        append_audit(
+            config, [AuditTransaction.begin(deletion.agent, None, deletion.txn).record("restored", restored)]
+        )
+    except SessionManagerError as error:
+        return [_cut(f"the restore happened but the audit log could not record it: {error}", MESSAGE_CAP)]
+    return []
 
 
 def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
@@ -4451,12 +5031,17 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     deletion = _latest_deletion(config, reference)
     paths = _agent_paths(config, deletion.agent)
     _recorded_kind(deletion).check_undoable(deletion, paths)
-    keys, renamed, missing = open_store(config, paths).restore(deletion)
-    restored = {deletion.session_id: {"keys": keys}}
-    append_audit(
-        config, [AuditTransaction.begin(deletion.agent, None, deletion.txn).record("restored", restored)]
-    )
-    report = mark_history(config, [Mark(deletion.session_id, deletion.agent, status=MarkStatus.ACTIVE)])
+    store = open_store(config, paths)
+    store.check_restore(deletion)
+    mark = _queued_restore_mark(config, deletion)
+    try:
+        keys, renamed, missing = store.restore(deletion)
+    except SessionManagerError:
+        _confirm_marks(config, str(mark.txn), [mark], [])
+        raise
+    _confirm_marks(config, str(mark.txn), [mark], [mark])
+    errors = _record_restore(config, deletion, keys)
+    report = mark_history(config, [mark])
     outcome = report.outcomes.get(deletion.session_id)
     answer = report.annotate(
         {
@@ -4472,6 +5057,7 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
                 f"({len(keys)} keys, {len(renamed)} transcripts), "
                 + _history_phrase(outcome, MarkStatus.ACTIVE)
             ),
+            "errors": errors,
         }
     )
     growing = ("restored_keys", "restored_transcripts", "missing_archives", "history_gave_up")
@@ -4537,11 +5123,8 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
         "busy": report.outbox_busy,
         "message": message,
     }
-    if report.configuration_error:
-        result["history_error"] = {
-            "error": report.configuration_error,
-            "error_type": "history_configuration_error",
-        }
+    if report.error() is not None:
+        result["history_error"] = report.error()
     hint = "the counts in the message are exact; the outbox keeps what is still pending"
     return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
@@ -4685,6 +5268,7 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
             "pg_status_updated",
             "history",
             "message",
+            "errors",
             "history_pending",
         ),
     ),

@@ -4,7 +4,8 @@
     python3 skill_harness.py batch '<json list of [function, args]>'   several calls, JSON lines out
 
 Environment: FAULT_STEP (a step name below), FAULT_NTH (which time the step is reached, default 1),
-FAULT_ACTION (``kill``: SIGKILL itself; ``pause``: touch FAULT_MARKER and sleep), and
+FAULT_ACTION (``kill``: SIGKILL itself; ``pause``: touch FAULT_MARKER and sleep FAULT_SLEEP seconds,
+60 by default), and
 FAULT_NO_LOCK=1 to run without the gateway's lock (to show what the lock prevents).
 Steps: after_intent, locked, after_commit, before_replace, after_replace, before_release,
 before_archive, after_archive, after_archived_record, before_history.
@@ -40,21 +41,25 @@ def reach(step: str) -> None:
     if ACTION == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     Path(os.environ["FAULT_MARKER"]).touch()
-    time.sleep(60)
+    time.sleep(float(os.environ.get("FAULT_SLEEP", "60")))
 
 
 def install() -> None:
     original_lock, original_append, original_stream = sm.gateway_lock, sm.append_audit, sm.append_audit_stream
     original_archive, original_history, original_replace = sm.archive_transcript, sm.mark_history, os.replace
 
+    class NoLock:
+        def confirm(self) -> None:
+            pass
+
     @contextlib.contextmanager
-    def lock(path: str, timeout: float) -> Iterator[None]:
+    def lock(path: str, timeout: float) -> Iterator[Any]:
         if os.environ.get("FAULT_NO_LOCK") == "1":
-            yield
+            yield NoLock()
             return
-        with original_lock(path, timeout):
+        with original_lock(path, timeout) as held:
             reach("locked")
-            yield
+            yield held
             reach("before_release")
 
     def stream(config: sm.Config, pieces: Any, sync: bool = False, separate: bool = False) -> None:

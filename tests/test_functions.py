@@ -266,7 +266,9 @@ def test_rewrite_keeps_format_order_unknown_fields_and_mode(root: Path) -> None:
 def test_one_write_per_agent_per_call(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[str] = []
     original = sm.write_atomic
-    monkeypatch.setattr(sm, "write_atomic", lambda path, data: (writes.append(path), original(path, data)))
+    monkeypatch.setattr(
+        sm, "write_atomic", lambda path, data, **rest: (writes.append(path), original(path, data, **rest))
+    )
     sm.prune_sessions(max_age_minutes=60)
     indexes = [path for path in writes if path.endswith("sessions.json")]
     assert sorted(Path(p).parent.parent.name for p in indexes) == ["analyst", "main"]

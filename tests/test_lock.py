@@ -171,13 +171,14 @@ def test_one_short_lock_hold_per_agent_per_call(
     holds: list[tuple[str, float]] = []
     original = sm.gateway_lock
 
-    class Timed(AbstractContextManager[None]):
+    class Timed(AbstractContextManager[Any]):
         def __init__(self, path: str, timeout: float) -> None:
             self.inner, self.path = original(path, timeout), path
 
-        def __enter__(self) -> None:
-            self.inner.__enter__()
+        def __enter__(self) -> Any:
+            held = self.inner.__enter__()
             self.started = time.perf_counter()
+            return held
 
         def __exit__(self, *exc: Any) -> None:
             holds.append((self.path, time.perf_counter() - self.started))
