@@ -119,6 +119,9 @@ STATE_DIR_NAME = ".session-manager"
 AUDIT_LOG_NAME = "audit.jsonl"
 HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
 HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
+HISTORY_PACE_NAME = "history-pace.json"
+DELIVERY_LOG_NAME = "history-delivery.log"
+DELIVERER_LOCK_NAME = "history-deliverer"
 
 # The history service (§5) and the history step.
 HISTORY_PAGE_LIMIT = 100
@@ -133,8 +136,22 @@ HISTORY_RETRIES = 2
 # No request starts after the budget's deadline; one already sent may take this long past it to
 # finish, so that a slow but working service completes (and is not sent again) what it began.
 HISTORY_GRACE_SECONDS = 1.0
-HISTORY_MAX_ATTEMPTS = 20
-HISTORY_MAX_AGE_DAYS = 7.0
+# A mark is given up only after its deliveries have really failed (no answer, a rejection) for this
+# long; one that only waited (its budget, the pace, the service's 429 or 503) is never given up.
+HISTORY_GIVE_UP_DAYS = 7.0
+# What the skill sends at most, whoever sends (its calls and its delivery process share it): well
+# inside the service's limiter (50 in 5 s, 120 a minute, 2,000 an hour, per client IP, §5), so
+# that the other clients behind the same IP keep their share. (marks, seconds) per window.
+DEFAULT_HISTORY_PACE = ((20, 5.0), (60, 60.0), (1500, 3600.0))
+# How long to wait after a 429 or 503 that names no Retry-After (the service says 60).
+DEFAULT_RETRY_AFTER_SECONDS = 60.0
+# The delivery process (deliver_in_background): one round's time, the read timeout of its lookups
+# (the service's sync runs inside the first GET: seconds at 2,000 sessions, §5), and how long it
+# goes on without delivering anything before it stops (the next call starts a new one).
+DELIVERY_ROUND_SECONDS = 20.0
+DELIVERY_READ_TIMEOUT = 60.0
+DELIVERY_IDLE_SECONDS = 600.0
+DELIVERY_LOG_CAP = 1 << 20
 # A deletion's marks wait unconfirmed in the outbox only while its call is between queuing them and
 # writing the index (at most the lock timeout). One left longer belongs to a call that died there:
 # the index then says whether its deletion happened.
@@ -281,7 +298,15 @@ class HistoryRefused(Exception):
     """The service rejected the request itself (a 4xx such as a wrong key): retrying will not help."""
 
 
-class BudgetSpent(HistoryUnavailable):
+class HistoryDeferred(HistoryUnavailable):
+    """The mark was not sent now, or the service asked to wait (429, 503): no attempt is counted."""
+
+
+class HistoryBusy(HistoryDeferred):
+    """The service answered 429 or 503: it is there, and asks to wait (Retry-After)."""
+
+
+class BudgetSpent(HistoryDeferred):
     """The history step's time budget for this call ran out."""
 
 
@@ -407,6 +432,39 @@ def _number_from_environment(name: str, default: float) -> float:
     return value
 
 
+def _pace_from_environment() -> tuple[tuple[int, float], ...]:
+    """SESSION_HISTORY_PACE: marks per window, as ``count/seconds`` pairs joined by commas."""
+    raw = os.environ.get("SESSION_HISTORY_PACE", "").strip()
+    if not raw:
+        return DEFAULT_HISTORY_PACE
+    windows = []
+    for part in raw.split(","):
+        count, _, seconds = part.strip().partition("/")
+        try:
+            window = (int(count), float(seconds))
+        except ValueError:
+            window = (0, 0.0)
+        if not (1 <= window[0] <= ENVIRONMENT_NUMBER_MAX and 0 < window[1] <= ENVIRONMENT_NUMBER_MAX):
+            raise ConfigurationError(
+                f"SESSION_HISTORY_PACE={_echo(raw)} must be count/seconds pairs joined by commas, such "
+                "as 20/5,60/60,1500/3600 (at most 20 marks in any 5 s, 60 a minute, 1,500 an hour)"
+            )
+        windows.append(window)
+    return tuple(windows)
+
+
+def _switch_from_environment(name: str, default: bool) -> bool:
+    """An on/off variable: 1, true, on, yes, or 0, false, off, no."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    raise ConfigurationError(f"{name}={_echo(raw)} must be 1 or 0 (on or off)")
+
+
 def _require_dateutil() -> None:
     """Fail before any change when python-dateutil is missing, not half-way through a prune."""
     from importlib.util import find_spec
@@ -514,6 +572,8 @@ class Config(NamedTuple):
     gateway_url: str | None = None
     gateway_token: str | None = None
     openclaw_timeout: float = DEFAULT_OPENCLAW_TIMEOUT_SECONDS
+    history_pace: tuple[tuple[int, float], ...] = DEFAULT_HISTORY_PACE
+    background_delivery: bool = True
 
     @classmethod
     def from_environment(cls) -> Config:
@@ -546,6 +606,8 @@ class Config(NamedTuple):
             openclaw_timeout=_number_from_environment(
                 "OPENCLAW_TIMEOUT_SECONDS", DEFAULT_OPENCLAW_TIMEOUT_SECONDS
             ),
+            history_pace=_pace_from_environment(),
+            background_delivery=_switch_from_environment("SESSION_HISTORY_BACKGROUND", True),
         )
 
 
@@ -2026,11 +2088,14 @@ def _open_state_file(path: str, flags: int) -> int:
 
 
 @contextmanager
-def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[bool]:
+def _state_file_lock(
+    config: Config, name: str, wait: bool = True, patience: float | None = None
+) -> Iterator[bool]:
     """Serialise the skill's own processes on one of its state files (the gateway never reads them).
 
-    Yields True once held; with ``wait=False``, yields False at once when another process holds it.
-    A wait lasts at most SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
+    Yields True once held; with ``wait=False``, yields False at once when another process holds it,
+    and with ``patience`` seconds, False once they have passed. Otherwise a wait lasts at most
+    SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
     """
     import fcntl
 
@@ -2038,13 +2103,13 @@ def _state_file_lock(config: Config, name: str, wait: bool = True) -> Iterator[b
     path = _state_path(config, name + ".flock")
     descriptor = _open_state_file(path, os.O_WRONLY)
     try:
-        deadline = time.monotonic() + config.lock_timeout
+        deadline = time.monotonic() + (config.lock_timeout if patience is None else patience)
         while True:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not wait:
+                if not wait or (patience is not None and time.monotonic() >= deadline):
                     yield False
                     return
                 if time.monotonic() >= deadline:
@@ -2365,6 +2430,7 @@ class Mark:
         "agent",
         "attempts",
         "confirmed",
+        "failing_since",
         "last_error",
         "outbox_id",
         "queued_at",
@@ -2386,6 +2452,7 @@ class Mark:
         last_error: str | None = None,
         txn: str | None = None,
         confirmed: bool = True,
+        failing_since: str | None = None,
     ) -> None:
         self.session_id = session_id
         self.agent = agent
@@ -2397,6 +2464,8 @@ class Mark:
         self.last_error = last_error
         self.txn = txn
         self.confirmed = confirmed
+        # When its deliveries began to fail for real (no answer, a rejection); a wait is no failure.
+        self.failing_since = failing_since
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -2410,6 +2479,7 @@ class Mark:
             "last_error": self.last_error,
             "txn": self.txn,
             "confirmed": self.confirmed,
+            "failing_since": self.failing_since,
         }
 
     @classmethod
@@ -2424,6 +2494,7 @@ class Mark:
             (record.get("queued_at"), str, True),
             (record.get("last_error"), str, True),
             (record.get("txn"), str, True),
+            (record.get("failing_since"), str, True),
         )
         row_ids = record.get("row_ids")
         attempts = record.get("attempts", 0)
@@ -2450,6 +2521,7 @@ class Mark:
             record.get("last_error"),
             record.get("txn"),
             record.get("confirmed", True),
+            record.get("failing_since"),
         )
 
 
@@ -2457,13 +2529,18 @@ def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[d
     """The marks of the outbox's records, oldest first, and the records that are no mark at all.
 
     A confirmation record (see _confirm_marks) confirms the marks of its deletion and drops the
-    ones it names; it is folded into them here, and gone from the file after its next rewrite.
+    ones it names; a delivery record (_note_delivered) drops the mark it names. Both are folded
+    in here, and gone from the file after its next rewrite.
     """
     marks, unreadable = [], []
     dropped: dict[str, set[str]] = {}
+    delivered: set[str] = set()
     for record in records:
         if isinstance(record.get("confirm"), str) and _is_text_list(record.get("dropped")):
             dropped.setdefault(record["confirm"], set()).update(record["dropped"])
+            continue
+        if isinstance(record.get("delivered"), str):
+            delivered.add(record["delivered"])
             continue
         try:
             marks.append(Mark.from_record(record))
@@ -2473,6 +2550,8 @@ def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[d
         marks = [m for m in marks if m.txn not in dropped or m.outbox_id not in dropped[m.txn]]
         for mark in marks:
             mark.confirmed = mark.confirmed or mark.txn in dropped
+    if delivered:
+        marks = [m for m in marks if m.outbox_id not in delivered]
     return marks, unreadable
 
 
@@ -2513,7 +2592,8 @@ def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
             [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
         )
         after = [mark.as_record() for mark in kept]
-        return (after if unreadable or after != before else None), given_up
+        folded = len(records) > len(marks) + len(unreadable)  # confirmations and deliveries, now in
+        return (after if unreadable or folded or after != before else None), given_up
 
     return _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
 
@@ -2555,6 +2635,20 @@ def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]
             _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [record])
     except (OSError, SessionManagerError):
         pass
+
+
+def _note_delivered(config: Config, mark: Mark) -> None:
+    """Record at once that a waiting mark was delivered (an appended record, folded in by
+    _marks_of_records): a delivery killed before it settles the outbox sends it no second time."""
+    if mark.outbox_id is None:
+        return
+    try:
+        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
+            _append_lines(
+                _state_path(config, HISTORY_OUTBOX_NAME), [{"delivered": mark.outbox_id}], sync=False
+            )
+    except (OSError, SessionManagerError):
+        pass  # the settle at the end of the step records it too
 
 
 # --- Deleting -----------------------------------------------------------------------------------
@@ -3564,6 +3658,7 @@ class HistoryReport:
     """The history step of one call: its own marks, and what it did with the outbox."""
 
     __slots__ = (
+        "background",
         "configuration_error",
         "delivered",
         "failure",
@@ -3581,6 +3676,7 @@ class HistoryReport:
         self.configuration_error: str | None = None
         self.failure: str | None = None  # the step broke off (its marks wait in the outbox)
         self.outbox_busy = False
+        self.background = False  # whether the delivery process goes on with what waits
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -3591,6 +3687,12 @@ class HistoryReport:
     def annotate(self, result: dict[str, Any]) -> dict[str, Any]:
         """Add the outbox figures (and a configuration error, loudly) to a function's result."""
         result["history_pending"] = len(self.still_pending)
+        if self.still_pending:
+            result["history_delivery"] = (
+                "continues in the background, paced (history-delivery.log in the state folder)"
+                if self.background
+                else "waits for the next call or sync_pending (SESSION_HISTORY_BACKGROUND is off)"
+            )
         if self.delivered:
             result["history_pending_delivered"] = len(self.delivered)
         if self.gave_up:
@@ -3759,16 +3861,112 @@ def _read_body(response: Any) -> bytes:
     return b"".join(chunks)
 
 
+class Pace:
+    """When the next PATCH may go: SESSION_HISTORY_PACE's windows over every mark sent from this
+    state folder, and the service's own Retry-After. Kept in history-pace.json: only the holder
+    of the delivery turn (_delivery_turn) sends, and it loads the file at the start of its turn
+    and saves it at the end, so calls and the delivery process share one pace."""
+
+    def __init__(
+        self, limits: tuple[tuple[int, float], ...], sent: list[float], blocked_until: float
+    ) -> None:
+        import threading
+
+        self.limits, self.sent, self.blocked_until = limits, sorted(sent), blocked_until
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, config: Config) -> Pace:
+        try:
+            with open(
+                _open_regular(os.path.join(config.state_dir, HISTORY_PACE_NAME), False), "rb"
+            ) as handle:
+                state = _loads_strict(handle.read(1 << 20))
+            sent = [float(moment) for moment in state["sent"]]
+            blocked_until = float(state["blocked_until"])
+        except (OSError, ValueError, KeyError, TypeError):
+            sent, blocked_until = [], 0.0
+        return cls(config.history_pace, sent, blocked_until)
+
+    def save(self, config: Config) -> None:
+        longest = max(seconds for _, seconds in self.limits)
+        now = time.time()
+        state = {"sent": [m for m in self.sent if m > now - longest], "blocked_until": self.blocked_until}
+        write_atomic(_state_path(config, HISTORY_PACE_NAME), json.dumps(state).encode("ascii"))
+
+    def opens_at(self, now: float) -> float:
+        """The first moment from ``now`` at which one more mark keeps within every window."""
+        moment = max(now, self.blocked_until)
+        for count, seconds in self.limits:
+            recent = [m for m in self.sent if m > moment - seconds]
+            if len(recent) >= count:
+                moment = max(moment, recent[len(recent) - count] + seconds)
+        return moment
+
+    def take(self, until: float) -> bool:
+        """Wait for the next free moment and claim it; False (and no wait) when it comes after
+        ``until`` (wall clock)."""
+        with self.lock:
+            moment = self.opens_at(time.time())
+            if moment > until:
+                return False
+            self.sent.append(moment)
+        time.sleep(max(0.0, moment - time.time()))
+        return True
+
+    def block(self, seconds: float) -> None:
+        """The service asked to wait (429 or 503 with Retry-After): nothing is sent before then."""
+        with self.lock:
+            self.blocked_until = max(self.blocked_until, time.time() + seconds)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait, from a Retry-After header: a number of seconds or an HTTP date."""
+    if value is None:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = (parsedate_to_datetime(text) - _utc_now()).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return DEFAULT_RETRY_AFTER_SECONDS
+    return min(max(seconds, 1.0), 3600.0) if seconds == seconds else DEFAULT_RETRY_AFTER_SECONDS
+
+
+def _server_error(status: int, content: bytes) -> str:
+    """A 5xx in words, with the service's own detail (its first line, cut, without secrets)."""
+    try:
+        body = _loads_strict(content)
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(detail, str) or not detail.strip():
+        return f"HTTP {status} from the history service"
+    line = _cut(_without_secrets(detail.strip().splitlines()[0]))
+    hint = ""
+    if "started_at" in detail and "null" in detail.lower():
+        hint = (
+            "; its sync of the indexes fails on an entry without an integer updatedAt (epoch ms): "
+            "every listing fails until that entry is fixed"
+        )
+    return f"HTTP {status} from the history service: {line}{hint}"
+
+
 class HistoryClient:
-    """Requests to the history service under one deadline, with retries and a circuit breaker.
+    """Requests to the history service under one deadline, with retries, a circuit breaker and
+    the pace (PATCHes only: the service's limiter counts every request that is not a read).
 
     One httpx.Client, shared by the worker threads, keeps SESSION_HISTORY_CONCURRENCY keep-alive
     connections; httpx is imported here only, by a call that marks history. Every request ends by
-    its own deadline (at most HISTORY_READ_TIMEOUT, never past the budget and its grace), however
+    its own deadline (at most ``read_timeout``, never past the budget and its grace), however
     slowly the service answers, and no answer is held beyond HISTORY_ANSWER_CAP.
     """
 
-    def __init__(self, config: Config, deadline: float) -> None:
+    def __init__(self, config: Config, deadline: float, pace: Pace, read_timeout: float) -> None:
         httpx = _import_httpx()
         self.httpx = httpx
         headers = {
@@ -3779,42 +3977,61 @@ class HistoryClient:
         if config.api_key:
             headers["X-API-Key"] = config.api_key
         width = max(1, config.history_concurrency)
-        self.timeout = httpx.Timeout(HISTORY_READ_TIMEOUT, connect=HISTORY_CONNECT_TIMEOUT)
+        self.read_timeout = read_timeout
         # An http:// service needs no TLS: loading the CA bundle would cost ~100 ms a call.
         # (Redirects are not followed, so a plain URL never reaches a TLS server.)
         self.http = httpx.Client(
             base_url=config.api_url,
             headers=headers,
-            timeout=self.timeout,
+            timeout=httpx.Timeout(read_timeout, connect=HISTORY_CONNECT_TIMEOUT),
             transport=_history_transport(httpx, width, config.api_url.startswith("https:")),
         )
-        self.deadline = deadline
+        self.deadline, self.pace = deadline, pace
         self.refused = False
 
     def close(self) -> None:
         self.http.close()
 
-    def _send(self, method: str, path: str, payload: bytes | None, remaining: float) -> tuple[int, bytes]:
-        """One request and its capped body, over by its deadline."""
-        limit = min(HISTORY_READ_TIMEOUT, remaining + HISTORY_GRACE_SECONDS)
+    def _send(
+        self, method: str, path: str, payload: bytes | None, remaining: float
+    ) -> tuple[int, bytes, Any]:
+        """One request and its capped body, over by its deadline: status, body, Retry-After."""
+        limit = min(self.read_timeout, remaining + HISTORY_GRACE_SECONDS)
         _RequestDeadline.set(time.monotonic() + limit)
         timeout = self.httpx.Timeout(limit, connect=min(HISTORY_CONNECT_TIMEOUT, limit))
         with self.http.stream(method, path, content=payload, timeout=timeout) as response:
-            return response.status_code, _read_body(response)
+            return response.status_code, _read_body(response), response.headers.get("retry-after")
+
+    def _wait_for_turn(self, paced: bool) -> None:
+        """HistoryDeferred unless a request may go now: within the budget, and, for a PATCH, when
+        the pace and the service's Retry-After allow before the budget ends."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0.05:
+            raise BudgetSpent("the history time budget ran out before it was sent (no attempt counted)")
+        if paced and not self.pace.take(time.time() + remaining - 0.05):
+            wait = max(0.0, self.pace.opens_at(time.time()) - time.time())
+            raise HistoryDeferred(
+                f"paced: its turn comes in {wait:.0f} s (SESSION_HISTORY_PACE, Retry-After)"
+            )
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        """Send one request, retrying transient failures with back-off while the budget lasts."""
+        """Send one request, retrying transient failures with back-off while the budget lasts.
+
+        A 429 or 503 is no failure: its Retry-After holds every PATCH back, and the mark waits.
+        """
         httpx = self.httpx
         payload = json.dumps(body).encode("utf-8") if body is not None else None
-        reason = "no attempt was made"
+        reason = ""
         for attempt in range(HISTORY_RETRIES + 1):
             if self.refused:
                 raise HistoryUnavailable("the history service refused connections")
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0.05:
-                raise BudgetSpent(f"the history time budget ran out ({reason})")
+            if attempt and self.deadline - time.monotonic() <= 0.05:
+                break
+            self._wait_for_turn(paced=method != "GET")
             try:
-                status, content = self._send(method, path, payload, remaining)
+                status, content, retry_after = self._send(
+                    method, path, payload, self.deadline - time.monotonic()
+                )
             except httpx.ConnectError as error:
                 if _refused_connection(error):
                     self.refused = True
@@ -3825,9 +4042,13 @@ class HistoryClient:
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as error:  # IDNA: a ValueError
                 reason = f"connection to the history service failed ({type(error).__name__})"
             else:
-                if status < 500 and status != 429:
+                if status in (429, 503):
+                    wait = _retry_after(retry_after)
+                    self.pace.block(wait)
+                    raise HistoryBusy(f"HTTP {status} from the history service: sent again after {wait:g} s")
+                if status < 500:
                     return status, content
-                reason = f"HTTP {status} from the history service"
+                reason = _server_error(status, content)
             if attempt < HISTORY_RETRIES:
                 time.sleep(max(0.0, min(0.2 * 2**attempt, self.deadline - time.monotonic() - 0.05)))
         raise HistoryUnavailable(reason)
@@ -3912,6 +4133,17 @@ def _lookup_query(row_status: MarkStatus, agent: str | None) -> dict[str, Any]:
     return query
 
 
+def _refuse_a_foreign_listing(rows: list[Any], openclaw: int) -> None:
+    """HistoryRefused when a whole listing held rows but none of an OpenClaw session: the service
+    at ARIA_API_URL does not track OpenClaw sessions (a newer aria-api lists its own, §5)."""
+    if rows and not openclaw:
+        raise HistoryRefused(
+            "the history service lists sessions, but none carries an OpenClaw session id "
+            "(metadata.openclaw_session_id or aria_session_id): it does not track OpenClaw sessions "
+            "(a newer aria-api?); check ARIA_API_URL. The marks wait in the outbox"
+        )
+
+
 def _find_history_rows(
     client: HistoryClient,
     session_ids: set[str],
@@ -3927,10 +4159,12 @@ def _find_history_rows(
     """
     query = _lookup_query(row_status, agent)
     found: dict[str, dict[str, None]] = {}  # row ids in order, each once (a page may come twice)
+    openclaw = [0]  # rows that carry an OpenClaw session id at all
 
     def take(items: list[Any]) -> None:
         for row in items:
             session_id = _row_session_id(row)
+            openclaw[0] += session_id is not None
             if session_id in session_ids and _row_matches(row, agent, agents):
                 found.setdefault(session_id, {})[row["id"]] = None
 
@@ -3938,6 +4172,7 @@ def _find_history_rows(
     take(first.items)
     seen = {(first.pages, repr(first.total))}
     if not first.items or first.pages is None or first.pages <= 1:
+        _refuse_a_foreign_listing(first.items, openclaw[0])
         return Lookup({sid: list(ids) for sid, ids in found.items()}, True, True)
     last = min(first.pages, _page_bound(len(session_ids)))
     page, complete = 2, False
@@ -3955,6 +4190,8 @@ def _find_history_rows(
             complete = True
             break
     complete = complete or page > first.pages
+    if complete:
+        _refuse_a_foreign_listing(first.items, openclaw[0])
     return Lookup({sid: list(ids) for sid, ids in found.items()}, complete, len(seen) == 1)
 
 
@@ -4013,13 +4250,13 @@ def _agents_under_root(config: Config) -> set[str]:
 
 
 def _look_up_and_patch(
-    config: Config, marks: list[Mark], deadline: float
+    config: Config, marks: list[Mark], deadline: float, pace: Pace, read_timeout: float
 ) -> dict[int, HistoryOutcome | Exception]:
     from concurrent.futures import ThreadPoolExecutor
 
     results: dict[int, HistoryOutcome | Exception] = {}
     try:
-        client = HistoryClient(config, deadline)
+        client = HistoryClient(config, deadline, pace, read_timeout)
     except HistoryRefused as error:
         return dict.fromkeys(range(len(marks)), error)
     width = max(1, config.history_concurrency)
@@ -4046,6 +4283,8 @@ def _look_up_and_patch(
                     results[index] = _patch_mark(client, marks[index])
                 except (HistoryUnavailable, HistoryRefused) as error:
                     results[index] = error
+                else:
+                    _note_delivered(config, marks[index])
 
             list(pool.map(deliver, todo))
     finally:
@@ -4054,16 +4293,18 @@ def _look_up_and_patch(
 
 
 def _deliver_marks(
-    config: Config, marks: list[Mark], deadline: float
+    config: Config, marks: list[Mark], deadline: float, pace: Pace, read_timeout: float
 ) -> dict[int, HistoryOutcome | Exception]:
-    """Look up and PATCH every mark, concurrently, within the deadline; never raises."""
+    """Look up and PATCH every mark, concurrently, paced, within the deadline; never raises."""
     with _cycle_collection(True):
-        return _look_up_and_patch(config, marks, deadline)
+        return _look_up_and_patch(config, marks, deadline, pace, read_timeout)
 
 
 def _expired(mark: Mark, now: datetime) -> bool:
-    queued = _parse_timestamp(mark.queued_at) or now
-    return mark.attempts >= HISTORY_MAX_ATTEMPTS or now - queued > timedelta(days=HISTORY_MAX_AGE_DAYS)
+    """Whether a waiting mark is given up: its deliveries have really failed (no answer, a
+    rejection) for HISTORY_GIVE_UP_DAYS. Waiting (the budget, the pace, a 429) is no failure."""
+    since = _parse_timestamp(mark.failing_since)
+    return since is not None and now - since > timedelta(days=HISTORY_GIVE_UP_DAYS)
 
 
 def _pending_item(mark: Mark) -> dict[str, Any]:
@@ -4127,12 +4368,13 @@ def _settle_outbox(
 
 
 @contextmanager
-def _delivery_turn(config: Config, report: HistoryReport) -> Iterator[bool]:
-    """Whether this call delivers the outbox: one call at a time, and none where it cannot be opened."""
+def _delivery_turn(config: Config, report: HistoryReport, patience: float) -> Iterator[bool]:
+    """Whether this process delivers: one at a time (waiting up to ``patience`` seconds for the
+    turn), and none where the outbox cannot be opened."""
     with ExitStack() as stack:
         try:
             delivering = stack.enter_context(
-                _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", wait=False)
+                _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", patience=patience)
             )
         except OSError as error:
             report.configuration_error = (
@@ -4162,7 +4404,8 @@ def _record_results(
 ) -> tuple[set[str], list[Mark]]:
     """Put each delivery's outcome in the report (the first ``own`` marks are this call's).
 
-    Returns the outbox ids delivered and the marks that go back to the outbox, attempts counted.
+    Returns the outbox ids delivered and the marks that go back to the outbox; a mark that was not
+    sent, or that the service asked to wait for (HistoryDeferred), counts no attempt.
     """
     finished: set[str] = set()
     requeue: list[Mark] = []
@@ -4179,7 +4422,12 @@ def _record_results(
         reason = str(result) if result is not None else "not attempted"
         if isinstance(result, HistoryRefused):
             report.configuration_error = reason
-        mark.attempts, mark.last_error = mark.attempts + 1, reason
+        if result is not None and not isinstance(result, HistoryDeferred):
+            mark.attempts += 1
+            mark.failing_since = mark.failing_since or _iso_utc(now)
+        elif isinstance(result, HistoryBusy):
+            mark.failing_since = None  # the service is there: whatever failed before is no streak
+        mark.last_error = reason
         mark.queued_at = mark.queued_at or _iso_utc(now)
         if index < own:
             report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, tuple(mark.row_ids or ()))
@@ -4202,19 +4450,46 @@ def _settle_outbox_file(
     report.gave_up += [_pending_item(mark) for mark in given_up]
 
 
-def _history_step(config: Config, marks: list[Mark], include_pending: bool, report: HistoryReport) -> None:
-    """mark_history's work, which any failure may interrupt: the marks were queued before."""
-    deadline, now = time.monotonic() + config.history_budget, _utc_now()
-    with _delivery_turn(config, report) as delivering:
+def _paced_delivery(
+    config: Config, batch: list[Mark], deadline: float, read_timeout: float
+) -> dict[int, HistoryOutcome | Exception]:
+    """Deliver a batch under the pace of every sender, kept in history-pace.json across turns."""
+    if not batch:
+        return {}
+    pace = Pace.load(config)
+    try:
+        return _deliver_marks(config, batch, deadline, pace, read_timeout)
+    finally:
+        with suppress(OSError, SessionManagerError):
+            pace.save(config)
+
+
+def _history_step(
+    config: Config, marks: list[Mark], include_pending: bool, report: HistoryReport, background: bool
+) -> None:
+    """mark_history's work, which any failure may interrupt: the marks were queued before. Only
+    the holder of the delivery turn sends (so one pace holds for every sender): a call waits for
+    the turn up to its budget, and without it leaves its marks in the outbox."""
+    budget = DELIVERY_ROUND_SECONDS if background else config.history_budget
+    deadline, now = time.monotonic() + budget, _utc_now()
+    with _delivery_turn(config, report, budget) as delivering:
         report.outbox_busy = include_pending and not delivering
+        if not delivering:
+            report.outcomes.update(
+                (m.session_id, HistoryOutcome("queued", "another process is delivering")) for m in marks
+            )
+            report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
+            return
         waiting: list[Mark] = []
         never_happened: list[Mark] = []
-        if include_pending and delivering:
+        if include_pending:
             _drop_superseded_marks(config, marks)
             own = {mark.outbox_id for mark in marks if mark.outbox_id}
             waiting, never_happened = _pending_marks(config, now, own)
         batch = marks + waiting
-        results = _deliver_marks(config, batch, deadline) if batch else {}
+        results = _paced_delivery(
+            config, batch, deadline, DELIVERY_READ_TIMEOUT if background else HISTORY_READ_TIMEOUT
+        )
         report.delivered += [
             {**_pending_item(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
         ]
@@ -4225,18 +4500,58 @@ def _history_step(config: Config, marks: list[Mark], include_pending: bool, repo
         report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
 
 
-def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = True) -> HistoryReport:
-    """Deliver this call's marks and drain the outbox, within one time budget.
+# The delivery process: this module, imported from its own folder, running deliver_in_background.
+_DELIVERER_BOOT = "; ".join(
+    (
+        "import sys",
+        "sys.path.insert(0, sys.argv[1])",
+        "import session_manager",
+        "session_manager.deliver_in_background()",
+    )
+)
 
-    A mark that cannot be delivered now (service down, timeout, 5xx, budget spent, or a rejected
-    request that a configuration fix may cure) goes to the outbox; nothing is dropped silently:
-    marks past their attempts or age are moved to the abandoned file and reported.
+
+def _start_deliverer(config: Config) -> bool:
+    """Start the delivery process of this state folder, detached (its own session, no descriptor
+    of the call's), unless one runs or SESSION_HISTORY_BACKGROUND is off. Whether one goes on."""
+    if not config.background_delivery:
+        return False
+    try:
+        with _state_file_lock(config, DELIVERER_LOCK_NAME, wait=False) as free:
+            if not free:
+                return True
+        import subprocess
+        import sys
+
+        subprocess.Popen(
+            [sys.executable, "-c", _DELIVERER_BOOT, os.path.dirname(os.path.abspath(__file__))],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            cwd=config.state_dir,
+        )
+    except (OSError, SessionManagerError):
+        return False
+    return True
+
+
+def mark_history(
+    config: Config, marks: list[Mark], *, include_pending: bool = True, background: bool = False
+) -> HistoryReport:
+    """Deliver this call's marks and drain the outbox, paced, within one time budget; whatever
+    still waits is left to the delivery process, started here (``background``: this is it).
+
+    A mark that cannot be delivered now (its turn has not come, service down, timeout, 5xx, 429,
+    or a rejected request that a configuration fix may cure) stays in the outbox; nothing is
+    dropped silently: a mark that has failed for days goes to the abandoned file, reported.
     """
     report = HistoryReport()
     if not marks and not include_pending:
         return report
     try:
-        _history_step(config, marks, include_pending, report)
+        _history_step(config, marks, include_pending, report, background)
     except Exception as error:  # the marks wait in the outbox, and the call's answer stands
         report.failure = (
             f"the history step failed ({type(error).__name__}: {error}); its marks wait in the outbox"
@@ -4245,7 +4560,71 @@ def mark_history(config: Config, marks: list[Mark], *, include_pending: bool = T
             report.still_pending = [_pending_item(mark) for mark in _read_outbox(config)]
         for mark in marks:
             report.outcomes.setdefault(mark.session_id, HistoryOutcome("queued", "the history step failed"))
+    if report.still_pending and not background:
+        report.background = _start_deliverer(config)
     return report
+
+
+def _delivery_log(config: Config) -> Callable[[str], None]:
+    """A writer of timestamped lines to history-delivery.log (one older file kept past 1 MiB)."""
+    path = _state_path(config, DELIVERY_LOG_NAME)
+
+    def write(text: str) -> None:
+        with suppress(OSError):
+            if os.path.getsize(path) > DELIVERY_LOG_CAP:
+                os.replace(path, path + ".1")
+        with suppress(OSError):
+            _append_pieces(path, [f"{_iso_utc(_utc_now())} pid {os.getpid()}: {text}"], sync=False)
+
+    return write
+
+
+def _round_pause(config: Config, report: HistoryReport, idle_rounds: int) -> float:
+    """How long the delivery process rests before its next round: until the pace lets the next
+    mark go, at least half a second; after rounds that delivered nothing, 5 s, doubling up to 60."""
+    wait = Pace.load(config).opens_at(time.time()) - time.time()
+    rest = 0.5 if report.delivered else min(5.0 * 2 ** max(idle_rounds - 1, 0), 60.0)
+    return min(max(wait, rest), 60.0)
+
+
+def _delivery_rounds(config: Config, log: Callable[[str], None]) -> None:
+    """Rounds of mark_history over the outbox until it is empty, or until nothing was delivered
+    for DELIVERY_IDLE_SECONDS (the service down, or every mark rejected: the next call starts a
+    new process)."""
+    log(f"started: {_pending_mark_count(config)} marks wait")
+    progress, idle_rounds = time.monotonic(), 0
+    while True:
+        report = mark_history(config, [], include_pending=True, background=True)
+        waiting, error = len(report.still_pending), report.error()
+        log(
+            f"delivered {len(report.delivered)}, gave up {len(report.gave_up)}, {waiting} wait"
+            + (f"; {error['error']}" if error else "")
+            + ("; another process held the turn" if report.outbox_busy else "")
+        )
+        if not waiting and not report.outbox_busy:
+            log("the outbox is empty: stopping")
+            return
+        if report.delivered:
+            progress, idle_rounds = time.monotonic(), 0
+        elif time.monotonic() - progress > DELIVERY_IDLE_SECONDS:
+            log(f"nothing delivered for {DELIVERY_IDLE_SECONDS:g} s: stopping; the next call starts another")
+            return
+        else:
+            idle_rounds += 1
+        time.sleep(_round_pause(config, report, idle_rounds))
+
+
+def deliver_in_background() -> None:
+    """The delivery process of one state folder, started detached by a call that left marks
+    waiting (_start_deliverer): one at a time (a lock of its own), paced like every sender,
+    logging each round to history-delivery.log. Killed, it leaves the outbox whole."""
+    try:
+        config = Config.from_environment()
+        with _state_file_lock(config, DELIVERER_LOCK_NAME, wait=False) as mine:
+            if mine:
+                _delivery_rounds(config, _delivery_log(config))
+    except (SessionManagerError, OSError):
+        return
 
 
 # --- Answers: the size budget, items ------------------------------------------------------------
@@ -5115,7 +5494,9 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
         f"{len(report.gave_up)} given up"
     )
     if report.outbox_busy:
-        message = "another call is delivering the outbox right now; nothing was sent"
+        message = "another process is delivering the outbox right now; nothing was sent by this call"
+    if report.still_pending:
+        message += "; delivery continues in the background" if report.background else ""
     result = {
         "delivered": report.delivered,
         "still_pending": report.still_pending,
@@ -5158,6 +5539,8 @@ ENVIRONMENT = {
     "SESSION_LOCK_TIMEOUT_SECONDS": "how long to wait for the gateway's lock (10)",
     "SESSION_HISTORY_BUDGET_SECONDS": "time budget of a call's history step (5)",
     "SESSION_HISTORY_CONCURRENCY": "connections for history marks (8)",
+    "SESSION_HISTORY_PACE": "marks sent at most, count/seconds per window (20/5,60/60,1500/3600)",
+    "SESSION_HISTORY_BACKGROUND": "1: a detached process delivers what calls leave; 0: sync_pending does (1)",
     "SESSION_MANAGER_STATE_DIR": "audit log and history outbox (default <agents root>/.session-manager)",
     "OPENCLAW_CLI": "OpenClaw's CLI, for agents with agent/openclaw-agent.sqlite (default openclaw)",
     "OPENCLAW_GATEWAY_URL": "passed as --url to the CLI's deletes (ws://host:port); else its config's",
@@ -5187,6 +5570,7 @@ DELETE_ANSWER_KEYS = (
 OCCASIONAL_ANSWER_KEYS = (
     "truncated",
     "message",
+    "history_delivery",
     "history_pending_delivered",
     "history_gave_up",
     "history_error",
@@ -5292,6 +5676,7 @@ __all__ = [
     "StoreWriteFailed",
     "UnknownAgent",
     "UnsafePath",
+    "deliver_in_background",
     "run_function",
     *FUNCTIONS,
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from hypothesis import settings
 # would fail them on a loaded 2-core machine for being slow, not wrong.
 settings.register_profile("project", deadline=None)
 settings.load_profile("project")
+
+# The stand-ins of most tests have no limiter, and they check a call's delivery within the call:
+# no pace, and no delivery process, for every call a test starts (the processes inherit this).
+# tests/test_delivery.py, which tests both against a stand-in true to the service, sets its own.
+os.environ["SESSION_HISTORY_PACE"] = "100000/1"
+os.environ["SESSION_HISTORY_BACKGROUND"] = "0"
 
 
 @pytest.fixture
