@@ -137,7 +137,7 @@ def test_wrong_key_is_a_loud_configuration_error_until_fixed(
 def test_the_next_call_delivers_the_outbox_too(
     root: Path, history: HistoryService, agent: dict[str, str]
 ) -> None:
-    history.faults.status = 503
+    history.faults.status = 500  # a failure; a 503 asks to wait (Retry-After), tests/test_delivery.py
     first, _ = prune_timed()
     assert first["history_pending"] == STALE
     history.faults = Faults()
@@ -147,35 +147,49 @@ def test_the_next_call_delivers_the_outbox_too(
     assert sm.get_session_stats()["pending_history_marks"] == 0
 
 
-def test_marks_past_their_attempts_or_age_are_given_up_and_reported(
-    root: Path, history: HistoryService, agent: dict[str, str]
+@pytest.mark.parametrize(
+    ("failing_since", "fault", "given_up"),
+    [
+        ("2026-01-01T00:00:00.000Z", 500, True),  # failing for months, and failing again
+        (None, 500, False),  # queued long ago, failing only now
+        ("2026-01-01T00:00:00.000Z", 429, False),  # the service asks to wait: never a reason to give up
+        ("2026-01-01T00:00:00.000Z", 503, False),
+        ("recently", 500, False),
+    ],
+)
+def test_a_mark_is_given_up_only_after_failing_for_days(
+    root: Path,
+    history: HistoryService,
+    agent: dict[str, str],
+    failing_since: str | None,
+    fault: int,
+    given_up: bool,
 ) -> None:
+    """Issue 19: giving up counts days of real failures (no answer, a rejection), not calls; a mark
+    that only waited (its budget, the pace, a 429 or 503) is never given up."""
     state = root / ".session-manager"
     state.mkdir()
-    old = {
+    mark = {
         "id": "a" * 32,
         "session_id": "s1",
         "agent": "worker",
         "status": "ended",
         "row_ids": None,
-        "attempts": 2,
+        "attempts": 500,
         "queued_at": "2026-01-01T00:00:00.000Z",
-        "last_error": "HTTP 503",
+        "last_error": "HTTP 500",
+        "failing_since": sm._iso_utc(sm._utc_now()) if failing_since == "recently" else failing_since,
     }
-    tired = {
-        **old,
-        "id": "b" * 32,
-        "session_id": "s2",
-        "attempts": sm.HISTORY_MAX_ATTEMPTS - 1,
-        "queued_at": sm._iso_utc(sm._utc_now()),
-    }
-    (state / "history-outbox.jsonl").write_text(json.dumps(old) + "\n" + json.dumps(tired) + "\n")
-    history.faults.status = 503
+    (state / "history-outbox.jsonl").write_text(json.dumps(mark) + "\n")
+    history.faults.status = fault
     synced = sm.sync_pending()
-    assert sorted(row["session_id"] for row in synced["gave_up"]) == ["s1", "s2"]
-    assert synced["still_pending"] == []
-    abandoned = [json.loads(line) for line in (state / "history-abandoned.jsonl").read_text().splitlines()]
-    assert sorted(row["session_id"] for row in abandoned) == ["s1", "s2"]
+    assert ([row["session_id"] for row in synced["gave_up"]] == ["s1"]) is given_up
+    assert ([row["session_id"] for row in synced["still_pending"]] == ["s1"]) is not given_up
+    if given_up:
+        abandoned = [
+            json.loads(line) for line in (state / "history-abandoned.jsonl").read_text().splitlines()
+        ]
+        assert [row["session_id"] for row in abandoned] == ["s1"]
 
 
 def test_restore_supersedes_a_pending_end_mark(

@@ -1,0 +1,319 @@
+"""History marks against a stand-in true to the real aria-api (issue 19, docs/FORMATS.md §5): its
+limiter, its sync inside GET, uuid5 rows; delivered paced, in the background, never given up.
+
+The stand-in is bench/history_stub.py's Service, in this process; the skill and its delivery
+process are real subprocesses. A faster clock (``SCALE``) divides every duration of the limiter
+and of the skill's pace alike, so that minutes of real delivery take seconds here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO, add_transcript, ago, run_cli, write_index
+
+import session_manager as sm
+
+sys.path.insert(0, str(REPO / "bench"))
+from history_stub import Limiter, Rows, Service
+
+SKILL = "session_manager"
+
+
+def scaled_pace(scale: float) -> str:
+    """The skill's default pace with every window divided by ``scale``."""
+    return ",".join(f"{count}/{seconds / scale:g}" for count, seconds in sm.DEFAULT_HISTORY_PACE)
+
+
+def stale_tree(root: Path, agents: int, per_agent: int) -> list[str]:
+    """``agents`` agents of ``per_agent`` sub-agent sessions, three in four stale; the stale ids."""
+    stale = []
+    for a in range(agents):
+        agent = f"agent-{a}"
+        store = {}
+        for n in range(per_agent):
+            session_id = f"{agent}-s{n}"
+            store[f"agent:{agent}:subagent:{n}"] = {
+                "sessionId": session_id,
+                "updatedAt": ago(300 if n % 4 else 1),
+            }
+            stale += [session_id] if n % 4 else []
+        write_index(root, agent, store)
+    return stale
+
+
+@pytest.fixture
+def service(root: Path) -> Iterator[Any]:
+    made: list[Service] = []
+
+    def start(**options: Any) -> Service:
+        limiter = Limiter(**options.pop("limiter", {}))
+        served = Service(Rows([]), limiter=limiter, agents_root=str(root), **options)
+        made.append(served)
+        return served
+
+    yield start
+    for served in made:
+        served.stop()
+
+
+def sync_now(served: Service) -> None:
+    """One GET, which runs the service's sync: every session of the indexes gets its row."""
+    urllib.request.urlopen(f"{served.url}/api/sessions?limit=1", timeout=60).read()
+
+
+def row_status(served: Service) -> dict[str, str]:
+    with served.rows.lock:
+        return {row["metadata"]["openclaw_session_id"]: row["status"] for row in served.rows.rows}
+
+
+def wait_until(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+class OtherClient(threading.Thread):
+    """Another skill behind the same IP, writing once every ``every`` seconds; counts its 429s."""
+
+    def __init__(self, url: str, every: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every, self.refused, self.sent = url, every, 0, 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            request = urllib.request.Request(
+                f"{self.url}/api/sessions/{uuid.uuid4()}", data=b'{"status": "ended"}', method="PATCH"
+            )
+            try:
+                urllib.request.urlopen(request, timeout=10).read()
+                self.sent += 1
+            except urllib.error.HTTPError as error:
+                self.refused += error.code == 429
+
+
+def deliverer_starts(root: Path) -> int:
+    log = root / ".session-manager" / "history-delivery.log"
+    return log.read_text().count(": started:") if log.exists() else 0
+
+
+# --- Paced, in the background, beside another client --------------------------------------------
+
+
+def test_a_large_prune_returns_at_once_and_its_rows_end_in_the_background(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 x 200 sessions, 600 marks: the real numbers would take ten minutes (60 marks a minute);
+    the clock here runs 20 times faster for the service and the skill alike."""
+    scale = 20.0
+    stale = stale_tree(root, 4, 200)
+    served = service(limiter={"scale": scale}, sync_interval=30 / scale)
+    sync_now(served)
+    monkeypatch.setenv("SESSION_HISTORY_PACE", scaled_pace(scale))
+    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    other = OtherClient(served.url, every=2 / scale)
+    other.start()
+    started = time.monotonic()
+    code, answer, _ = run_cli(SKILL, "prune_sessions", '{"max_age_minutes": 60}')
+    returned = time.monotonic() - started
+    assert code == 0 and answer["pruned_count"] == len(stale) == 600
+    assert returned < 20 and "background" in answer["history_delivery"]
+    ended = wait_until(lambda: all(row_status(served)[s] == "ended" for s in stale), 12 * 60 / scale + 60)
+    other.stopping.set()
+    assert ended, f"{sum(row_status(served)[s] == 'ended' for s in stale)} of {len(stale)} rows ended"
+    assert other.sent > 100 and other.refused == 0
+    assert served.limiter.blocks == 0  # the skill never triggered the service's block
+    assert len(served.rows.patches) == len(set(served.rows.patches))  # each row once
+    assert not (root / ".session-manager" / "history-abandoned.jsonl").exists()
+    assert deliverer_starts(root) == 1
+
+
+def test_more_marks_than_an_hour_allows_go_in_as_many_windows_none_given_up(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,532 marks at most 1,500 an hour: two windows of the pace; a 100 times faster clock."""
+    scale = 100.0
+    stale = stale_tree(root, 4, 511)
+    assert len(stale) == 1532
+    served = service(limiter={"scale": scale}, sync_interval=30 / scale)
+    sync_now(served)
+    monkeypatch.setenv("SESSION_HISTORY_PACE", scaled_pace(scale))
+    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    code, answer, _ = run_cli(SKILL, "prune_sessions", '{"max_age_minutes": 60}')
+    assert code == 0 and answer["pruned_count"] == len(stale)
+    window = 3600 / scale
+    assert wait_until(lambda: all(row_status(served)[s] == "ended" for s in stale), 4 * window + 60)
+    assert served.limiter.blocks <= 1 and not (root / ".session-manager" / "history-abandoned.jsonl").exists()
+
+
+# --- A delivery killed, two started at once -------------------------------------------------------
+
+
+def deliverer_pid(root: Path) -> int | None:
+    log = root / ".session-manager" / "history-delivery.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if ": started:" in line:
+            return int(line.split(" pid ", 1)[1].split(":", 1)[0])
+    return None
+
+
+def test_a_killed_delivery_is_finished_by_the_next_call_each_row_once(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = stale_tree(root, 1, 160)
+    served = service(limiter={"on": False})
+    sync_now(served)
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "20/1")  # 120 marks: six seconds
+    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    run_cli(SKILL, "prune_sessions", '{"max_age_minutes": 60}')
+    assert wait_until(lambda: deliverer_pid(root) is not None and len(served.rows.patches) > 30, 30)
+    os.kill(deliverer_pid(root) or 0, signal.SIGKILL)
+    killed_at = len(served.rows.patches)
+    assert killed_at < len(stale)
+    time.sleep(1.5)
+    assert run_cli(SKILL, "sync_pending", "{}")[0] == 0
+    assert wait_until(lambda: all(row_status(served)[s] == "ended" for s in stale), 60)
+    assert len(served.rows.patches) == len(set(served.rows.patches)) == len(stale)  # exactly once
+
+
+def test_two_calls_at_once_start_one_delivery_process(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = stale_tree(root, 2, 120)
+    served = service(limiter={"on": False})
+    sync_now(served)
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "20/1")
+    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    calls = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "run_skill.py"),
+                SKILL,
+                "prune_sessions",
+                json.dumps({"agent": agent}),
+            ],
+            stdout=subprocess.DEVNULL,
+            env=os.environ,
+        )
+        for agent in ("agent-0", "agent-1")
+    ]
+    assert [call.wait(timeout=60) for call in calls] == [0, 0]
+    assert wait_until(lambda: all(row_status(served)[s] == "ended" for s in stale), 60)
+    assert deliverer_starts(root) == 1
+
+
+def test_with_background_delivery_off_sync_pending_drains_with_the_same_pace(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = stale_tree(root, 1, 40)
+    served = service(limiter={"on": False})
+    sync_now(served)
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "10/2")
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    answer = sm.prune_sessions(max_age_minutes=60)
+    assert 0 < answer["history_pending"] < len(stale) and "sync_pending" in answer["history_delivery"]
+    for _ in range(5):
+        if sm.sync_pending()["still_pending"] == []:
+            break
+    assert all(row_status(served)[s] == "ended" for s in stale)
+    assert not (root / ".session-manager" / "history-delivery.log").exists()
+
+
+# --- What the service says, in words --------------------------------------------------------------
+
+
+def test_a_500_quotes_the_services_detail_and_says_what_to_fix(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_index(root, "main", {"agent:main:subagent:x": {"sessionId": "x", "updatedAt": ago(300)}})
+    write_index(root, "other", {"agent:other:main": {"sessionId": "o", "updatedAt": "yesterday"}})
+    served = service()
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    answer = sm.delete_session("x")
+    reason = answer["history"]["reason"]
+    assert answer["history"]["status"] == "queued"
+    assert 'null value in column "started_at"' in reason and "integer updatedAt" in reason
+
+
+def test_a_service_that_tracks_no_openclaw_session_is_named_as_the_wrong_one(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_index(root, "main", {"agent:main:subagent:x": {"sessionId": "x", "updatedAt": ago(300)}})
+    rows = [{"id": str(uuid.uuid4()), "agent_id": "main", "status": "active", "metadata": {"engine": "chat"}}]
+    served = Service(Rows(rows))
+    try:
+        monkeypatch.setenv("ARIA_API_URL", served.url)
+        answer = sm.delete_session("x")
+    finally:
+        served.stop()
+    assert answer["history"]["status"] == "queued"
+    assert answer["history_error"]["error_type"] == "history_configuration_error"
+    assert "does not track OpenClaw sessions" in answer["history_error"]["error"]
+
+
+def test_a_lookup_slowed_by_the_services_sync_is_finished_in_the_background(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first GET of a call runs the service's sync (seconds at 2,000 sessions): past the
+    call's budget, its mark waits; the delivery process gives the lookup the time it needs."""
+    write_index(root, "main", {"agent:main:subagent:x": {"sessionId": "x", "updatedAt": ago(300)}})
+    served = service(sync_delay=0.0)
+    sync_now(served)
+    served.sync.delay, served.sync.interval = 4.0, 0.0  # every GET now syncs, slowly
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
+    code, answer, _ = run_cli(SKILL, "delete_session", '{"session_id": "x"}')
+    assert code == 0 and answer["history"]["status"] == "queued"
+    assert wait_until(lambda: row_status(served)["x"] == "ended", 60)
+
+
+def test_a_single_delete_is_marked_within_its_call_where_the_service_is_quick(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_index(root, "main", {"agent:main:subagent:x": {"sessionId": "x", "updatedAt": ago(300)}})
+    add_transcript(root, "main", "x.jsonl", age_minutes=300)
+    served = service()
+    sync_now(served)
+    monkeypatch.delenv("SESSION_HISTORY_PACE")  # the default pace
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    started = time.monotonic()
+    answer = sm.cleanup_after_delegation("x")
+    assert answer["pg_status_updated"] is True and time.monotonic() - started < 5
+    assert row_status(served)["x"] == "ended"
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(None, 60.0), ("120", 120.0), ("0", 1.0), ("nonsense", 60.0), ("999999", 3600.0)],
+)
+def test_retry_after_is_read_as_seconds(header: str | None, seconds: float) -> None:
+    assert sm._retry_after(header) == seconds
+
+
+def test_retry_after_is_read_as_an_http_date() -> None:
+    later = sm._utc_now().timestamp() + 90
+    from email.utils import formatdate
+
+    assert 85 <= sm._retry_after(formatdate(later, usegmt=True)) <= 91
