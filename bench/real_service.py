@@ -81,6 +81,7 @@ def main() -> int:
     spec = importlib.util.spec_from_file_location("real_aria_api", os.environ["REAL_ARIA_API"])
     assert spec and spec.loader
     tool = importlib.util.module_from_spec(spec)
+    sys.modules["real_aria_api"] = tool  # its dataclasses look themselves up there
     spec.loader.exec_module(tool)
     work = Path(tempfile.mkdtemp(prefix="aria-real-"))
     root = work / "agents"

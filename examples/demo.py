@@ -125,6 +125,8 @@ def main() -> int:
                 "ARIA_AGENTS_DIR": str(agents),
                 "ARIA_API_URL": base,
                 "SESSION_MANAGER_STATE_DIR": str(Path(scratch) / "state"),
+                # The demo's service lives only as long as the demo: no delivery process outlives it.
+                "SESSION_HISTORY_BACKGROUND": "0",
             }
             before = run("get_session_stats", {}, env, output)
             dry = run("prune_sessions", {"max_age_minutes": 60, "dry_run": True}, env, output)
