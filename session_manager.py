@@ -152,6 +152,12 @@ DELIVERY_ROUND_SECONDS = 20.0
 DELIVERY_READ_TIMEOUT = 60.0
 DELIVERY_IDLE_SECONDS = 600.0
 DELIVERY_LOG_CAP = 1 << 20
+# reconcile_history reads every active row within this time (its pages run the service's sync)...
+RECONCILE_BUDGET_SECONDS = 60.0
+HISTORY_LISTING_MAX_PAGES = 2000
+# ...and leaves a row whose session started this recently: the service's sync also lists sessions
+# the gateway holds in memory before they reach its store, and such a row is no vanished session.
+RECONCILE_MIN_AGE_SECONDS = 600
 # A deletion's marks wait unconfirmed in the outbox only while its call is between queuing them and
 # writing the index (at most the lock timeout). One left longer belongs to a call that died there:
 # the index then says whether its deletion happened.
@@ -186,6 +192,7 @@ TEST_HOOKS = (
     "read_agent",
     "_renameat2",
     "_rename_archives_back",
+    "_active_rows",
 )
 
 
@@ -4627,6 +4634,56 @@ def deliver_in_background() -> None:
         return
 
 
+def _active_rows(
+    config: Config, budget: float = RECONCILE_BUDGET_SECONDS, read_timeout: float = DELIVERY_READ_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Every row the service lists as active (every page, cron and runtime rows included), each
+    once, read within ``budget`` (by default with the delivery process's patience for the
+    service's sync). Raises HistoryUnavailable or HistoryRefused when it cannot be read whole."""
+    deadline = time.monotonic() + budget
+    rows: dict[str, dict[str, Any]] = {}
+    with _cycle_collection(True):
+        client = HistoryClient(config, deadline, Pace(config.history_pace, [], 0.0), read_timeout)
+        try:
+            query, number = _lookup_query(MarkStatus.ACTIVE, None), 1
+            while True:
+                page = _read_page(client, query, number)
+                rows.update(
+                    (r["id"], r) for r in page.items if isinstance(r, dict) and isinstance(r.get("id"), str)
+                )
+                if (
+                    not page.items
+                    or page.pages is None
+                    or number >= min(page.pages, HISTORY_LISTING_MAX_PAGES)
+                ):
+                    break
+                number += 1
+        finally:
+            client.close()
+    return list(rows.values())
+
+
+def _row_fate(row: dict[str, Any], held: dict[str, set[str] | SessionManagerError], now: datetime) -> str:
+    """What reconcile_history does with one active row: "vanished" (its session is in no store: the
+    row is ended), "present", or why it is left alone."""
+    session_id, agent = _row_session_id(row), row.get("agent_id")
+    if session_id is None:
+        return "not_an_openclaw_session"
+    if not isinstance(agent, str) or agent not in held:
+        return "agent_not_in_scope"
+    holding = held[agent]
+    if isinstance(holding, SessionManagerError):
+        return "store_unreadable"
+    if session_id in holding:
+        return "present"
+    if not _UUID_PATTERN.match(row["id"]):
+        return "row_id_not_a_uuid"
+    started = _parse_timestamp(row.get("started_at"))
+    if started is None or (now - started).total_seconds() < RECONCILE_MIN_AGE_SECONDS:
+        return "too_recent"
+    return "vanished"
+
+
 # --- Answers: the size budget, items ------------------------------------------------------------
 
 
@@ -4913,6 +4970,17 @@ class SessionCounts:
             self.oldest = (order, _session_item(session, now, full))
 
 
+def _vanished_rows(config: Config, held: dict[str, set[str] | SessionManagerError]) -> dict[str, Any]:
+    """How many active history rows belong to sessions that no store holds (what reconcile_history
+    would end), if the service answers within the call's history budget; else why it is unknown."""
+    try:
+        rows = _active_rows(config, config.history_budget, HISTORY_READ_TIMEOUT)
+    except (HistoryUnavailable, HistoryRefused) as error:
+        return {"vanished_history_rows": None, "vanished_history_rows_unknown": _cut(str(error), MESSAGE_CAP)}
+    now = _utc_now()
+    return {"vanished_history_rows": sum(_row_fate(row, held, now) == "vanished" for row in rows)}
+
+
 def get_session_stats(
     agent: str | None = None, stale_threshold_minutes: float | None = None, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -4926,8 +4994,10 @@ def get_session_stats(
     by_agent: dict[str, int] = {}
     disk: dict[str, dict[str, Any]] = {}
     agents: dict[str, dict[str, Any]] = {}
+    held: dict[str, set[str] | SessionManagerError] = {}
     for store in walk:
         name = store.paths.agent
+        held[name] = set(store.sessions)
         by_agent[name] = len(store.sessions)
         agents[name] = _agent_summary(store)
         disk[name] = _disk_usage(store)
@@ -4945,6 +5015,7 @@ def get_session_stats(
         "oldest_session": counts.oldest[1] if counts.oldest else None,
         "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
         "pending_history_marks": _pending_mark_count(config),
+        **_vanished_rows(config, held),
         "disk": disk,
         "agents": agents,
         "errors": walk.errors,
@@ -5510,6 +5581,128 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
     return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
 
+def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, set[str] | SessionManagerError]:
+    """Every sessionId each agent's store holds now, or the error that kept it from being read."""
+    stores = [open_store(config, paths) for paths in scope]
+    _prepare_stores(config, stores)
+    held: dict[str, set[str] | SessionManagerError] = {}
+    for store in stores:
+        try:
+            held[store.paths.agent] = store.held_session_ids()
+        except SessionManagerError as error:
+            held[store.paths.agent] = error
+    return held
+
+
+class Reconciliation:
+    """reconcile_history's findings: the rows to end per (agent, session), and the tallies."""
+
+    def __init__(self, rows: list[dict[str, Any]], held: dict[str, set[str] | SessionManagerError]) -> None:
+        self.to_end: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.openclaw = self.present = 0
+        self.skipped: dict[str, int] = {}
+        now = _utc_now()
+        for row in rows:
+            fate = _row_fate(row, held, now)
+            self.openclaw += fate != "not_an_openclaw_session"
+            if fate == "vanished":
+                self.to_end.setdefault((row["agent_id"], str(_row_session_id(row))), []).append(row)
+            elif fate == "present":
+                self.present += 1
+            else:
+                self.skipped[fate] = self.skipped.get(fate, 0) + 1
+
+
+def _end_vanished(config: Config, reconciliation: Reconciliation) -> HistoryReport:
+    """Queue a mark for each vanished session's rows, record them in the audit log as their own
+    event, and deliver them as every mark is delivered (paced, then in the background)."""
+    marks = [
+        Mark(session_id, agent, row_ids=[row["id"] for row in rows])
+        for (agent, session_id), rows in reconciliation.to_end.items()
+    ]
+    _queue_marks(config, marks)
+    by_agent: dict[str, dict[str, Any]] = {}
+    for mark in marks:
+        by_agent.setdefault(str(mark.agent), {})[mark.session_id] = {"row_ids": mark.row_ids}
+    records = [
+        AuditTransaction.begin(agent, "reconcile").record("reconciled", parts)
+        for agent, parts in by_agent.items()
+    ]
+    with suppress(SessionManagerError):  # the marks are queued: the record is for the reader
+        append_audit(config, records)
+    return mark_history(config, marks)
+
+
+def _reconcile_answer(
+    rows: int, reconciliation: Reconciliation, report: HistoryReport, dry_run: bool, **fields: Any
+) -> dict[str, Any]:
+    """reconcile_history's answer: the rows read, those of OpenClaw sessions, present or not,
+    those ended (or that would be) by agent and type, and what was left alone and why."""
+    by_agent: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    sessions = []
+    for (agent, session_id), session_rows in reconciliation.to_end.items():
+        kind = str(session_rows[0].get("session_type"))
+        by_agent[agent] = by_agent.get(agent, 0) + len(session_rows)
+        by_type[kind] = by_type.get(kind, 0) + len(session_rows)
+        row_ids = [row["id"] for row in session_rows]
+        sessions.append({"id": session_id, "agentId": agent, "session_type": kind, "row_ids": row_ids})
+    count = sum(by_agent.values())
+    verb = "would be marked ended (dry run: nothing changed)" if dry_run else "are marked ended"
+    unreadable = fields["unreadable"]
+    answer = {
+        "dry_run": dry_run,
+        "rows_read": rows,
+        "openclaw_rows": reconciliation.openclaw,
+        "present_rows": reconciliation.present,
+        "rows_ended": count,  # in a dry run: the rows that would be
+        "by_agent": by_agent,
+        "by_type": by_type,
+        "skipped": reconciliation.skipped,
+        "unreadable_agents": unreadable,
+        "sessions": sessions,
+        "history": report.summary(),
+        "message": f"{count} active rows of {len(sessions)} sessions that no store holds {verb}"
+        + (f"; {len(unreadable)} agents could not be read and were left alone" if unreadable else ""),
+    }
+    return report.annotate(answer)
+
+
+def reconcile_history(
+    agent: str | None = None, dry_run: bool = False, detail: str = "summary"
+) -> dict[str, Any]:
+    """Mark ended the history rows of sessions that no store holds any more, whoever removed them."""
+    if agent is not None:
+        _check_agent_name(agent)
+    _check_flag("dry_run", dry_run)
+    full = _check_detail(detail)
+    config = Config.from_environment()
+    scope = _selected_agents(config, agent)
+    report = HistoryReport()
+    try:
+        rows = _active_rows(config)  # rows first: a session that appears later has no row in them
+    except (HistoryUnavailable, HistoryRefused) as error:
+        rows, unread = [], f"the history service could not be read ({error}); nothing was changed"
+        if isinstance(error, HistoryRefused):
+            report.configuration_error = unread
+        else:
+            report.failure = unread
+    held = _held_by_agent(config, scope) if rows else {}  # stores second
+    reconciliation = Reconciliation(rows, held)
+    unreadable = [
+        _error_record(error, agent=name)
+        for name, error in held.items()
+        if isinstance(error, SessionManagerError)
+    ]
+    if reconciliation.to_end and not dry_run:
+        report = _end_vanished(config, reconciliation)
+    answer = _reconcile_answer(len(rows), reconciliation, report, dry_run, unreadable=unreadable)
+    growing = ("sessions", "by_agent", "by_type", "unreadable_agents", "history_gave_up")
+    return _fit_answer(
+        answer, growing, full, FULL_ON_REQUEST if dry_run else "the audit log records each row ended"
+    )
+
+
 FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "list_sessions": list_sessions,
     "delete_session": delete_session,
@@ -5520,6 +5713,7 @@ FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "list_deleted": list_deleted,
     "restore_session": restore_session,
     "sync_pending": sync_pending,
+    "reconcile_history": reconcile_history,
 }
 
 
@@ -5570,6 +5764,7 @@ DELETE_ANSWER_KEYS = (
 OCCASIONAL_ANSWER_KEYS = (
     "truncated",
     "message",
+    "vanished_history_rows_unknown",
     "history_delivery",
     "history_pending_delivered",
     "history_gave_up",
@@ -5596,6 +5791,7 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
             "oldest_session",
             "orphaned_transcripts",
             "pending_history_marks",
+            "vanished_history_rows",
             "disk",
             "agents",
             "errors",
@@ -5657,6 +5853,24 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "sync_pending": ("{}", ("delivered", "still_pending", "gave_up", "busy", "message")),
+    "reconcile_history": (
+        '{"dry_run": true}',
+        (
+            "dry_run",
+            "rows_read",
+            "openclaw_rows",
+            "present_rows",
+            "rows_ended",
+            "by_agent",
+            "by_type",
+            "skipped",
+            "unreadable_agents",
+            "sessions",
+            "history",
+            "message",
+            "history_pending",
+        ),
+    ),
 }
 
 
