@@ -7,7 +7,8 @@ A restructure must not change what the skill says or writes: tests/test_same_ans
 script and compares its output with the golden record made before the change. The clock is frozen
 at the moment the demo tree describes (``session_manager._utc_now``, a declared test hook) and the
 random ids count up (``_new_id``, the other hook); the history service is the stand-in of
-bench/history_stub.py with one active row per session, started as examples/demo.py starts it.
+bench/history_stub.py with one active row per session, started as examples/demo.py starts it, and
+one more of a session no index holds (as the gateway's retention leaves them).
 Two runs print the same bytes. Files are recorded by digest (the skill's own state files too),
 the scratch folder's path as <scratch>.
 """
@@ -31,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden" / "same_answers.jsonl"
 NOW = datetime(2025, 11, 25, 12, 0, tzinfo=timezone.utc)  # the moment examples/agents describes
 RUNNING = "8f14e45f-ceea-4e1a-9b0e-2f6b5c3d1a01"
+# A session the gateway's own retention removed: its row is still active (what reconcile_history ends).
+GONE = "0c0c0c0c-0000-4000-8000-00000000beef"
 
 #: (function, arguments): reads first, then dry runs, changes, undo, and callers' mistakes.
 CALLS: list[tuple[str, Any]] = [
@@ -63,6 +66,9 @@ CALLS: list[tuple[str, Any]] = [
     ("prune_sessions", {"max_age_minutes": "soon"}),
     ("delete_session", {}),
     ("list_sessions", "not json"),
+    ("reconcile_history", {"dry_run": True}),
+    ("reconcile_history", {}),
+    ("get_session_stats", {}),
 ]
 
 
@@ -82,7 +88,11 @@ def history_service(root: Path, scratch: Path) -> Iterator[str]:
     sys.path.insert(0, str(REPO / "examples"))
     from demo import history_rows, start_service
 
-    (scratch / "rows.json").write_text(json.dumps(history_rows(root)))
+    rows = history_rows(root)
+    rows.append(
+        {**rows[0], "id": "00000000-0000-4000-8000-999999999999", "metadata": {"openclaw_session_id": GONE}}
+    )
+    (scratch / "rows.json").write_text(json.dumps(rows))
     service, url = start_service(scratch / "rows.json")
     try:
         yield url
