@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MINUTE_MS = 60_000
@@ -72,11 +73,77 @@ class OtherClient(threading.Thread):
                 pass
 
 
+def skill(root: Path, api_url: str, function: str, arguments: str) -> dict[str, Any]:
+    """One call of the skill's command line, with its defaults, against that root and service."""
+    env = {**os.environ, "ARIA_AGENTS_DIR": str(root), "ARIA_API_URL": api_url}
+    for name in ("SESSION_HISTORY_PACE", "SESSION_HISTORY_BACKGROUND", "SESSION_MANAGER_STATE_DIR"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), "session_manager", function, arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def reconcile(tool: Any, root: Path) -> None:
+    """220 cron runs imported by the service's sync, 20 then removed by the gateway's retention,
+    a row of another agent and one of no OpenClaw session: a dry run, then the real run."""
+    now = int(time.time() * 1000)
+    store = {
+        f"agent:main:cron:job:run:{n}": {"sessionId": f"run-{n:03d}", "updatedAt": now - 300 * MINUTE_MS}
+        for n in range(220)
+    }
+    folder = root / "main" / "sessions"
+    folder.mkdir(parents=True)
+    (folder / "sessions.json").write_text(json.dumps(store, indent=2))
+    with tool.real_aria_api(root) as api:
+        urllib.request.urlopen(f"{api.url}/api/sessions?limit=1", timeout=120).read()  # the sync
+        api.sql(
+            "insert into agent_sessions (id, agent_id, session_type, started_at, status, metadata) values "
+            "(gen_random_uuid(), 'elsewhere', 'openclaw', now() - interval '1 day', 'active', "
+            """'{"openclaw_session_id": "far-away"}'), """
+            "(gen_random_uuid(), 'main', 'chat', now() - interval '1 day', 'active', '{}') returning id"
+        )
+        gone = {f"run-{n:03d}" for n in range(0, 220, 11)}
+        (folder / "sessions.json").write_text(
+            json.dumps({k: v for k, v in store.items() if v["sessionId"] not in gone}, indent=2)
+        )
+        table = "select id, status from agent_sessions order by id"
+        before = api.sql(table)
+        dry = skill(root, api.url, "reconcile_history", '{"dry_run": true, "detail": "full"}')
+        listed = sorted(item["id"] for item in dry["sessions"])
+        print(
+            f"dry run: {dry['rows_read']} rows read, {dry['openclaw_rows']} OpenClaw, "
+            f"{dry['present_rows']} present, {dry['rows_ended']} would end, skipped {dry['skipped']}; "
+            f"lists the 20: {listed == sorted(gone)}; "
+            f"table unchanged: {api.sql(table) == before}"
+        )
+        started = time.monotonic()
+        real = skill(root, api.url, "reconcile_history", "{}")
+        print(
+            f"real run in {time.monotonic() - started:.1f} s: {real['rows_ended']} ended, "
+            f"history {real['history']}, {real['history_pending']} wait"
+        )
+        after = dict(map(tuple, api.sql(table)))
+        changed = {row_id for row_id, status in before if after[row_id] != status}
+        ended = api.sql(
+            "select metadata->>'openclaw_session_id' from agent_sessions where status = 'ended' order by 1"
+        )
+        print(
+            f"rows changed: {len(changed)}; "
+            f"ended are exactly the 20: {sorted(r[0] for r in ended) == sorted(gone)}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--per-agent", type=int, default=200)
     parser.add_argument("--limit-minutes", type=float, default=30)
+    parser.add_argument("--reconcile", action="store_true", help="the reconcile_history run instead")
     options = parser.parse_args()
     spec = importlib.util.spec_from_file_location("real_aria_api", os.environ["REAL_ARIA_API"])
     assert spec and spec.loader
@@ -85,6 +152,9 @@ def main() -> int:
     spec.loader.exec_module(tool)
     work = Path(tempfile.mkdtemp(prefix="aria-real-"))
     root = work / "agents"
+    if options.reconcile:
+        reconcile(tool, root)
+        return 0
     stale = tree(root, options.agents, options.per_agent)
     with tool.real_aria_api(root) as api:
         urllib.request.urlopen(f"{api.url}/api/sessions?limit=1", timeout=120).read()  # the sync
