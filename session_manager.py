@@ -3902,22 +3902,30 @@ class Pace:
         write_atomic(_state_path(config, HISTORY_PACE_NAME), json.dumps(state).encode("ascii"))
 
     def opens_at(self, now: float) -> float:
-        """The first moment from ``now`` at which one more mark keeps within every window."""
+        """The first moment from ``now`` at which one more mark keeps within every window
+        (``sent`` stays sorted: each window is two bisections)."""
+        from bisect import bisect_right
+
         moment = max(now, self.blocked_until)
         for count, seconds in self.limits:
-            recent = [m for m in self.sent if m > moment - seconds]
-            if len(recent) >= count:
-                moment = max(moment, recent[len(recent) - count] + seconds)
+            recent = len(self.sent) - bisect_right(self.sent, moment - seconds)
+            if recent >= count:
+                moment = max(moment, self.sent[len(self.sent) - count] + seconds)
         return moment
 
     def take(self, until: float) -> bool:
         """Wait for the next free moment and claim it; False (and no wait) when it comes after
         ``until`` (wall clock)."""
+        from bisect import bisect_right, insort
+
         with self.lock:
-            moment = self.opens_at(time.time())
+            now = time.time()
+            longest = max(seconds for _, seconds in self.limits)
+            del self.sent[: bisect_right(self.sent, now - longest)]  # no window reaches them
+            moment = self.opens_at(now)
             if moment > until:
                 return False
-            self.sent.append(moment)
+            insort(self.sent, moment)
         time.sleep(max(0.0, moment - time.time()))
         return True
 

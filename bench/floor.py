@@ -8,6 +8,9 @@ python3 floor.py history PLAN.json                  the history step alone: per 
                                                     found, then one PATCH per row, with a bare
                                                     httpx.Client over 8 keep-alive connections
 python3 floor.py httpx                              import httpx and make a client (its memory)
+python3 floor.py stats BASE INDEX...                 json.load of every index, and every page of the
+                                                    service's active rows (what get_session_stats
+                                                    reads to count the rows of vanished sessions)
 python3 floor.py prune PLAN.json                    per index: one load, drop the stale keys, one
                                                     atomic write; rename the stale transcripts;
                                                     then the history step as above
@@ -87,6 +90,26 @@ def lookup_and_patch(base: str, wanted: dict[str, list[str]], width: int = 8) ->
     return len(row_ids)
 
 
+def all_active_rows(base: str) -> int:
+    """Every page of the service's active rows, one after the other; returns how many rows."""
+    import httpx
+
+    query = {
+        "limit": 100,
+        "status": "active",
+        "include_cron_events": "true",
+        "include_runtime_events": "true",
+    }
+    rows, number = 0, 1
+    with httpx.Client(base_url=base, timeout=10) as client:
+        while True:
+            body = client.get("/api/sessions", params={**query, "page": number}).json()
+            rows += len(body["items"])
+            if not body["items"] or number >= body["pages"]:
+                return rows
+            number += 1
+
+
 def main(argv: list[str]) -> None:
     job = argv[0]
     if job == "load":
@@ -110,6 +133,10 @@ def main(argv: list[str]) -> None:
         for source in plan["transcripts"]:
             os.rename(source, source + ".deleted.2026-01-01T00-00-00.000Z")
         lookup_and_patch(plan["base"], plan["wanted"])
+    elif job == "stats":
+        for path in argv[2:]:
+            load(path)
+        all_active_rows(argv[1])
     elif job == "httpx":  # the client's own footprint: import it and make one client
         import httpx
 
