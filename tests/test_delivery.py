@@ -89,6 +89,16 @@ def wait_until(condition: Any, seconds: float) -> bool:
     return condition()
 
 
+def aim_the_skill(
+    monkeypatch: pytest.MonkeyPatch, served: Service, pace: str, background: bool = True
+) -> None:
+    """The skill's environment for a test of delivery: this service, this pace, the delivery
+    process on or off."""
+    monkeypatch.setenv("ARIA_API_URL", served.url)
+    monkeypatch.setenv("SESSION_HISTORY_PACE", pace)
+    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1" if background else "0")
+
+
 class OtherClient(threading.Thread):
     """Another skill behind the same IP, writing once every ``every`` seconds; counts its 429s."""
 
@@ -128,9 +138,7 @@ def test_a_large_prune_returns_at_once_and_its_rows_end_in_the_background(
     stale = stale_tree(root, 4, 200)
     served = service(limiter={"scale": scale}, sync_interval=30 / scale)
     sync_now(served)
-    monkeypatch.setenv("SESSION_HISTORY_PACE", scaled_pace(scale))
-    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
-    monkeypatch.setenv("ARIA_API_URL", served.url)
+    aim_the_skill(monkeypatch, served, scaled_pace(scale))
     other = OtherClient(served.url, every=2 / scale)
     other.start()
     started = time.monotonic()
@@ -158,9 +166,7 @@ def test_more_marks_than_an_hour_allows_go_in_as_many_windows_none_given_up(
     assert len(stale) == 1532
     served = service(limiter={"scale": scale}, sync_interval=30 / scale)
     sync_now(served)
-    monkeypatch.setenv("SESSION_HISTORY_PACE", scaled_pace(scale))
-    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
-    monkeypatch.setenv("ARIA_API_URL", served.url)
+    aim_the_skill(monkeypatch, served, scaled_pace(scale))
     code, answer, _ = run_cli(SKILL, "prune_sessions", '{"max_age_minutes": 60}')
     assert code == 0 and answer["pruned_count"] == len(stale)
     window = 3600 / scale
@@ -185,9 +191,7 @@ def test_a_killed_delivery_is_finished_by_the_next_call_each_row_once(
     stale = stale_tree(root, 1, 160)
     served = service(limiter={"on": False})
     sync_now(served)
-    monkeypatch.setenv("SESSION_HISTORY_PACE", "20/1")  # 120 marks: six seconds
-    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
-    monkeypatch.setenv("ARIA_API_URL", served.url)
+    aim_the_skill(monkeypatch, served, "20/1")  # 120 marks: six seconds
     run_cli(SKILL, "prune_sessions", '{"max_age_minutes": 60}')
     assert wait_until(lambda: deliverer_pid(root) is not None and len(served.rows.patches) > 30, 30)
     os.kill(deliverer_pid(root) or 0, signal.SIGKILL)
@@ -205,9 +209,7 @@ def test_two_calls_at_once_start_one_delivery_process(
     stale = stale_tree(root, 2, 120)
     served = service(limiter={"on": False})
     sync_now(served)
-    monkeypatch.setenv("SESSION_HISTORY_PACE", "20/1")
-    monkeypatch.setenv("SESSION_HISTORY_BACKGROUND", "1")
-    monkeypatch.setenv("ARIA_API_URL", served.url)
+    aim_the_skill(monkeypatch, served, "20/1")
     calls = [
         subprocess.Popen(
             [
@@ -233,8 +235,7 @@ def test_with_background_delivery_off_sync_pending_drains_with_the_same_pace(
     stale = stale_tree(root, 1, 40)
     served = service(limiter={"on": False})
     sync_now(served)
-    monkeypatch.setenv("SESSION_HISTORY_PACE", "10/2")
-    monkeypatch.setenv("ARIA_API_URL", served.url)
+    aim_the_skill(monkeypatch, served, "10/2", background=False)
     answer = sm.prune_sessions(max_age_minutes=60)
     assert 0 < answer["history_pending"] < len(stale) and "sync_pending" in answer["history_delivery"]
     for _ in range(5):
