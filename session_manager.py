@@ -4396,6 +4396,9 @@ def _delivery_turn(config: Config, report: HistoryReport, patience: float) -> It
                 f"cannot open the history outbox in {config.state_dir}: {error.strerror}"
             )
             delivering = False
+        if delivering:  # only the holder writes the pace: what a killed save left is swept here
+            with suppress(OSError):
+                _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, HISTORY_PACE_NAME))
         yield delivering
 
 

@@ -203,6 +203,26 @@ def test_a_killed_delivery_is_finished_by_the_next_call_each_row_once(
     assert len(served.rows.patches) == len(set(served.rows.patches)) == len(stale)  # exactly once
 
 
+@pytest.mark.parametrize(
+    ("left", "swept"),
+    [
+        (".history-pace.json.0123456789ab.tmp", True),  # a save killed before its rename
+        (".history-pace.json.draft.tmp", False),  # not a name the skill makes
+        (".audit.jsonl.0123456789ab.tmp", False),  # another file's: swept under that file's lock
+    ],
+)
+def test_what_a_killed_pace_save_left_is_swept_by_the_next_turn(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch, left: str, swept: bool
+) -> None:
+    served = service(limiter={"on": False})
+    aim_the_skill(monkeypatch, served, "20/1", background=False)
+    state = root / ".session-manager"
+    state.mkdir()
+    (state / left).write_text('{"sent": [')
+    assert sm.sync_pending()["still_pending"] == []
+    assert (state / left).exists() is not swept
+
+
 def test_two_calls_at_once_start_one_delivery_process(
     root: Path, service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
