@@ -107,6 +107,7 @@ DEFAULT_API_URL = "http://aria-api:8000"
 DEFAULT_STALE_MINUTES = 60
 DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
 LOCK_STALE_SECONDS = 30.0
+LINKLESS_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK)
 LOCK_RETRY_STEP_SECONDS = 0.05
 LOCK_RETRY_MAX_SECONDS = 1.0
 # A held lock is rewritten this often, well within the 30 s after which the gateway breaks it.
@@ -1141,6 +1142,34 @@ def _inspect_lock(
     return LockHolder(pid, created_at, stale=too_old or not alive)
 
 
+def _new_temporary(path: str, mode: int) -> tuple[str, int]:
+    """A new temporary file beside ``path`` (another name when one is taken, by a directory say)."""
+    folder, name = os.path.split(path)
+    for _ in range(100):
+        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", path)
+
+
+def _abandoned_temporaries(folder: str, name: str) -> list[str]:
+    """Temporary files that write_atomic made for ``name`` in ``folder`` and never renamed (regular
+    files only: anything else at such a name is not the skill's)."""
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp$")
+    with os.scandir(folder) as entries:
+        return [entry.name for entry in entries if pattern.match(entry.name) and _is_regular(entry)]
+
+
+def _remove_files(folder: str, names: list[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+
+
 def _write_all(descriptor: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -1217,8 +1246,8 @@ class HeldLock:
             os.close(self.descriptor)
 
 
-def _try_create_lock(path: str) -> HeldLock | None:
-    """Create the lock file exclusively; None when another process holds it."""
+def _create_lock_in_place(path: str) -> HeldLock | None:
+    """Create the lock file exclusively and write it (a file system without hard links)."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
@@ -1236,6 +1265,48 @@ def _try_create_lock(path: str) -> HeldLock | None:
         raise StoreWriteFailed(
             f"cannot write the lock {path}: {error.strerror or error}; nothing was changed"
         ) from None
+
+
+def _try_create_lock(path: str) -> HeldLock | None:
+    """Create the lock file exclusively; None when another process holds it.
+
+    The lock appears whole: its content goes into a temporary file that is then linked at the
+    lock's name. A lock created empty and written after (a kill in between) would count as held
+    for 30 s by its mtime (§3), stalling the gateway and the next call alike.
+    """
+    try:
+        temporary, descriptor = _new_temporary(path, 0o600)
+    except OSError as error:
+        raise StoreWriteFailed(
+            f"cannot create the lock {path}: {error.strerror or error}; nothing was changed"
+        ) from None
+    try:
+        _write_all(descriptor, _lock_content())
+        os.link(temporary, path)
+    except FileExistsError:
+        os.close(descriptor)
+        return None
+    except OSError as error:
+        os.close(descriptor)
+        if error.errno in LINKLESS_ERRNOS:
+            return _create_lock_in_place(path)
+        verb = "create" if error.filename else "write"  # os.link names its files, a write does not
+        raise StoreWriteFailed(
+            f"cannot {verb} the lock {path}: {error.strerror or error}; nothing was changed"
+        ) from None
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+    return HeldLock(path, descriptor)
+
+
+def _sweep_lock_temporaries(path: str) -> None:
+    """Remove the temporaries of a lock that a killed process left (its pid gone, or too old)."""
+    folder, name = os.path.split(path)
+    for leftover in _abandoned_temporaries(folder, name):
+        holder = _inspect_lock(os.path.join(folder, leftover))
+        if holder is not None and holder.stale:
+            _remove_files(folder, [leftover])
 
 
 def _break_stale_lock(path: str) -> None:
@@ -1274,6 +1345,7 @@ def gateway_lock(path: str, timeout: float) -> Iterator[HeldLock]:
     kept fresh while held (HeldLock)."""
     deadline = time.monotonic() + timeout
     attempt = 0
+    _sweep_lock_temporaries(path)
     while True:
         held = _try_create_lock(path)
         if held is not None:
@@ -1310,18 +1382,6 @@ def _fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
-def _new_temporary(path: str, mode: int) -> tuple[str, int]:
-    """A new temporary file beside ``path`` (another name when one is taken, by a directory say)."""
-    folder, name = os.path.split(path)
-    for _ in range(100):
-        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.tmp")
-        try:
-            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", path)
-
-
 def write_atomic(
     path: str,
     data: bytes | Iterable[bytes],
@@ -1352,22 +1412,6 @@ def write_atomic(
             pass
         raise
     _fsync_folder(folder)
-
-
-def _abandoned_temporaries(folder: str, name: str) -> list[str]:
-    """Temporary files that write_atomic made for ``name`` in ``folder`` and never renamed (regular
-    files only: anything else at such a name is not the skill's)."""
-    pattern = re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp$")
-    with os.scandir(folder) as entries:
-        return [entry.name for entry in entries if pattern.match(entry.name) and _is_regular(entry)]
-
-
-def _remove_files(folder: str, names: list[str]) -> None:
-    for name in names:
-        try:
-            os.unlink(os.path.join(folder, name))
-        except FileNotFoundError:
-            pass
 
 
 def rewrite_index(

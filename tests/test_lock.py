@@ -214,3 +214,37 @@ def test_a_transcript_lock_protects_as_long_as_its_run_lives(
         ]
     ) is protected
     assert (result["deleted_ids"] == []) is protected
+
+
+def test_the_lock_appears_whole_never_empty(agent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock created empty and killed before its write would hold the gateway for 30 s (§3): the
+    content is in place before the lock's name exists."""
+    seen: list[Any] = []
+    link = os.link
+
+    def observe(source: str, target: str) -> None:
+        seen.append(json.loads(Path(source).read_text()))
+        link(source, target)
+
+    monkeypatch.setattr(os, "link", observe)
+    held = sm._try_create_lock(str(agent / "sessions.json.lock"))
+    assert held is not None
+    held.release()
+    assert [sorted(content) for content in seen] == [["createdAt", "pid"]]
+    assert seen[0]["pid"] == os.getpid() and leftovers(agent) == []
+
+
+@pytest.mark.parametrize(
+    ("holder", "swept"),
+    [
+        ("dead", True),  # killed after writing the temporary, before linking it
+        ("live", False),  # a process taking the lock at this instant
+    ],
+)
+def test_a_lock_temporary_left_by_a_killed_call_is_swept(agent: Path, holder: str, swept: bool) -> None:
+    pid = dead_pid() if holder == "dead" else os.getpid()
+    left = agent / ".sessions.json.lock.0123456789ab.tmp"
+    left.write_text(json.dumps({"pid": pid, "createdAt": iso(1)}))
+    answer = sm.prune_sessions(max_age_minutes=60)
+    assert answer["pruned_count"] == 50 and answer["errors"] == []
+    assert left.exists() is not swept
