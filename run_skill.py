@@ -96,6 +96,7 @@ def parameters(function: Callable[..., Any]) -> list[tuple[str, Any]]:
     """A function's parameter names with their defaults (REQUIRED where there is none).
 
     Read from the code object rather than with inspect, which costs the agent's every call ~7 ms."""
+    function = getattr(function, "__wrapped__", function)  # the function under a decorator
     code = function.__code__
     names = code.co_varnames[: code.co_argcount]
     defaults = tuple(function.__defaults__ or ())

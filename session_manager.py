@@ -3,8 +3,9 @@
 Every deletion has two layers. The session's keys leave ``<agent>/sessions/sessions.json`` under
 the gateway's own lock and its transcripts are archived beside it; then its row in the history
 service (aria-api) is marked ended. An agent of the SQLite-era gateway (OpenClaw 2026.8 and later,
-``<agent>/agent/openclaw-agent.sqlite``) is read and changed only through OpenClaw's CLI, which
-deletes and archives itself; the history layer is the same. The functions raise
+``<agent>/agent/openclaw-agent.sqlite``) is read and changed only through the running gateway,
+over one connection per call (a helper loaded into the CLI's Node) or else OpenClaw's CLI; the
+gateway deletes and archives itself, and the history layer is the same. The functions raise
 ``SessionManagerError`` subclasses or return plain dicts; only ``run_skill.py`` prints and picks
 exit codes. The files, the lock, the CLI and the history service are described in
 docs/FORMATS.md (cited below as §N).
@@ -20,7 +21,8 @@ Sections, in reading order (nothing calls what is defined further down):
 6. The index: reading, the          15. The two stores: JsonStore, SqliteStore, open_store (the
    gateway's lock, writing.             one place that chooses a kind), read_agent, AgentWalk.
 7. The SQLite-era gateway: its      16. History service: client, lookups, the history step
-   CLI (§7).                            (mark_history).
+   CLI, and one connection per          (mark_history).
+   call (GatewayLink, §7).
 8. Sessions: types, protection      17. Answers: the size budget and items.
    (Protection, _protection_of),    18. The public functions, each after the helpers it alone
    grouping, transcripts.               uses: listings, prunes, deletes, undo, cleanup, delivery.
@@ -62,9 +64,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from functools import partial
+from functools import partial, wraps
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 # The gateway's files (§1-§4).
@@ -88,6 +91,8 @@ SQLITE_STORE = "sqlite"
 # The SQLite-era gateway (§7): its stores are read and changed only through its CLI.
 DEFAULT_OPENCLAW_CLI = "openclaw"
 DEFAULT_OPENCLAW_TIMEOUT_SECONDS = 60.0
+#: How long a call starts deletes through the gateway connection (each takes about 0.5 s, §7).
+DEFAULT_GATEWAY_BUDGET_SECONDS = 60.0
 # What one CLI call may print (a listing of about 90,000 sessions), and how long its output is read
 # after it exited (a child it left behind may keep the pipe open).
 CLI_OUTPUT_CAP = 64 << 20
@@ -96,6 +101,7 @@ CLI_EXIT_GRACE_SECONDS = 1.0
 OPENCLAW_SECONDS_PER_KEY = 5.0
 # How a removal the gateway refused says so (its own message follows).
 GATEWAY_REFUSED = "the gateway refused: "
+SESSION_CHANGED = "changed since it was listed: kept"
 # The keys of one delete call, in bytes: well under what Linux takes on one command line (2 MiB).
 OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
 
@@ -582,6 +588,7 @@ class Config(NamedTuple):
     openclaw_timeout: float = DEFAULT_OPENCLAW_TIMEOUT_SECONDS
     history_pace: tuple[tuple[int, float], ...] = DEFAULT_HISTORY_PACE
     background_delivery: bool = True
+    gateway_budget: float = DEFAULT_GATEWAY_BUDGET_SECONDS
 
     @classmethod
     def from_environment(cls) -> Config:
@@ -616,6 +623,9 @@ class Config(NamedTuple):
             ),
             history_pace=_pace_from_environment(),
             background_delivery=_switch_from_environment("SESSION_HISTORY_BACKGROUND", True),
+            gateway_budget=_number_from_environment(
+                "OPENCLAW_DELETE_BUDGET_SECONDS", DEFAULT_GATEWAY_BUDGET_SECONDS
+            ),
         )
 
 
@@ -1679,6 +1689,15 @@ def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
     return by_key
 
 
+class DeleteRequest(NamedTuple):
+    """One key to delete, with the session as the listing showed it (the gateway checks both)."""
+
+    key: str
+    agent: str
+    session_id: str
+    updated_at: int | None
+
+
 def gateway_delete(
     config: Config, keys: list[str]
 ) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
@@ -1693,6 +1712,362 @@ def gateway_delete(
         except GatewayUnavailable as error:
             return answered, error
     return answered, None
+
+
+# --- The SQLite-era gateway: one connection per call --------------------------------------------
+
+#: The helper that holds a call's one connection to the gateway (§7), in JavaScript. It is loaded
+#: with --import into the Node that runs OPENCLAW_CLI (so it needs no Node of its own and no third
+#: file), imports GatewayClient from the package's public export, answers one JSON line per
+#: request and exits before the CLI itself would start.
+GATEWAY_HELPER = r"""
+// aria-sessionmanager's gateway helper: one connection to the running OpenClaw gateway per call.
+// Loaded with --import into the Node that runs OPENCLAW_CLI; it works, then exits before the CLI
+// itself starts. One JSON request per line on stdin, one JSON answer per line on stdout.
+import { realpathSync } from "node:fs";
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
+
+const PAGE = 500;
+const CONNECT_SECONDS = 10;
+const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+const words = (error) => String((error && error.message) || error).split("\n")[0].slice(0, 300);
+
+async function load() {
+  const require = createRequire(realpathSync(process.argv[1]));
+  const exported = async (name) => import(pathToFileURL(require.resolve(name)).href);
+  const gateway = await exported("openclaw/plugin-sdk/gateway-runtime");
+  const store = await exported("openclaw/plugin-sdk/session-store-runtime");
+  return [gateway.GatewayClient, store.listSessionEntries];
+}
+
+function connect(GatewayClient, seconds) {
+  const port = process.env.OPENCLAW_GATEWAY_PORT || "18789";
+  const url = process.env.OPENCLAW_GATEWAY_URL || `ws://127.0.0.1:${port}`;
+  return new Promise((resolve, reject) => {
+    const fail = (error) => {
+      clearTimeout(timer);
+      client.stop();
+      reject(error);
+    };
+    const timer = setTimeout(() => fail(new Error(`no answer from ${url} in ${seconds} s`)), seconds * 1000);
+    const client = new GatewayClient({
+      url,
+      token: process.env.OPENCLAW_GATEWAY_TOKEN || undefined,
+      clientName: "cli",
+      mode: "cli",
+      role: "operator",
+      scopes: ["operator.admin"],
+      deviceIdentity: null,
+      minProtocol: 4,
+      maxProtocol: 4,
+      requestTimeoutMs: 120000,
+      onHelloOk: () => {
+        clearTimeout(timer);
+        resolve(client);
+      },
+      onConnectError: fail,
+      onClose: (code, reason) => fail(new Error(`the gateway closed the connection (${code} ${reason})`)),
+    });
+    client.start();
+  });
+}
+
+async function list(client, listSessionEntries, agent) {
+  const rows = [];
+  let path;
+  for (let offset = 0; ; ) {
+    const page = await client.request("sessions.list", {
+      agentId: agent,
+      limit: PAGE,
+      offset,
+      archived: "all",
+      includeGlobal: true,
+      includeUnknown: true,
+    });
+    rows.push(...(page.sessions || []));
+    path ??= page.path;
+    if (!page.hasMore) break;
+    offset = page.nextOffset ?? offset + PAGE;
+  }
+  const listed = new Set(rows.map((row) => row.key));
+  // sessions.list hides cron runs: the store lists them (read only, as the CLI's listing does).
+  for (const { sessionKey, entry } of listSessionEntries({ agentId: agent, readOnly: true })) {
+    if (sessionKey.includes(":run:") && !listed.has(sessionKey)) {
+      rows.push({ ...entry, key: sessionKey, agentId: agent });
+    }
+  }
+  return { path, sessions: rows };
+}
+
+async function remove(client, request) {
+  const { key, agentId, expectedSessionId, expectedSessionUpdatedAt } = request;
+  try {
+    const answer = await client.request("sessions.delete", {
+      key,
+      agentId,
+      expectedSessionId,
+      expectedSessionUpdatedAt,
+      deleteTranscript: true,
+    });
+    const status = answer.deleted === false ? "not_found" : "deleted";
+    return { key, status, archived: answer.archived || [] };
+  } catch (error) {
+    const changed = error && error.details && error.details.reason === "session-changed";
+    return { key, status: changed ? "changed" : "refused", error: words(error) };
+  }
+}
+
+async function serve() {
+  let GatewayClient, listSessionEntries, client;
+  try {
+    [GatewayClient, listSessionEntries] = await load();
+  } catch (error) {
+    return say({ ready: false, stage: "import", error: words(error) });
+  }
+  try {
+    client = await connect(GatewayClient, CONNECT_SECONDS);
+  } catch (error) {
+    return say({ ready: false, stage: "connect", error: words(error) });
+  }
+  say({ ready: true });
+  for await (const line of createInterface({ input: process.stdin })) {
+    const request = JSON.parse(line);
+    if (request.op === "list") {
+      const one = (agent) =>
+        list(client, listSessionEntries, agent).then(
+          (listed) => say({ agent, ...listed }),
+          (error) => say({ agent, error: words(error) }),
+        );
+      await Promise.all(request.agents.map(one)); // one line per agent, as each is listed
+    } else {
+      say(await remove(client, request));
+    }
+  }
+  await client.stopAndWait({ timeoutMs: 2000 }).catch(() => {});
+}
+
+await serve();
+process.exit(0);
+"""
+
+
+def _connection_listing(config: Config, agent: str, answer: dict[str, Any]) -> list[Any] | GatewayUnavailable:
+    """One agent's sessions as the helper listed them, if they come from the database under
+    ARIA_AGENTS_DIR (a gateway that serves another state folder must not delete here)."""
+    sessions, path = answer.get("sessions"), answer.get("path")
+    if not isinstance(sessions, list):
+        return GatewayUnavailable(
+            f"the gateway could not list agent {agent!r}: {_cli_message(answer.get('error'))}"
+        )
+    if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(
+        _sqlite_database(config, agent)
+    ):
+        return GatewayUnavailable(
+            f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in another state folder than "
+            "ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
+        )
+    return [row for row in sessions if isinstance(row, dict)]
+
+
+class GatewayLink:
+    """The helper's process: one request per line in, one answer per line out."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pending = b""
+
+    @classmethod
+    def start(cls, config: Config) -> GatewayLink | str:
+        """The helper, connected; or why there is none, in words (the CLI is used then)."""
+        import base64
+        import subprocess
+
+        source = base64.b64encode(GATEWAY_HELPER.encode("utf-8")).decode("ascii")
+        preload = f"--import=data:text/javascript;base64,{source}"
+        environment = {
+            **os.environ,
+            "NODE_OPTIONS": f"{preload} {os.environ.get('NODE_OPTIONS', '')}".strip(),
+        }
+        try:
+            process = subprocess.Popen(
+                [_openclaw_program(config), "--version"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=environment,
+                start_new_session=True,
+            )
+        except (OSError, GatewayUnavailable) as error:
+            return f"the helper could not be started ({_cli_message(error)})"
+        link = cls(process)
+        try:
+            hello = link.answer(config.openclaw_timeout)
+        except GatewayUnavailable as error:
+            hello = {"ready": False, "stage": "start", "error": str(error)}
+        if hello.get("ready") is not True:
+            link.close()
+            if "stage" not in hello:
+                return (
+                    "OPENCLAW_CLI did not load the helper (it may not run Node itself, or reset NODE_OPTIONS)"
+                )
+            return f"the helper could not {hello['stage']}: {_cli_message(hello.get('error'))}"
+        return link
+
+    def answer(self, timeout: float) -> dict[str, Any]:
+        """The helper's next line, as a JSON object; GatewayUnavailable when none comes in time."""
+        import selectors
+
+        deadline = time.monotonic() + timeout
+        descriptor = self.process.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(descriptor, selectors.EVENT_READ)
+            while b"\n" not in self.pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise GatewayUnavailable(f"the gateway helper did not answer within {timeout:g} s")
+                chunk = os.read(descriptor, 1 << 16)
+                if not chunk:
+                    raise GatewayUnavailable("the gateway helper stopped before it answered")
+                self.pending += chunk
+                if len(self.pending) > CLI_OUTPUT_CAP:
+                    raise GatewayUnavailable(
+                        f"the gateway helper answered more than {CLI_OUTPUT_CAP >> 20} MiB"
+                    )
+        line, _, self.pending = self.pending.partition(b"\n")
+        try:
+            document = _loads_strict(line)
+        except ValueError:
+            document = None
+        return document if isinstance(document, dict) else {}
+
+    def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait for its answer."""
+        try:
+            self.process.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
+            self.process.stdin.flush()
+        except OSError:
+            raise GatewayUnavailable("the gateway helper stopped") from None
+        return self.answer(timeout)
+
+    def close(self) -> None:
+        """Let the helper close its connection and exit; stop what is left of it after a grace."""
+        import subprocess
+
+        with suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+        _stop_process_group(self.process)
+        self.process.wait()
+        self.process.stdout.close()
+
+    def listing(self, config: Config, agents: list[str]) -> dict[str, Any]:
+        """Every session of these agents, as gateway_listing gives them: the gateway's sessions.list
+        (all pages, archived included) and the cron runs it hides, read from the store (§7)."""
+        listing: dict[str, Any] = {}
+        try:
+            answers = [self.ask({"op": "list", "agents": agents}, config.openclaw_timeout)]
+            answers += [self.answer(config.openclaw_timeout) for _ in agents[1:]]  # a line per agent
+        except GatewayUnavailable as error:
+            return dict.fromkeys(agents, error)
+        for answer in answers:
+            agent = answer.get("agent")
+            if agent in agents and agent not in listing:
+                listing[agent] = _connection_listing(config, agent, answer)
+        unlisted = GatewayUnavailable("the gateway helper did not list this agent")
+        return {agent: listing.get(agent, unlisted) for agent in agents}
+
+    def delete(self, config: Config, request: DeleteRequest) -> dict[str, Any]:
+        """One key deleted, if the session is still as it was listed; its result as _delete_result
+        shapes the CLI's (status ``changed`` when the gateway found the session changed)."""
+        answer = self.ask(
+            {
+                "op": "delete",
+                "key": request.key,
+                "agentId": request.agent,
+                "expectedSessionId": request.session_id,
+                **(
+                    {"expectedSessionUpdatedAt": request.updated_at} if request.updated_at is not None else {}
+                ),
+            },
+            config.openclaw_timeout,
+        )
+        if answer.get("key") != request.key:
+            raise GatewayUnavailable("the gateway helper answered for another key")
+        return _delete_result(answer)
+
+
+class GatewayCall:
+    """How this call reaches the SQLite-era gateway: its one connection (started when first
+    needed) or, where the helper cannot connect, the CLI, and why."""
+
+    def __init__(self) -> None:
+        self.link: GatewayLink | None = None
+        self.why_cli: str | None = None
+
+    def connection(self, config: Config) -> GatewayLink | None:
+        if self.link is None and self.why_cli is None:
+            started = GatewayLink.start(config)
+            if isinstance(started, str):
+                self.why_cli = started
+            else:
+                self.link = started
+        return self.link
+
+    def path(self) -> str | None:
+        """The path taken, in words (None: the gateway was not needed)."""
+        if self.link is not None:
+            return "one gateway connection"
+        return None if self.why_cli is None else f"the openclaw CLI, one process per step: {self.why_cli}"
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+
+
+_GATEWAY_CALL: ContextVar[GatewayCall | None] = ContextVar("gateway_call", default=None)
+
+
+def _gateway_connection(config: Config) -> GatewayLink | None:
+    """The call's connection to the gateway, if the helper has one (None outside a public call)."""
+    call = _GATEWAY_CALL.get()
+    return None if call is None else call.connection(config)
+
+
+def _sqlite_listing(config: Config, agents: list[str]) -> tuple[dict[str, Any], bool]:
+    """The SQLite-era agents' sessions (gateway_listing's shape), over the call's connection where
+    there is one, else through the CLI; and whether the connection listed them."""
+    link = _gateway_connection(config)
+    if link is not None:
+        return link.listing(config, agents), True
+    return gateway_listing(config, agents), False
+
+
+def one_gateway_connection(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A public function's call holds at most one gateway connection, closed when it returns; its
+    answer says which path reached the SQLite-era gateway (``gateway_path``), when one was needed."""
+
+    @wraps(function)
+    def call(*arguments: Any, **options: Any) -> dict[str, Any]:
+        if _GATEWAY_CALL.get() is not None:
+            return function(*arguments, **options)
+        state = GatewayCall()
+        token = _GATEWAY_CALL.set(state)
+        try:
+            answer = function(*arguments, **options)
+        finally:
+            _GATEWAY_CALL.reset(token)
+            state.close()
+        path = state.path()
+        if path is not None and isinstance(answer, dict):
+            answer["gateway_path"] = path
+        return answer
+
+    return call
 
 
 # --- Sessions: types, protection, grouping, transcripts -----------------------------------------
@@ -1710,6 +2085,7 @@ class Protection(str, Enum):
     TRANSCRIPT_LOCKED = "transcript_locked"
     REFERENCED_BY_A_KEY = "referenced_by_a_key"
     RECENTLY_MODIFIED = "recently_modified"
+    ACTIVE_RUN = "active_run"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -1721,11 +2097,13 @@ PROTECTION_MESSAGES = {
     "deleted",
     Protection.MAIN_SESSION: "is an agent's main session",
     Protection.GLOBAL_SESSION: "is the shared 'global' session",
-    Protection.GATEWAY_OWNED: "is a cron run, which the SQLite-era gateway removes itself "
-    "(cron.sessionRetention, 24 h by default); its delete command cannot, so it is not sent",
+    Protection.GATEWAY_OWNED: "is a cron run, and this call reached the SQLite-era gateway only "
+    "through its CLI, whose delete cannot remove runs (the gateway's cron.sessionRetention does, 24 h "
+    "by default; see gateway_path for why there was no connection)",
     Protection.MAIN_AGENT_CONVERSATION: "is one of the main agent's own conversations",
     Protection.TRANSCRIPT_LOCKED: "has a transcript that a live run is writing right now",
     Protection.REFERENCED_BY_A_KEY: "has a transcript that a key of the index still points to",
+    Protection.ACTIVE_RUN: "has a run in progress in the gateway, which its delete would cancel",
     Protection.RECENTLY_MODIFIED: f"has a transcript written in the last {ORPHAN_MIN_AGE_SECONDS // 60} "
     "minutes, maybe by a run that has not added its key yet",
 }
@@ -2708,7 +3086,16 @@ def _note_delivered(config: Config, mark: Mark) -> None:
 class Removal:
     """What one deletion did to one session on the filesystem."""
 
-    __slots__ = ("archived", "errors", "kept_transcripts", "mark", "removed_keys", "session", "skipped")
+    __slots__ = (
+        "archived",
+        "errors",
+        "kept_transcripts",
+        "mark",
+        "not_started",
+        "removed_keys",
+        "session",
+        "skipped",
+    )
 
     def __init__(self, session: Session, removed_keys: list[str] | None = None) -> None:
         self.session = session
@@ -2718,6 +3105,7 @@ class Removal:
         self.kept_transcripts: list[str] = []
         self.skipped: str | None = None
         self.errors: list[str] = []
+        self.not_started = False  # the call's time budget ran out first: the next call deletes it
 
 
 class Leftovers(NamedTuple):
@@ -3086,8 +3474,12 @@ def _gateway_outcome(paths: AgentPaths, removal: Removal, results: list[dict[str
     statuses = [str(result.get("status")) for result in results]
     removal.removed_keys = [str(r["key"]) for r in results if r.get("status") == "deleted"]
     removal.archived = _gateway_archives(paths, results)
-    refusals = [r for r in results if r.get("status") not in ("deleted", "not_found")]
-    if refusals:
+    refusals = [r for r in results if r.get("status") not in ("deleted", "not_found", "not_started")]
+    if "changed" in statuses:
+        removal.skipped = SESSION_CHANGED
+    elif statuses and all(status == "not_started" for status in statuses):
+        removal.not_started = True
+    elif refusals:
         reason = _cli_message(refusals[0].get("error") or refusals[0].get("status"))
         removal.skipped = GATEWAY_REFUSED + reason
     elif not removal.removed_keys and all(status == "not_found" for status in statuses):
@@ -3148,6 +3540,46 @@ def _settle_gateway_part(
     return None
 
 
+def _expected_updated_at(session: Session, key: str) -> int | None:
+    """The key's updatedAt as the listing gave it (epoch ms), which the gateway compares."""
+    value = session.entries.get(key, {}).get("updatedAt")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _delete_stalest_first(
+    config: Config, link: GatewayLink, parts: list[RemovalPart]
+) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
+    """Delete the parts' sessions through the connection, one key at a time (the gateway deletes
+    one at a time anyway, §7), the stalest first, each only if unchanged since it was listed.
+    No session is started past the call's budget (OPENCLAW_DELETE_BUDGET_SECONDS): its keys are
+    answered ``not_started``, as are those after a failure that stops the connection."""
+    sessions = sorted(
+        (removal.session for part in parts for removal in part.removals),
+        key=lambda session: session.updated_at or datetime.min.replace(tzinfo=timezone.utc),
+    )
+    deadline = time.monotonic() + config.gateway_budget
+    answered: dict[str, dict[str, Any]] = {}
+    failure: GatewayUnavailable | None = None
+    for session in sessions:
+        if failure is not None or time.monotonic() >= deadline:
+            answered.update(
+                (key, {"key": key, "status": "not_started", "error": "", "archived": []})
+                for key in session.keys
+            )
+            continue
+        for key in session.keys:
+            request = DeleteRequest(
+                key, session.agent, session.session_id, _expected_updated_at(session, key)
+            )
+            try:
+                answered[key] = link.delete(config, request)
+            except GatewayUnavailable as error:
+                error.maybe_changed = True
+                failure = error
+                break
+    return answered, failure
+
+
 def _remove_through_gateway(
     config: Config, parts: list[RemovalPart]
 ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
@@ -3156,8 +3588,12 @@ def _remove_through_gateway(
     AuditTransaction as for sessions.json, with the gateway's answer in place of the index under
     the lock. Returns the removals, and the failure of each agent none of whose keys got an answer.
     """
-    keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
-    answered, failure = gateway_delete(config, keys) if keys else ({}, None)
+    link = _gateway_connection(config)
+    if link is not None:
+        answered, failure = _delete_stalest_first(config, link, parts)
+    else:
+        keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
+        answered, failure = gateway_delete(config, keys) if keys else ({}, None)
     removals: list[Removal] = []
     failures: dict[str, SessionManagerError] = {}
     for part in parts:
@@ -3507,35 +3943,49 @@ class JsonStore(AgentStore):
 
 class SqliteStore(AgentStore):
     """An agent of the SQLite-era gateway (OpenClaw 2026.8 and later, agent/openclaw-agent.sqlite):
-    read and changed only through OpenClaw's CLI; the gateway archives the transcripts itself (§7)."""
+    read and changed only through the gateway, over the call's one connection or else through
+    OpenClaw's CLI; the gateway archives the transcripts itself (§7)."""
 
     kind = SQLITE_STORE
-    gateway_owned = ("cron_run",)  # its cron retention removes runs; its delete cannot (§7)
+    gateway_owned = ("cron_run",)  # the CLI's delete cannot remove runs (its retention does, §7)
 
     def __init__(self, config: Config, paths: AgentPaths) -> None:
         super().__init__(config, paths)
         self.listed: list[Any] | GatewayUnavailable | None = None  # this agent's part of a listing
+        self.connected = False  # listed (and so deleted) through the call's gateway connection
+        self.active_runs: set[str] = set()
 
     @classmethod
     def prepare(cls, config: Config, stores: list[AgentStore]) -> None:
-        """One CLI listing for every SQLite-era agent of the call (each CLI call starts Node anew)."""
+        """One listing for every SQLite-era agent of the call (each CLI call starts Node anew)."""
         mine = [store for store in stores if isinstance(store, SqliteStore)]
-        listing = gateway_listing(config, [store.paths.agent for store in mine])
-        for store in mine:
-            store.listed = listing[store.paths.agent]
+        if mine:
+            listing, connected = _sqlite_listing(config, [store.paths.agent for store in mine])
+            for store in mine:
+                store.listed, store.connected = listing[store.paths.agent], connected
 
     def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
         listed = self.listed
         if listed is None:
-            listed = gateway_listing(self.config, [self.paths.agent])[self.paths.agent]
+            listing, self.connected = _sqlite_listing(self.config, [self.paths.agent])
+            listed = listing[self.paths.agent]
         self.listed = None
         if isinstance(listed, GatewayUnavailable):
             raise listed
         # Only the agent's own keys: one never reaches the CLI's command line as an option.
         own = f"agent:{self.paths.agent}:"
-        return {
-            item["key"]: _project_entry(item) for item in listed if str(item.get("key")).startswith(own)
-        }, None
+        mine = [item for item in listed if str(item.get("key")).startswith(own)]
+        self.active_runs = {item["key"] for item in mine if item.get("hasActiveRun") is True}
+        return {item["key"]: _project_entry(item) for item in mine}, None
+
+    def protection_of(self, session: Session) -> Protection | None:
+        """As for any store, with the gateway's own rules: a run in progress stays; cron runs stay
+        where only the CLI can be used, whose delete cannot remove them."""
+        owned = () if self.connected else self.gateway_owned
+        protection = _protection_of(self.config, session, self.listing, self.paths, owned)
+        if protection is None and self.active_runs.intersection(session.keys):
+            return Protection.ACTIVE_RUN
+        return protection
 
     def attach_transcripts(self) -> None:
         """None: the gateway keeps the transcripts and archives them itself."""
@@ -4951,6 +5401,7 @@ def _page_of_items(
     return result
 
 
+@one_gateway_connection
 def list_sessions(
     agent: str | None = None,
     session_type: str | None = None,
@@ -5036,6 +5487,7 @@ def _vanished_rows(config: Config, held: dict[str, set[str] | SessionManagerErro
     return {"vanished_history_rows": sum(_row_fate(row, held, now) == "vanished" for row in rows)}
 
 
+@one_gateway_connection
 def get_session_stats(
     agent: str | None = None, stale_threshold_minutes: float | None = None, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -5148,6 +5600,12 @@ def _archive_errors(removals: list[Removal]) -> list[dict[str, Any]]:
     ]
 
 
+def _remaining(removals: list[Removal]) -> dict[str, Any]:
+    """How many stale sessions the call's time budget left for the next call, when any did."""
+    count = sum(1 for removal in removals if removal.not_started)
+    return {"remaining": count} if count else {}
+
+
 def _prune_answer(
     total: int, removals: list[Removal], report: HistoryReport, full: bool, **fields: Any
 ) -> dict[str, Any]:
@@ -5167,6 +5625,7 @@ def _prune_answer(
             if r.skipped
         ],
         "archived_transcripts": sum(len(r.archived) for r in done),
+        **_remaining(removals),
         "history": report.summary(),
         # By default only the exceptions an agent must act on; the counts above cover all.
         "history_by_session": {
@@ -5176,6 +5635,7 @@ def _prune_answer(
     return report.annotate(answer)
 
 
+@one_gateway_connection
 def prune_sessions(
     max_age_minutes: float | None = None,
     dry_run: bool = False,
@@ -5426,6 +5886,7 @@ DELETE_GROWING = (
 )
 
 
+@one_gateway_connection
 def delete_session(
     session_id: str,
     agent: str | None = None,
@@ -5439,6 +5900,7 @@ def delete_session(
     return _fit_answer(answer, DELETE_GROWING, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
 
+@one_gateway_connection
 def cleanup_after_delegation(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Delete a finished sub-agent's session after a delegation; protections apply, no force."""
     full = _check_detail(detail)
@@ -5578,6 +6040,7 @@ def _check_retention(days: Any) -> float:
     return days
 
 
+@one_gateway_connection
 def cleanup_orphans(
     dry_run: bool = False, archive_retention_days: float = 30, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -5723,6 +6186,7 @@ def _reconcile_answer(
     return report.annotate(answer)
 
 
+@one_gateway_connection
 def reconcile_history(
     agent: str | None = None, dry_run: bool = False, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -5795,6 +6259,7 @@ ENVIRONMENT = {
     "OPENCLAW_GATEWAY_URL": "passed as --url to the CLI's deletes (ws://host:port); else its config's",
     "OPENCLAW_GATEWAY_TOKEN": "passed as --token to the CLI's deletes; never printed",
     "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call may take (60), plus 5 per key it deletes",
+    "OPENCLAW_DELETE_BUDGET_SECONDS": "how long a call starts deletes through the gateway connection (60)",
 }
 
 
@@ -5824,6 +6289,8 @@ OCCASIONAL_ANSWER_KEYS = (
     "history_pending_delivered",
     "history_gave_up",
     "history_error",
+    "gateway_path",
+    "remaining",
 )
 
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).

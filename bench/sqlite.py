@@ -1,15 +1,20 @@
 """Benchmark of the SQLite-era path against its floors, with the real OpenClaw 2026.9.6 (§7).
 
-    python3 bench/sqlite.py [--agents 4] [--per-agent 100] [--runs 3]
+    python3 bench/sqlite.py [--agents 3] [--per-agent 64] [--runs 3]
 
-A JSON-era root of ``agents`` x ``per-agent`` sessions is imported by ``openclaw doctor --fix``
-and copied twice. Listings: the skill's list_sessions and get_session_stats against the CLI's own
-listing of the same agents (``openclaw sessions --all-agents --json --limit all``), median of
-``runs``. Prune: on one copy, with a running gateway, the floor sends the same keys straight to
-the CLI in one ``openclaw sessions delete`` call and then makes the same history lookups and
-PATCHes (bench/floor.py); on the other copy, with its own gateway, the skill's prune_sessions does
-the whole job. One run each (a deletion cannot be repeated on the same store). Writes
-bench/results/sqlite.json.
+A JSON-era root of ``agents`` x ``per-agent`` sessions (3 x 64: 153 stale keys) is imported by
+``openclaw doctor --fix`` and copied twice; each copy gets its own running gateway.
+
+Listings (median of ``runs``, with the gateway running): the skill's list_sessions and
+get_session_stats over its one gateway connection, and list_sessions through the CLI alone (an
+OPENCLAW_CLI that resets NODE_OPTIONS, so the helper never loads), against the CLI's own listing
+of the same agents (``openclaw sessions --all-agents --json --limit all``). Targets: the
+connection's list_sessions at most 0.5x the CLI's listing and under 2 s wall.
+
+Prune: on one copy the floor sends the same keys straight to the CLI in one ``openclaw sessions
+delete`` call and then makes the same history lookups and PATCHes (bench/floor.py); on the other
+the skill's prune_sessions does the whole job over its connection. Target: at most 0.8x. One run
+each (a deletion cannot be repeated on the same store). Writes bench/results/sqlite.json.
 """
 
 from __future__ import annotations
@@ -38,21 +43,23 @@ sys.path.insert(0, str(REPO / "examples"))
 from demo import history_rows  # noqa: E402
 
 AGENT_NAMES = ["main", "ops", "analyst", "research", "writer", "scout", "coder", "critic"]
-TARGET = 1.5
+#: The largest ratio each job may reach (issue 21).
+TARGETS = {"list_sessions": 0.5, "get_session_stats": 0.5, "list_sessions_through_the_cli": 1.5, "prune": 0.8}
+LIST_SECONDS_TARGET = 2.0
 MINUTE_MS = 60_000
 
 
 def layout(agent: str, count: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """One agent's sessions and the keys a 60-minute prune removes: a fresh main session, then
-    per ten: seven stale sub-agents, one stale cron job, one stale cron run (the gateway's) and
-    one fresh sub-agent."""
+    per ten: seven stale sub-agents, one stale cron job, one fresh cron run and one fresh
+    sub-agent (every stale key is one the CLI's delete can remove too)."""
     now = int(time.time() * 1000)
     entries = {f"agent:{agent}:main": {"sessionId": f"{agent}-main", "updatedAt": now - MINUTE_MS}}
     doomed: list[str] = []
     for n in range(1, count):
         kind = n % 10
         if kind == 8:
-            key, age = f"agent:{agent}:cron:job{n}:run:r{n}", 300
+            key, age = f"agent:{agent}:cron:job{n}:run:r{n}", 5
         elif kind == 9:
             key, age = f"agent:{agent}:subagent:fresh{n}", 5
         elif kind == 7:
@@ -82,8 +89,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--agents", type=int, default=4)
-    parser.add_argument("--per-agent", type=int, default=100)
+    parser.add_argument("--agents", type=int, default=3)
+    parser.add_argument("--per-agent", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
     agents = AGENT_NAMES[: options.agents]
@@ -99,14 +106,15 @@ def main() -> int:
         print("importing with openclaw doctor --fix ...", file=sys.stderr, flush=True)
         pristine.import_stores(agents)
         floor_home, skill_home = pristine.copy_to(work / "floor"), pristine.copy_to(work / "skill")
-        results = measure_listings(pristine, options.runs, work)
-        results.append(measure_prune(floor_home, skill_home, layouts, doomed, rows, work))
+        results = measure_prune(floor_home, skill_home, layouts, doomed, rows, work, options.runs)
     report = {"agents": options.agents, "per_agent": options.per_agent, "results": results}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "sqlite.json").write_text(json.dumps(report, indent=2) + "\n")
     for row in results:
         print(json.dumps(row))
-    return 1 if any(row["ratio"] > TARGET for row in results) else 0
+    slow = [row for row in results if row["ratio"] > TARGETS[row["job"]]]
+    listing = next(row for row in results if row["job"] == "list_sessions")
+    return 1 if slow or listing["seconds"] > LIST_SECONDS_TARGET else 0
 
 
 def environment(home: OpenClawHome, work: Path, **extra: str) -> dict[str, str]:
@@ -116,21 +124,38 @@ def environment(home: OpenClawHome, work: Path, **extra: str) -> dict[str, str]:
         "SESSION_MANAGER_STATE_DIR": str(work / f"state-{home.home.name}"),
         "OPENCLAW_GATEWAY_TOKEN": TOKEN,
         "SESSION_HISTORY_BUDGET_SECONDS": "900",
+        # The stand-in has no limiter and the floor sends unpaced: the skill's pace (60 marks a
+        # minute by default, for the real service) would measure the pace, not the work.
+        "SESSION_HISTORY_PACE": "100000/1",
+        "SESSION_HISTORY_BACKGROUND": "0",
         "OPENCLAW_TIMEOUT_SECONDS": "600",
         **extra,
     }
 
 
-def measure_listings(home: OpenClawHome, runs: int, work: Path) -> list[dict[str, Any]]:
-    """The skill's listings against the CLI's own listing of the same agents (no gateway needed)."""
-    env = environment(home, work, ARIA_API_URL="http://127.0.0.1:9")
+def measure_listings(home: OpenClawHome, url: str, runs: int, work: Path) -> list[dict[str, Any]]:
+    """The skill's listings against the CLI's own listing of the same agents, the gateway running."""
+    env = environment(home, work, ARIA_API_URL="http://127.0.0.1:9", OPENCLAW_GATEWAY_URL=url)
+    without_helper = work / "openclaw-without-helper"
+    without_helper.write_text(f'#!/bin/sh\nunset NODE_OPTIONS\nexec "{home.cli}" "$@"\n')
+    without_helper.chmod(0o755)
     cli = [str(home.cli), "sessions", "--all-agents", "--json", "--limit", "all"]
     floor = statistics.median(timed(cli, env)[0] for _ in range(runs))
+    jobs = {
+        "list_sessions": ("list_sessions", env),
+        "get_session_stats": ("get_session_stats", env),
+        "list_sessions_through_the_cli": ("list_sessions", {**env, "OPENCLAW_CLI": str(without_helper)}),
+    }
     rows = []
-    for function in ("list_sessions", "get_session_stats"):
-        seconds = statistics.median(timed(skill(function, {}), env)[0] for _ in range(runs))
-        rows.append({"job": function, "seconds": round(seconds, 2), "floor_seconds": round(floor, 2)})
-        rows[-1]["ratio"] = round(seconds / floor, 2)
+    for job, (function, job_env) in jobs.items():
+        times, paths = [], set()
+        for _ in range(runs):
+            seconds, output = timed(skill(function, {}), job_env)
+            times.append(seconds)
+            paths.add(json.loads(output).get("gateway_path", "")[:40])
+        seconds = statistics.median(times)
+        rows.append({"job": job, "seconds": round(seconds, 2), "floor_seconds": round(floor, 2)})
+        rows[-1] |= {"ratio": round(seconds / floor, 2), "gateway_path": sorted(paths)}
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -142,7 +167,9 @@ def measure_prune(
     doomed: dict[str, list[str]],
     rows: list[dict[str, Any]],
     work: Path,
-) -> dict[str, Any]:
+    runs: int,
+) -> list[dict[str, Any]]:
+    """The listings, then the prune against its floor (each copy with its own gateway)."""
     keys = [key for agent_keys in doomed.values() for key in agent_keys]
     wanted = {agent: [layouts[agent][key]["sessionId"] for key in doomed[agent]] for agent in layouts}
     floor_rows, skill_rows = Rows([dict(row) for row in rows]), Rows([dict(row) for row in rows])
@@ -170,7 +197,8 @@ def measure_prune(
         history_seconds, _ = timed([sys.executable, str(HERE / "floor.py"), "history", str(plan)], env)
     print("skill: prune_sessions ...", file=sys.stderr, flush=True)
     with run_gateway(skill_home) as url:
-        env = environment(skill_home, work, OPENCLAW_GATEWAY_URL=url)
+        listings = measure_listings(skill_home, url, runs, work)
+        env = environment(skill_home, work, OPENCLAW_GATEWAY_URL=url, OPENCLAW_DELETE_BUDGET_SECONDS="900")
         env["ARIA_API_URL"] = f"http://127.0.0.1:{skill_server.server_address[1]}"
         seconds, output = timed(skill("prune_sessions", {"max_age_minutes": 60}), env)
         answer = json.loads(output)
@@ -188,10 +216,11 @@ def measure_prune(
         "skill_marked": answer["history"].get("marked", 0),
         "floor_marked": floor_rows.patched,
         "skill_errors": answer["errors"][:3],
+        "gateway_path": answer.get("gateway_path"),
     }
     if answer["pruned_count"] != len(keys) or deleted != len(keys):
         raise RuntimeError(f"the two prunes did not remove the same sessions: {row}")
-    return row
+    return [*listings, row]
 
 
 if __name__ == "__main__":

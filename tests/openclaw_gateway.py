@@ -8,6 +8,7 @@ in the config; ``run_gateway`` starts the gateway on 127.0.0.1 with a token.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -176,3 +177,44 @@ def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+# One request to the gateway, as another client would send it: a module loaded with --import into
+# the Node that runs the CLI (the way the skill's helper is), printing the answer as JSON.
+REQUEST_SCRIPT = """
+import { realpathSync } from "node:fs";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+const require = createRequire(realpathSync(process.argv[1]));
+const runtime = await import(pathToFileURL(require.resolve("openclaw/plugin-sdk/gateway-runtime")).href);
+const [method, params] = JSON.parse(process.env.GATEWAY_REQUEST);
+const client = await new Promise((resolve, reject) => {
+  const options = { url: process.env.OPENCLAW_GATEWAY_URL, token: process.env.OPENCLAW_GATEWAY_TOKEN };
+  const made = new runtime.GatewayClient({
+    ...options, clientName: "cli", mode: "cli", role: "operator", scopes: ["operator.admin"],
+    deviceIdentity: null, minProtocol: 4, maxProtocol: 4,
+    onHelloOk: () => resolve(made), onConnectError: reject,
+  });
+  made.start();
+});
+process.stdout.write(JSON.stringify(await client.request(method, params)) + "\\n");
+await client.stopAndWait({ timeoutMs: 2000 });
+process.exit(0);
+"""
+
+
+def gateway_request(home: OpenClawHome, url: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the running gateway at ``url`` as an operator; its answer."""
+    source = base64.b64encode(REQUEST_SCRIPT.encode()).decode()
+    environment = {
+        **os.environ,
+        **home.environment(),
+        "OPENCLAW_GATEWAY_URL": url,
+        "OPENCLAW_GATEWAY_TOKEN": TOKEN,
+        "GATEWAY_REQUEST": json.dumps([method, params]),
+        "NODE_OPTIONS": f"--import=data:text/javascript;base64,{source}",
+    }
+    completed = subprocess.run(
+        [str(home.cli), "--version"], capture_output=True, text=True, timeout=120, env=environment
+    )
+    return dict(json.loads(completed.stdout.splitlines()[0]))

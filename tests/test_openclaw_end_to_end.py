@@ -32,8 +32,8 @@ SQLITE_AGENTS = ["main", "ops", "analyst", "research"]
 
 
 def layout_of(agent: str) -> dict[str, dict[str, Any]]:
-    """Each agent: its main session, stale and fresh sub-agents, a cron job and one of its runs,
-    a stale dashboard chat. Session ids are ``<agent>-<name>``."""
+    """Each agent: its main session, stale and fresh sub-agents, a cron job and a stale and a fresh
+    run of it, a stale dashboard chat. Session ids are ``<agent>-<name>``."""
     entries = {
         f"agent:{agent}:main": (f"{agent}-main", 1),
         f"agent:{agent}:subagent:old1": (f"{agent}-old1", 200),
@@ -41,15 +41,17 @@ def layout_of(agent: str) -> dict[str, dict[str, Any]]:
         f"agent:{agent}:subagent:fresh": (f"{agent}-fresh", 5),
         f"agent:{agent}:cron:job": (f"{agent}-job", 400),
         f"agent:{agent}:cron:job:run:r1": (f"{agent}-run", 400),
+        f"agent:{agent}:cron:job:run:r2": (f"{agent}-run2", 5),
         f"agent:{agent}:dashboard:old": (f"{agent}-dash", 500),
     }
     return {key: {"sessionId": sid, "updatedAt": ago(minutes)} for key, (sid, minutes) in entries.items()}
 
 
-def expected_gone(agent: str) -> set[str]:
+def expected_gone(agent: str, connected: bool = True) -> set[str]:
     """What a 60-minute prune removes: stale and unprotected (the main agent keeps its own chats;
-    cron runs are the gateway's)."""
+    a stale cron run goes where the gateway connection can delete it, never through the CLI)."""
     gone = {f"agent:{agent}:subagent:old1", f"agent:{agent}:subagent:old2", f"agent:{agent}:cron:job"}
+    gone |= {f"agent:{agent}:cron:job:run:r1"} if connected else set()
     return gone if agent == "main" else gone | {f"agent:{agent}:dashboard:old"}
 
 
@@ -104,30 +106,61 @@ def rows(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch) -> His
     return history_server
 
 
+def test_without_the_connection_the_cli_prunes_and_leaves_cron_runs_to_the_gateway(
+    home: OpenClawHome, rows: HistoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OPENCLAW_CLI that resets NODE_OPTIONS never loads the helper: every step goes through
+    the CLI, whose delete cannot remove a cron run (runs first, on agent research alone)."""
+    wrapper = tmp_path / "openclaw"
+    wrapper.write_text(f'#!/bin/sh\nunset NODE_OPTIONS\nexec "{home.cli}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("OPENCLAW_CLI", str(wrapper))
+    before = home.sessions()
+
+    listed = sm.list_sessions(agent="research")
+    result = sm.prune_sessions(agent="research", max_age_minutes=60)
+
+    gone = expected_gone("research", connected=False)
+    assert listed["session_count"] == len(layout_of("research"))
+    assert "did not load the helper" in listed["gateway_path"] == result["gateway_path"]
+    assert set(before) - set(home.sessions()) == gone and result["errors"] == []
+    assert {row["key"]: row["reason"] for row in result["protected"]} == {
+        "agent:research:cron:job:run:r1": "gateway_owned"
+    }
+    assert {sid for sid in layout_ids("research") if rows.row_of(sid)["status"] == "ended"} == {
+        before[key]["sessionId"] for key in gone
+    }
+
+
+def layout_ids(agent: str) -> set[str]:
+    return {entry["sessionId"] for entry in layout_of(agent).values()}
+
+
 def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
     home: OpenClawHome, rows: HistoryService
 ) -> None:
     before = home.sessions()
     stats = sm.get_session_stats()
-    assert stats["by_agent"] == {agent: 7 for agent in [*SQLITE_AGENTS, "legacy"]}
-    assert stats["agents"]["ops"] == {"sessions": 7, "store": "sqlite"}
-    assert stats["agents"]["legacy"] == {"sessions": 7, "store": "json"}
+    research = len([key for key in before if key.startswith("agent:research:")])  # pruned above
+    assert stats["by_agent"] == {agent: 8 for agent in [*SQLITE_AGENTS, "legacy"]} | {"research": research}
+    assert stats["agents"]["ops"] == {"sessions": 8, "store": "sqlite"}
+    assert stats["agents"]["legacy"] == {"sessions": 8, "store": "json"}
+    assert stats["gateway_path"] == "one gateway connection"
 
     result = sm.prune_sessions(max_age_minutes=60)
 
     after = home.sessions()
-    gone = set().union(*(expected_gone(agent) for agent in SQLITE_AGENTS))
+    gone = set().union(*(expected_gone(agent) for agent in SQLITE_AGENTS)) & set(before)
+    assert "agent:research:cron:job:run:r1" in gone  # what the CLI could not delete, the connection does
     assert result["errors"] == [] and result["skipped"] == []
+    assert "gateway_owned" not in {row["reason"] for row in result["protected"]}
     assert set(before) - set(after) == gone and set(after) <= set(before)
     assert all(after[key]["updatedAt"] == before[key]["updatedAt"] for key in after)
     pruned = {before[key]["sessionId"] for key in gone} | {
         f"legacy-{name}"
         for name in ("old1", "old2", "job", "run", "dash")  # JSON era: runs go too
     }
-    assert set(result["deleted_ids"]) == pruned
-    assert {row["reason"] for row in result["protected"] if row["key"].endswith(":run:r1")} == {
-        "gateway_owned"
-    }
+    assert set(result["deleted_ids"]) == pruned and result["gateway_path"] == "one gateway connection"
     for key in gone:
         agent, session_id = before[key]["agentId"], before[key]["sessionId"]
         assert list((home.agents_root / agent / "sessions").glob(f"{session_id}.jsonl.deleted.*.zst")), key
@@ -148,8 +181,8 @@ def test_sqlite_era_deletions_are_listed_not_restored_and_their_archives_expire(
     assert row["transcripts"] == {"ops-fresh.jsonl": archive}
     with pytest.raises(sm.StoreNotLive, match=archive.replace(".", r"\.")):
         sm.restore_session("ops-fresh")
-    with pytest.raises(sm.ProtectedSession, match="cron run"):
-        sm.delete_session("agent:ops:cron:job:run:r1", force=True)
+    run = sm.delete_session("agent:ops:cron:job:run:r2")  # the CLI answers not_found for a run
+    assert run["removed_keys"] == ["agent:ops:cron:job:run:r2"] and run["transcript_archived"]
     with pytest.raises(sm.ProtectedSession, match="Cannot delete the main session"):
         sm.delete_session("agent:ops:main", force=True)  # the gateway's own refusal, reported
 
@@ -175,6 +208,7 @@ def test_gateway_down_changes_nothing_and_says_what_to_start(home: OpenClawHome)
     assert listing[0] == 0 and listing[1]["session_count"] == len(
         [key for key in before if key.startswith("agent:analyst:")]
     )  # reads need no gateway
+    assert "could not connect" in listing[1]["gateway_path"]
 
     code, answer, stderr = run_cli(
         "session_manager", "delete_session", '{"session_id": "analyst-fresh"}', env=environment

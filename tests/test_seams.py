@@ -95,7 +95,8 @@ def test_a_recorded_deletion_is_listed_and_restored_as_its_kind_of_store_allows(
             True,
             "(ARIA_SESSION_ID); it cannot be deleted, not even with force",
         ),
-        (sm.Protection.GATEWAY_OWNED, True, "so it is not sent, not even with force"),
+        (sm.Protection.GATEWAY_OWNED, True, "whose delete cannot remove runs"),
+        (sm.Protection.ACTIVE_RUN, True, "which its delete would cancel, not even with force"),
     ],
 )
 def test_a_delete_is_refused_by_its_protection_unless_force_lifts_it(
