@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -152,7 +153,8 @@ def test_a_session_that_enters_an_index_while_reconcile_runs_keeps_its_row(
 def test_a_row_too_recent_to_judge_is_left_alone(root: Path, service: Service) -> None:
     """The service's sync also lists sessions the gateway holds in memory before they reach its
     store: a row that started minutes ago may be one of those."""
-    write_index(root, "main", {"agent:main:subagent:new": {"sessionId": "new", "updatedAt": ago(2)}})
+    two_minutes_ago = int(time.time() * 1000) - 2 * 60_000  # not ago(): that counts from the run's start
+    write_index(root, "main", {"agent:main:subagent:new": {"sessionId": "new", "updatedAt": two_minutes_ago}})
     sync_now(service)
     write_index(root, "main", {})
     answer = sm.reconcile_history()
