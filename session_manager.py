@@ -1164,10 +1164,10 @@ def _new_temporary(path: str, mode: int) -> tuple[str, int]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", path)
 
 
-def _abandoned_temporaries(folder: str, name: str) -> list[str]:
-    """Temporary files that write_atomic made for ``name`` in ``folder`` and never renamed (regular
-    files only: anything else at such a name is not the skill's)."""
-    pattern = re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp$")
+def _abandoned_temporaries(folder: str, *names: str) -> list[str]:
+    """Temporary files that _new_temporary made for any of ``names`` in ``folder`` and that were
+    never renamed (regular files only: anything else at such a name is not the skill's)."""
+    pattern = re.compile(r"^\.(" + "|".join(map(re.escape, names)) + r")\.[0-9a-f]{12}\.tmp$")
     with os.scandir(folder) as entries:
         return [entry.name for entry in entries if pattern.match(entry.name) and _is_regular(entry)]
 
@@ -1256,6 +1256,10 @@ class HeldLock:
             os.close(self.descriptor)
 
 
+def _lock_failure(verb: str, path: str, error: OSError) -> StoreWriteFailed:
+    return StoreWriteFailed(f"cannot {verb} the lock {path}: {error.strerror or error}; nothing was changed")
+
+
 def _create_lock_in_place(path: str) -> HeldLock | None:
     """Create the lock file exclusively and write it (a file system without hard links)."""
     try:
@@ -1263,18 +1267,14 @@ def _create_lock_in_place(path: str) -> HeldLock | None:
     except FileExistsError:
         return None
     except OSError as error:
-        raise StoreWriteFailed(
-            f"cannot create the lock {path}: {error.strerror or error}; nothing was changed"
-        ) from None
+        raise _lock_failure("create", path, error) from None
     try:
         _write_all(descriptor, _lock_content())
         return HeldLock(path, descriptor)
     except OSError as error:
         os.close(descriptor)
         os.unlink(path)
-        raise StoreWriteFailed(
-            f"cannot write the lock {path}: {error.strerror or error}; nothing was changed"
-        ) from None
+        raise _lock_failure("write", path, error) from None
 
 
 def _try_create_lock(path: str) -> HeldLock | None:
@@ -1287,9 +1287,7 @@ def _try_create_lock(path: str) -> HeldLock | None:
     try:
         temporary, descriptor = _new_temporary(path, 0o600)
     except OSError as error:
-        raise StoreWriteFailed(
-            f"cannot create the lock {path}: {error.strerror or error}; nothing was changed"
-        ) from None
+        raise _lock_failure("create", path, error) from None
     try:
         _write_all(descriptor, _lock_content())
         os.link(temporary, path)
@@ -1301,22 +1299,11 @@ def _try_create_lock(path: str) -> HeldLock | None:
         if error.errno in LINKLESS_ERRNOS:
             return _create_lock_in_place(path)
         verb = "create" if error.filename else "write"  # os.link names its files, a write does not
-        raise StoreWriteFailed(
-            f"cannot {verb} the lock {path}: {error.strerror or error}; nothing was changed"
-        ) from None
+        raise _lock_failure(verb, path, error) from None
     finally:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
     return HeldLock(path, descriptor)
-
-
-def _sweep_lock_temporaries(path: str) -> None:
-    """Remove the temporaries of a lock that a killed process left (its pid gone, or too old)."""
-    folder, name = os.path.split(path)
-    for leftover in _abandoned_temporaries(folder, name):
-        holder = _inspect_lock(os.path.join(folder, leftover))
-        if holder is not None and holder.stale:
-            _remove_files(folder, [leftover])
 
 
 def _break_stale_lock(path: str) -> None:
@@ -1355,7 +1342,6 @@ def gateway_lock(path: str, timeout: float) -> Iterator[HeldLock]:
     kept fresh while held (HeldLock)."""
     deadline = time.monotonic() + timeout
     attempt = 0
-    _sweep_lock_temporaries(path)
     while True:
         held = _try_create_lock(path)
         if held is not None:
@@ -1424,6 +1410,14 @@ def write_atomic(
     _fsync_folder(folder)
 
 
+def _left_by_the_dead(folder: str, name: str, lock: str) -> bool:
+    """Whether a temporary found beside the index before taking ``lock`` is a dead writer's."""
+    if not name.startswith(f".{os.path.basename(lock)}."):
+        return True
+    holder = _inspect_lock(os.path.join(folder, name))
+    return holder is not None and holder.stale
+
+
 def rewrite_index(
     paths: AgentPaths,
     config: Config,
@@ -1439,12 +1433,13 @@ def rewrite_index(
     in place or by rename, changes that signature, and then the index is read again.
     """
     target = paths.index_file()
-    folder = os.path.dirname(target)
-    abandoned = _abandoned_temporaries(folder, os.path.basename(target))
-    with gateway_lock(target + LOCK_SUFFIX, config.lock_timeout) as held:
-        # Our temporary files exist only while their writer holds the lock: now that we hold it,
-        # any left over belong to a writer that died between writing and renaming.
-        _remove_files(folder, abandoned)
+    folder, lock = os.path.dirname(target), target + LOCK_SUFFIX
+    abandoned = _abandoned_temporaries(folder, os.path.basename(target), os.path.basename(lock))
+    with gateway_lock(lock, config.lock_timeout) as held:
+        # An index temporary exists only while its writer holds the lock: now that we hold it, any
+        # left over belongs to a writer that died between writing and renaming. A lock temporary
+        # (_try_create_lock) goes once the process that wrote it is gone.
+        _remove_files(folder, [name for name in abandoned if _left_by_the_dead(folder, name, lock)])
         unchanged = earlier is not None and earlier.signature == _file_signature(target)
         document = earlier if unchanged and earlier is not None else _read_index_document(paths)
         earlier = None
