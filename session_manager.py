@@ -1720,7 +1720,7 @@ GATEWAY_HELPER = r"""
 // Loaded with --import into the Node that runs OPENCLAW_CLI; it works, then exits before the CLI
 // itself starts. One JSON request per line on stdin, one JSON answer per line on stdout.
 import { realpathSync } from "node:fs";
-import { createRequire } from "node:module";
+import { createRequire, enableCompileCache } from "node:module";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 
@@ -1730,6 +1730,9 @@ const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
 const words = (error) => String((error && error.message) || error).split("\n")[0].slice(0, 300);
 
 async function load() {
+  try {
+    enableCompileCache?.(); // Node's own cache, as the CLI keeps one: the imports start sooner
+  } catch {}
   const require = createRequire(realpathSync(process.argv[1]));
   const exported = async (name) => import(pathToFileURL(require.resolve(name)).href);
   const gateway = await exported("openclaw/plugin-sdk/gateway-runtime");

@@ -1,11 +1,11 @@
 """Benchmark of the SQLite-era path against its floors, with the real OpenClaw 2026.9.6 (§7).
 
-    python3 bench/sqlite.py [--agents 3] [--per-agent 64] [--runs 3]
+    python3 bench/sqlite.py [--agents 3] [--per-agent 64] [--runs 5]
 
 A JSON-era root of ``agents`` x ``per-agent`` sessions (3 x 64: 153 stale keys) is imported by
 ``openclaw doctor --fix`` and copied twice; each copy gets its own running gateway.
 
-Listings (median of ``runs``, with the gateway running): the skill's list_sessions and
+Listings (median of ``runs``, taken in turns with the gateway running): the skill's list_sessions and
 get_session_stats over its one gateway connection, and list_sessions through the CLI alone (an
 OPENCLAW_CLI that resets NODE_OPTIONS, so the helper never loads), against the CLI's own listing
 of the same agents (``openclaw sessions --all-agents --json --limit all``). Targets: the
@@ -91,7 +91,7 @@ def main() -> int:
     )
     parser.add_argument("--agents", type=int, default=3)
     parser.add_argument("--per-agent", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     options = parser.parse_args()
     agents = AGENT_NAMES[: options.agents]
     cache = install()
@@ -140,22 +140,26 @@ def measure_listings(home: OpenClawHome, url: str, runs: int, work: Path) -> lis
     without_helper.write_text(f'#!/bin/sh\nunset NODE_OPTIONS\nexec "{home.cli}" "$@"\n')
     without_helper.chmod(0o755)
     cli = [str(home.cli), "sessions", "--all-agents", "--json", "--limit", "all"]
-    floor = statistics.median(timed(cli, env)[0] for _ in range(runs))
     jobs = {
         "list_sessions": ("list_sessions", env),
         "get_session_stats": ("get_session_stats", env),
         "list_sessions_through_the_cli": ("list_sessions", {**env, "OPENCLAW_CLI": str(without_helper)}),
     }
-    rows = []
-    for job, (function, job_env) in jobs.items():
-        times, paths = [], set()
-        for _ in range(runs):
+    floors: list[float] = []
+    times: dict[str, list[float]] = {job: [] for job in jobs}
+    paths: dict[str, set[str]] = {job: set() for job in jobs}
+    for _ in range(runs):  # interleaved: a gateway still busy after its start slows every job alike
+        floors.append(timed(cli, env)[0])
+        for job, (function, job_env) in jobs.items():
             seconds, output = timed(skill(function, {}), job_env)
-            times.append(seconds)
-            paths.add(json.loads(output).get("gateway_path", "")[:40])
-        seconds = statistics.median(times)
+            times[job].append(seconds)
+            paths[job].add(json.loads(output).get("gateway_path", "")[:40])
+    floor = statistics.median(floors)
+    rows = []
+    for job in jobs:
+        seconds = statistics.median(times[job])
         rows.append({"job": job, "seconds": round(seconds, 2), "floor_seconds": round(floor, 2)})
-        rows[-1] |= {"ratio": round(seconds / floor, 2), "gateway_path": sorted(paths)}
+        rows[-1] |= {"ratio": round(seconds / floor, 2), "gateway_path": sorted(paths[job])}
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 

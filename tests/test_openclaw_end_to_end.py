@@ -137,15 +137,17 @@ def layout_ids(agent: str) -> set[str]:
 
 
 def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
-    home: OpenClawHome, rows: HistoryService
+    home: OpenClawHome, rows: HistoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = home.sessions()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where Node keeps its compile cache by default
     stats = sm.get_session_stats()
     research = len([key for key in before if key.startswith("agent:research:")])  # pruned above
     assert stats["by_agent"] == {agent: 8 for agent in [*SQLITE_AGENTS, "legacy"]} | {"research": research}
     assert stats["agents"]["ops"] == {"sessions": 8, "store": "sqlite"}
     assert stats["agents"]["legacy"] == {"sessions": 8, "store": "json"}
     assert stats["gateway_path"] == "one gateway connection"
+    assert list((tmp_path / "node-compile-cache").rglob("*"))  # the helper's, as the CLI keeps one
 
     result = sm.prune_sessions(max_age_minutes=60)
 
