@@ -1874,7 +1874,7 @@ class GatewayLink:
 
     def __init__(self, process: Any) -> None:
         self.process = process
-        self.pending = b""
+        self.pending = bytearray()
 
     @classmethod
     def start(cls, config: Config) -> GatewayLink | str:
@@ -1919,9 +1919,11 @@ class GatewayLink:
 
         deadline = time.monotonic() + timeout
         descriptor = self.process.stdout.fileno()
+        searched = 0  # a long line is searched once, not again for every read
         with selectors.DefaultSelector() as selector:
             selector.register(descriptor, selectors.EVENT_READ)
-            while b"\n" not in self.pending:
+            while (end := self.pending.find(b"\n", searched)) < 0:
+                searched = len(self.pending)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not selector.select(remaining):
                     raise GatewayUnavailable(f"the gateway helper did not answer within {timeout:g} s")
@@ -1933,7 +1935,8 @@ class GatewayLink:
                     raise GatewayUnavailable(
                         f"the gateway helper answered more than {CLI_OUTPUT_CAP >> 20} MiB"
                     )
-        line, _, self.pending = self.pending.partition(b"\n")
+        line = bytes(self.pending[:end])
+        del self.pending[: end + 1]
         try:
             document = _loads_strict(line)
         except ValueError:
