@@ -188,7 +188,7 @@ def test_a_cli_that_does_not_load_the_helper_is_used_as_the_cli(ops: dict[str, A
     assert requests_sent(ops) == []
 
 
-def test_a_long_answer_is_read_in_time_that_grows_with_its_length(tmp_path: Path) -> None:
+def test_a_long_answer_is_read_in_time_that_grows_with_its_length() -> None:
     """A listing of many sessions is one long line: reading it must not cost its length squared."""
     size = 48 << 20
     writer = f"import sys; sys.stdout.buffer.write(b'{{\"pad\": \"' + b'x' * {size} + b'\"}}\\n')"
