@@ -10,6 +10,7 @@ import pytest
 from helpers import closed_port
 from history_service import HistoryService
 from hypothesis import settings
+from openclaw_gateway import RegistryUnreachable, install
 
 # Property tests assert behaviour, not speed: hypothesis's default 200 ms deadline per example
 # would fail them on a loaded 2-core machine for being slow, not wrong.
@@ -58,3 +59,13 @@ def history(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch, roo
     history_server.reset()
     monkeypatch.setenv("ARIA_API_URL", history_server.url)
     return history_server
+
+
+@pytest.fixture(scope="session")
+def openclaw_cache() -> Path:
+    """Node 24 and OpenClaw 2026.9.6 from the npm registry, installed once; where the registry
+    cannot be reached, the tests that need them are skipped with the reason."""
+    try:
+        return install()
+    except RegistryUnreachable as error:
+        pytest.skip(f"the real OpenClaw gateway cannot be installed here: {error}")

@@ -129,6 +129,25 @@ def write_json_era_agents(agents_root: Path, layout: dict[str, dict[str, dict[st
         write_index(agents_root, agent, entries)
 
 
+def imported_home(cache: Path, base: Path, layout: dict[str, dict[str, dict[str, Any]]]) -> OpenClawHome:
+    """A state folder under ``base`` with ``layout``'s agents, written as the JSON era kept them and
+    imported by ``openclaw doctor --fix`` (the first agent is the default one)."""
+    home = OpenClawHome(base / "home", write_cli(cache, base / "openclaw"))
+    write_json_era_agents(home.agents_root, layout)
+    home.import_stores(list(layout))
+    return home
+
+
+def skill_environment(home: OpenClawHome, url: str, state: Path) -> dict[str, str]:
+    """What the skill runs with against ``home``'s gateway at ``url``, its own state in ``state``."""
+    return {
+        **home.environment(),
+        "SESSION_MANAGER_STATE_DIR": str(state),
+        "OPENCLAW_GATEWAY_URL": url,
+        "OPENCLAW_GATEWAY_TOKEN": TOKEN,
+    }
+
+
 @contextmanager
 def run_gateway(home: OpenClawHome, startup_timeout: float = 120) -> Iterator[str]:
     """The real gateway on 127.0.0.1 with TOKEN; yields its ws:// URL, stops it on the way out."""

@@ -22,16 +22,7 @@ from typing import Any
 import pytest
 from helpers import REPO, ago
 from history_service import HistoryService
-from openclaw_gateway import (
-    TOKEN,
-    OpenClawHome,
-    RegistryUnreachable,
-    gateway_request,
-    install,
-    run_gateway,
-    write_cli,
-    write_json_era_agents,
-)
+from openclaw_gateway import OpenClawHome, gateway_request, imported_home, run_gateway, skill_environment
 
 import session_manager as sm
 
@@ -57,15 +48,10 @@ def stalest_first(sessions: dict[str, dict[str, Any]]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenClawHome, str]]:
-    try:
-        cache = install()
-    except RegistryUnreachable as error:
-        pytest.skip(f"the real OpenClaw gateway cannot be installed here: {error}")
-    base = tmp_path_factory.mktemp("connection")
-    home = OpenClawHome(base / "home", write_cli(cache, base / "openclaw"))
-    write_json_era_agents(home.agents_root, {"ops": layout()})
-    home.import_stores(["ops"])
+def gateway(
+    openclaw_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OpenClawHome, str]]:
+    home = imported_home(openclaw_cache, tmp_path_factory.mktemp("connection"), {"ops": layout()})
     with run_gateway(home) as url:
         yield home, url
 
@@ -79,11 +65,8 @@ def home(
 ) -> OpenClawHome:
     """The skill's environment on the running gateway, with an active history row per session."""
     own, url = gateway
-    for name, value in own.environment().items():
+    for name, value in skill_environment(own, url, tmp_path / "state").items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SESSION_MANAGER_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("OPENCLAW_GATEWAY_URL", url)
-    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", TOKEN)
     monkeypatch.setenv("ARIA_API_URL", history_server.url)
     monkeypatch.setenv("SESSION_HISTORY_BUDGET_SECONDS", "30")
     monkeypatch.delenv("ARIA_SESSION_ID", raising=False)

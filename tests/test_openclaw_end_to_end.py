@@ -19,10 +19,9 @@ from history_service import HistoryService
 from openclaw_gateway import (
     TOKEN,
     OpenClawHome,
-    RegistryUnreachable,
-    install,
+    imported_home,
     run_gateway,
-    write_cli,
+    skill_environment,
     write_json_era_agents,
 )
 
@@ -56,16 +55,9 @@ def expected_gone(agent: str, connected: bool = True) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def imported(tmp_path_factory: pytest.TempPathFactory) -> OpenClawHome:
-    try:
-        cache = install()
-    except RegistryUnreachable as error:
-        pytest.skip(f"the real OpenClaw gateway cannot be installed here: {error}")
-    base = tmp_path_factory.mktemp("openclaw")
-    home = OpenClawHome(base / "home", write_cli(cache, base / "openclaw"))
-    write_json_era_agents(home.agents_root, {agent: layout_of(agent) for agent in SQLITE_AGENTS})
-    home.import_stores(SQLITE_AGENTS)
-    return home
+def imported(openclaw_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> OpenClawHome:
+    layout = {agent: layout_of(agent) for agent in SQLITE_AGENTS}
+    return imported_home(openclaw_cache, tmp_path_factory.mktemp("openclaw"), layout)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +77,8 @@ def running(
 def home(running: tuple[OpenClawHome, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OpenClawHome:
     """The running gateway's state, with the skill's environment (its own state folder) pointing at it."""
     own, url = running
-    for name, value in own.environment().items():
+    for name, value in skill_environment(own, url, tmp_path / "state").items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SESSION_MANAGER_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("OPENCLAW_GATEWAY_URL", url)
-    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", TOKEN)
     monkeypatch.setenv("ARIA_API_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.delenv("ARIA_SESSION_ID", raising=False)
     return own
