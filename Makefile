@@ -1,5 +1,7 @@
 # The commands the README gives; .ci/run calls `make test` and `make lint`.
 PYTHON ?= python3
+# Two workers, each test module whole on one of them (its module fixtures, a gateway, set up once).
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
 
 .PHONY: install demo test lint bench bench-sqlite
@@ -23,7 +25,7 @@ bench-sqlite:
 
 test: install
 	bash .ci/ensure_postgres.sh
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_WORKERS)
 
 lint: install
 	$(PYTHON) -m ruff check .

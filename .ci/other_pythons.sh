@@ -20,7 +20,7 @@ for version in 3.10 ${newest:+${newest%.*}}; do
   echo "   (without tests/test_openclaw_end_to_end.py and tests/test_gateway_connection.py: the real"
   echo "   gateway is a Node program, the same on every Python, and its 6 minutes ran once in 'make test';"
   echo "   tests/test_gateway_cli.py and tests/test_gateway_link.py cover the skill's side on this Python)"
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider --ignore=tests/test_openclaw_end_to_end.py \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --ignore=tests/test_openclaw_end_to_end.py \
     --ignore=tests/test_gateway_connection.py
   rm -rf "$(dirname "$venv")"
 done
