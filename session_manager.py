@@ -1799,7 +1799,7 @@ async function list(client, listSessionEntries, agent) {
   return { path, sessions: rows };
 }
 
-async function remove(client, request) {
+async function remove(client, listSessionEntries, request) {
   const { key, agentId, expectedSessionId, expectedSessionUpdatedAt } = request;
   try {
     const answer = await client.request("sessions.delete", {
@@ -1812,8 +1812,15 @@ async function remove(client, request) {
     const status = answer.deleted === false ? "not_found" : "deleted";
     return { key, status, archived: answer.archived || [] };
   } catch (error) {
-    const changed = error && error.details && error.details.reason === "session-changed";
-    return { key, status: changed ? "changed" : "refused", error: words(error) };
+    if (!(error && error.details && error.details.reason === "session-changed")) {
+      return { key, status: "refused", error: words(error) };
+    }
+    // The gateway says "changed" for a key that is gone too (its run retention works beside us).
+    let gone = false;
+    try {
+      gone = !listSessionEntries({ agentId, readOnly: true }).some((row) => row.sessionKey === key);
+    } catch {}
+    return { key, status: gone ? "not_found" : "changed", error: words(error) };
   }
 }
 
@@ -1840,7 +1847,7 @@ async function serve() {
         );
       await Promise.all(request.agents.map(one)); // one line per agent, as each is listed
     } else {
-      say(await remove(client, request));
+      say(await remove(client, listSessionEntries, request));
     }
   }
   await client.stopAndWait({ timeoutMs: 2000 }).catch(() => {});

@@ -106,10 +106,13 @@ def test_a_prune_past_its_budget_deletes_the_stalest_and_says_how_many_remain(
 def test_a_session_changed_while_the_prune_runs_is_kept_and_the_rest_goes(
     home: OpenClawHome, history_server: HistoryService, gateway: tuple[OpenClawHome, str], tmp_path: Path
 ) -> None:
+    """After the listing, another client resumes s0 (the least stale: its turn comes last, a minute
+    later) and deletes s1 (as the gateway's run retention removes runs): s0 is kept because it
+    changed, s1 is reported gone, never as changed, and neither row is marked by this prune."""
     before = home.sessions()
     order = stalest_first(before)
-    changed = order[-1]  # the least stale: its turn comes last, a minute after the listing
-    assert len(order) > 100 and changed == "agent:ops:subagent:s0"
+    changed, taken = order[-1], order[-2]
+    assert len(order) > 100 and (changed, taken) == ("agent:ops:subagent:s0", "agent:ops:subagent:s1")
     prune = subprocess.Popen(
         [sys.executable, str(REPO / "run_skill.py"), "session_manager", "prune_sessions", PRUNE_OPS],
         stdout=subprocess.PIPE,
@@ -121,19 +124,21 @@ def test_a_session_changed_while_the_prune_runs_is_kept_and_the_rest_goes(
         assert prune.poll() is None and time.monotonic() < deadline, "the prune never began deleting"
         time.sleep(0.2)
     patched = gateway_request(home, gateway[1], "sessions.patch", {"key": changed, "label": "resumed"})
+    removed = gateway_request(home, gateway[1], "sessions.delete", {"key": taken, "agentId": "ops"})
     output, _ = prune.communicate(timeout=600)
     answer = json.loads(output)
 
     after = home.sessions()
-    assert patched["entry"]["updatedAt"] > before[changed]["updatedAt"]
+    assert patched["entry"]["updatedAt"] > before[changed]["updatedAt"] and removed["deleted"] is True
     assert prune.returncode == 0 and answer["errors"] == []
-    assert answer["skipped"] == [
-        {"id": "ops-s0", "agentId": "ops", "reason": "changed since it was listed: kept"}
-    ]
+    assert {row["id"]: row["reason"] for row in answer["skipped"]} == {
+        "ops-s0": "changed since it was listed: kept",
+        "ops-s1": "already gone",
+    }
     assert set(before) - set(after) == set(order) - {changed} and changed in after
     assert {key for key in after if ":run:new" in key} == {
         "agent:ops:cron:job:run:new0",
         "agent:ops:cron:job:run:new1",
     }
-    assert "remaining" not in answer and answer["pruned_count"] == len(order) - 1
-    assert ended_rows(history_server) == {before[key]["sessionId"] for key in order} - {"ops-s0"}
+    assert "remaining" not in answer and answer["pruned_count"] == len(order) - 2
+    assert ended_rows(history_server) == {before[key]["sessionId"] for key in order} - {"ops-s0", "ops-s1"}

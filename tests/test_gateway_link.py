@@ -42,6 +42,8 @@ for number, line in enumerate(sys.stdin):
     time.sleep(plan.get("seconds_per_key", 0))
     if request["key"] in plan.get("changed", []):
         answer = {{"key": request["key"], "status": "changed", "error": "Session changed. Retry."}}
+    elif request["key"] in plan.get("gone", []):
+        answer = {{"key": request["key"], "status": "not_found", "error": "Session changed. Retry."}}
     else:
         answer = {{"key": request["key"], "status": "deleted", "archived": []}}
     print(json.dumps(answer), flush=True)
@@ -134,12 +136,16 @@ def test_every_delete_names_the_session_as_listed_stalest_first_and_the_helper_e
     assert helpers_alive(ops) == []
 
 
-def test_a_session_changed_since_the_listing_is_kept_and_its_row_stays_active(ops: dict[str, Any]) -> None:
-    plan(ops, changed=["agent:ops:subagent:s4"])
+@pytest.mark.parametrize(
+    ("since_the_listing", "reason"),
+    [("changed", "changed since it was listed: kept"), ("gone", "already gone")],
+)
+def test_a_session_changed_or_gone_since_the_listing_is_skipped_and_its_row_stays_active(
+    ops: dict[str, Any], since_the_listing: str, reason: str
+) -> None:
+    plan(ops, **{since_the_listing: ["agent:ops:subagent:s4"]})
     answer = sm.prune_sessions(agent="ops", max_age_minutes=60)
-    assert answer["skipped"] == [
-        {"id": "ops-s4", "agentId": "ops", "reason": "changed since it was listed: kept"}
-    ]
+    assert answer["skipped"] == [{"id": "ops-s4", "agentId": "ops", "reason": reason}]
     assert answer["pruned_count"] == 9 and "ops-s4" not in answer["deleted_ids"]
     assert ops["history"].row_of("ops-s4")["status"] == "active"
     assert ops["history"].row_of("ops-s5")["status"] == "ended"
