@@ -6264,8 +6264,9 @@ ENVIRONMENT = {
     "SESSION_HISTORY_BACKGROUND": "1: a detached process delivers what calls leave; 0: sync_pending does (1)",
     "SESSION_MANAGER_STATE_DIR": "audit log and history outbox (default <agents root>/.session-manager)",
     "OPENCLAW_CLI": "OpenClaw's CLI, for agents with agent/openclaw-agent.sqlite (default openclaw)",
-    "OPENCLAW_GATEWAY_URL": "passed as --url to the CLI's deletes (ws://host:port); else its config's",
-    "OPENCLAW_GATEWAY_TOKEN": "passed as --token to the CLI's deletes; never printed",
+    "OPENCLAW_GATEWAY_URL": "the gateway the call's connection reaches, and --url of the CLI's deletes "
+    "(ws://host:port); else ws://127.0.0.1:$OPENCLAW_GATEWAY_PORT (18789), and the CLI's config",
+    "OPENCLAW_GATEWAY_TOKEN": "the connection's token, and --token of the CLI's deletes; never printed",
     "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call may take (60), plus 5 per key it deletes",
     "OPENCLAW_DELETE_BUDGET_SECONDS": "how long a call starts deletes through the gateway connection (60)",
 }
