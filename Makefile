@@ -1,7 +1,8 @@
 # The commands the README gives; .ci/run calls `make test` and `make lint`.
 PYTHON ?= python3
-# Two workers, each test module whole on one of them (its module fixtures, a gateway, set up once).
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# Four workers on 2 cores (the suite waits on gateways, pace windows and kill harnesses more than
+# it computes), each test module whole on one of them (its module fixtures, a gateway, set up once).
+PYTEST_WORKERS ?= -n 4 --dist loadfile
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
 
 .PHONY: install demo test lint bench bench-sqlite

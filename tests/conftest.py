@@ -72,3 +72,19 @@ def openclaw_cache() -> Path:
         return install()
     except RegistryUnreachable as error:
         pytest.skip(f"the real OpenClaw gateway cannot be installed here: {error}")
+
+
+# The longest modules start first, each on a worker of its own (make test runs whole modules per
+# worker): the run then lasts about as long as its longest module instead of ending with one that
+# started last. The real-gateway modules lead; they also start the OpenClaw install soonest.
+LONGEST_FIRST = (
+    "test_openclaw_end_to_end.py",
+    "test_gateway_connection.py",
+    "test_delivery.py",
+    "test_hardening_second.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
