@@ -1,34 +1,48 @@
 # The commands the README gives; .ci/run calls `make test` and `make lint`.
+# Everything runs in a virtual environment of this checkout (.venv), so that two checkouts, or a
+# system Python that refuses pip installs, never share or break one site-packages.
 PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
+# The venv's bin first on PATH: `python3` and `aria-sessions` in the tests are the venv's.
+IN_VENV = PATH="$(abspath $(VENV))/bin:$$PATH"
 # Four workers on 2 cores (the suite waits on gateways, pace windows and kill harnesses more than
 # it computes), each test module whole on one of them (its module fixtures, a gateway, set up once).
 PYTEST_WORKERS ?= -n 4 --dist loadfile
-PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
+PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install demo test lint bench bench-sqlite
 
-install:
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled when pyproject.toml changes.
+$(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PIP) -e '.[test]'
-	$(PYTHON) -m compileall -q session_manager.py run_skill.py
+	touch $@
 
-demo:
-	$(PIP) .
-	$(PYTHON) -m compileall -q session_manager.py run_skill.py
-	$(PYTHON) examples/demo.py
-
-bench:
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) -e .
-	$(PYTHON) bench/run.py
+	touch $@
 
-bench-sqlite:
-	$(PIP) -e .
-	$(PYTHON) bench/sqlite.py
+install: $(VENV)/.installed-test
+	$(PY) -m compileall -q session_manager.py run_skill.py
+
+demo: $(VENV)/.installed
+	$(PY) -m compileall -q session_manager.py run_skill.py
+	$(IN_VENV) $(PY) examples/demo.py
+
+bench: $(VENV)/.installed-test
+	$(IN_VENV) $(PY) bench/run.py
+
+bench-sqlite: $(VENV)/.installed-test
+	$(IN_VENV) $(PY) bench/sqlite.py
 
 test: install
 	bash .ci/ensure_postgres.sh
-	$(PYTHON) -m pytest $(PYTEST_WORKERS)
+	$(IN_VENV) $(PY) -m pytest $(PYTEST_WORKERS)
 
 lint: install
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m mypy
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
