@@ -72,6 +72,23 @@ def _check_argument_values(value: Any) -> None:
             )
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it names a key twice: json.loads would keep the last silently,
+    so '{"dry_run": true, "dry_run": false}' would run a real prune."""
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _RepeatedKey(key[:64])
+        value[key] = item
+    return value
+
+
 def parse_arguments(raw: str) -> dict[str, Any]:
     """The JSON object of arguments; accepts an empty string and a Markdown code fence."""
     fenced = _FENCE.match(raw)
@@ -79,7 +96,12 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_object_without_repeats)
+    except _RepeatedKey as repeated:
+        raise UsageError(
+            f'the argument "{repeated.key}" is given twice; pass each argument once (nothing was changed)',
+            "invalid_argument",
+        ) from None
     except (ValueError, RecursionError) as error:
         reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise UsageError(
