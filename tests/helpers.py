@@ -97,3 +97,12 @@ def leftovers(root: Path) -> list[str]:
         for path in root.rglob("*")
         if path.name.endswith((".tmp", ".lock")) or ".stale." in path.name
     )
+
+
+def interruptible() -> None:
+    """For ``preexec_fn``: SIGINT as a terminal sends it. A run started in the background (nohup, a
+    CI runner) hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt
+    handler, so a test of Ctrl-C would test nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

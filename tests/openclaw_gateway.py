@@ -183,45 +183,86 @@ def skill_environment(home: OpenClawHome, url: str, state: Path) -> dict[str, st
 
 @contextmanager
 def run_gateway(home: OpenClawHome, startup_timeout: float = 120) -> Iterator[str]:
-    """The real gateway on 127.0.0.1 with TOKEN; yields its ws:// URL, stops it on the way out."""
-    port = free_port()
-    log = open(home.home / "gateway.log", "wb")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(
-        [
-            str(home.cli),
-            "gateway",
-            "run",
-            "--allow-unconfigured",
-            "--auth",
-            "token",
-            "--token",
-            TOKEN,
-            "--bind",
-            "loopback",
-            "--port",
-            str(port),
-        ],
+    """The real gateway on 127.0.0.1 with TOKEN; yields its ws:// URL, stops it on the way out.
+
+    A free port can be taken by another worker's gateway between the probe and the gateway's own
+    bind (seen: two modules' gateways given one port, the second test talking to the first's
+    gateway); a start that lost its port that way is tried again on another."""
+    log = open(home.home / "gateway.log", "ab")  # noqa: SIM115 - closed below, after the process
+    try:
+        for _ in range(PORT_ATTEMPTS):
+            port = free_port()
+            process = _start_gateway(home, port, log)
+            try:
+                if _serving(process, port, time.monotonic() + startup_timeout, home.home / "gateway.log"):
+                    yield f"ws://127.0.0.1:{port}"
+                    return
+            finally:
+                _stop_group(process)
+        raise StepFailed(f"the gateway's start lost its port to another process {PORT_ATTEMPTS} times")
+    finally:
+        log.close()
+
+
+PORT_ATTEMPTS = 3
+
+
+def _start_gateway(home: OpenClawHome, port: int, log: Any) -> subprocess.Popen[bytes]:
+    log.write(f"--- starting on port {port}\n".encode())
+    log.flush()
+    arguments = ["gateway", "run", "--allow-unconfigured", "--auth", "token", "--token", TOKEN]
+    return subprocess.Popen(
+        [str(home.cli), *arguments, "--bind", "loopback", "--port", str(port)],
         env={**os.environ, **home.environment()},
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not _listening(port):
-            code = process.poll()
-            if code is not None or time.monotonic() > deadline:
-                output = (home.home / "gateway.log").read_text(errors="replace")
-                if code is None:
-                    what = f"the gateway's start (not listening on {port} after {startup_timeout} s)"
-                    raise StepFailed(describe_failure(what, None, output))
-                raise StepFailed(describe_failure(f"the gateway's start on port {port}", code, output))
-            time.sleep(0.5)
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        _stop_group(process)
-        log.close()
+
+
+def _serving(process: subprocess.Popen[bytes], port: int, deadline: float, log: Path) -> bool:
+    """True once the gateway's own process group listens on ``port``; False when it exited because
+    another process holds the port; StepFailed, with its output, for any other end."""
+    while not _group_listens(process.pid, port):
+        code = process.poll()
+        if code is not None or time.monotonic() > deadline:
+            output = log.read_text(errors="replace").rsplit(f"--- starting on port {port}\n", 1)[-1]
+            if code is not None and "EADDRINUSE" in output:
+                return False
+            if code is None:
+                what = f"the gateway's start (not listening on {port} in time)"
+                raise StepFailed(describe_failure(what, None, output))
+            raise StepFailed(describe_failure(f"the gateway's start on port {port}", code, output))
+        time.sleep(0.5)
+    return True
+
+
+def _group_listens(group: int, port: int) -> bool:
+    """Whether a process of process group ``group`` holds a socket listening on TCP ``port``."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                listening.add(f"socket:[{fields[9]}]")
+    if not listening:
+        return False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            if any(os.readlink(fd) in listening for fd in (entry / "fd").iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -235,12 +276,6 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 # One request to the gateway, as another client would send it: a module loaded with --import into

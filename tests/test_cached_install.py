@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -251,3 +252,42 @@ def test_the_openclaw_cache_is_whole_and_answers(openclaw_cache: Path) -> None:
     manifest = json.loads((openclaw_cache / MANIFEST).read_text())
     assert len(manifest["files"]) > 10_000
     assert trusted(openclaw_cache, OPENCLAW_RECIPE)
+
+
+FAKE_GATEWAY = """#!{python}
+import socket, sys, time
+port = int(sys.argv[sys.argv.index("--port") + 1])
+server = socket.socket()
+try:
+    server.bind(("127.0.0.1", port))
+except OSError:
+    print(f"listen EADDRINUSE: address already in use 127.0.0.1:{{port}}", flush=True)
+    sys.exit(1)
+server.listen()
+time.sleep(600)
+"""
+
+
+def test_a_gateway_that_lost_its_port_to_another_process_starts_again_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' gateways were once given one port: the second test then spoke to the first's
+    gateway. The start now proves its own process group listens, and tries another port."""
+    import openclaw_gateway
+
+    cli = tmp_path / "openclaw"
+    cli.write_text(FAKE_GATEWAY.format(python=sys.executable))
+    cli.chmod(0o755)
+    home = OpenClawHome(tmp_path / "home", cli)
+    home.home.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, openclaw_gateway.free_port()])
+        monkeypatch.setattr(openclaw_gateway, "free_port", lambda: next(ports))
+
+        with run_gateway(home) as url:
+            port = int(url.rsplit(":", 1)[1])
+            assert port != busy
+            assert "EADDRINUSE" in (home.home / "gateway.log").read_text()

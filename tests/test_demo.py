@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli
+from helpers import REPO, interruptible, run_cli
 
 CARD_KEYS = {
     "list_sessions": {"session_count", "sessions"},
@@ -135,7 +135,10 @@ def test_ctrl_c_stops_the_demos_history_service(tmp_path: Path) -> None:
 
     out = tmp_path / "out"
     demo = subprocess.Popen(
-        [sys.executable, str(REPO / "examples" / "demo.py"), str(out)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(REPO / "examples" / "demo.py"), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 60
     while not (out / "1-get_session_stats.json").exists():

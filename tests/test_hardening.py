@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, add_transcript, ago, read_index, run_cli, snapshot, write_index
+from helpers import REPO, add_transcript, ago, interruptible, read_index, run_cli, snapshot, write_index
 from history_service import HistoryService
 
 import session_manager as sm
@@ -205,6 +205,7 @@ def harness(step: str, action: str, marker: Path, env: dict[str, str] | None = N
             "FAULT_MARKER": str(marker),
             **(env or {}),
         },
+        preexec_fn=interruptible,
     )
 
 
