@@ -374,7 +374,8 @@ def run(argv: list[str], prefix: str | None = None) -> int:
     except module.SessionManagerError as error:
         return _error(str(error), error.error_type, error.exit_code)
     _emit(result)
-    return 0
+    # A whole answer that failed all the same (a prune in which every agent failed) says so.
+    return 1 if isinstance(result, dict) and "error_type" in result else 0
 
 
 def _check_text(argv: list[str]) -> list[str]:

@@ -152,6 +152,8 @@ HISTORY_GIVE_UP_DAYS = 7.0
 DEFAULT_HISTORY_PACE = ((20, 5.0), (60, 60.0), (1500, 3600.0))
 # How long to wait after a 429 or 503 that names no Retry-After (the service says 60).
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
+#: The longest wait the service may ask for that is honoured; a block read back is never longer.
+LONGEST_RETRY_AFTER_SECONDS = 3600.0
 # The delivery process (deliver_in_background): one round's time, the read timeout of its lookups
 # (the service's sync runs inside the first GET: seconds at 2,000 sessions, §5), and how long it
 # goes on without delivering anything before it stops (the next call starts a new one).
@@ -402,6 +404,19 @@ def _cut(text: str, cap: int = TEXT_CAP) -> str:
     return text if len(text) <= cap else text[: cap - 1] + "…"
 
 
+def _shown_url(url: str) -> str:
+    """A URL as answers may show it: scheme, host and port, never a user or password in it."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the URL in ARIA_API_URL"
+    return _cut(f"{parts.scheme}://{host}{port}", 200)
+
+
 def _some_names(names: list[str], shown: int = 20) -> str:
     """Names for a message: the first ``shown`` of them, and how many more there are."""
     listed = ", ".join(names[:shown]) or "none"
@@ -479,15 +494,21 @@ def _switch_from_environment(name: str, default: bool) -> bool:
     raise ConfigurationError(f"{name}={_echo(raw)} must be 1 or 0 (on or off)")
 
 
-def _require_dateutil() -> None:
-    """Fail before any change when python-dateutil is missing, not half-way through a prune."""
+#: The modules the skill imports (some lazily) and the package that brings each.
+REQUIRED_MODULES = {"dateutil": "python-dateutil", "httpx": "httpx", "httpcore": "httpx"}
+
+
+def _require_packages() -> None:
+    """Fail before any change when a package the skill needs is missing, naming it: not half-way
+    through a prune, and not as an internal error when httpx is first imported."""
     from importlib.util import find_spec
 
-    if find_spec("dateutil") is None:
-        raise ConfigurationError(
-            "python-dateutil is not installed; install it with 'python3 -m pip install python-dateutil' "
-            "(or 'pip install .' in the skill's folder)"
-        )
+    for module, package in REQUIRED_MODULES.items():
+        if find_spec(module) is None:
+            raise ConfigurationError(
+                f"the Python package {package} is not installed (no module {module!r}); install it "
+                f"with 'python3 -m pip install {package}' (or 'pip install .' in the skill's folder)"
+            )
 
 
 def _secret_from_environment(name: str) -> str | None:
@@ -600,7 +621,7 @@ class Config(NamedTuple):
                 "that holds <agent>/sessions/sessions.json"
             )
         root = os.path.realpath(root)
-        _require_dateutil()
+        _require_packages()
         return cls(
             agents_root=root,
             api_url=_api_url_from_environment(),
@@ -1523,16 +1544,20 @@ def _stop_process_group(process: Any) -> None:
         pass
 
 
-def _run_openclaw(config: Config, arguments: list[str], timeout: float) -> tuple[int | None, Any]:
-    """Run the CLI with the caller's environment: its exit code (None when it printed its answer
-    but had to be stopped) and its JSON answer (None if it printed none). Its stderr is never read:
-    it may hold paths, stacks or the token. Nothing it starts outlives the call in its group."""
+def _run_openclaw(
+    config: Config, arguments: list[str], timeout: float, extra: dict[str, str] | None = None
+) -> tuple[int | None, Any]:
+    """Run the CLI with the caller's environment (and ``extra``): its exit code (None when it
+    printed its answer but had to be stopped) and its JSON answer (None if it printed none). Its
+    stderr is never read: it may hold paths, stacks or the token. Nothing it starts outlives the
+    call in its group. No secret goes in ``arguments``: any local user reads a command line."""
     import subprocess
 
     argv = [_openclaw_program(config), *arguments]
     try:
         process = subprocess.Popen(
             argv,
+            env={**os.environ, **extra} if extra else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -1641,9 +1666,11 @@ def _key_batches(keys: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
-def _gateway_options(config: Config) -> list[str]:
-    options = ["--url", config.gateway_url] if config.gateway_url else []
-    return options + (["--token", config.gateway_token] if config.gateway_token else [])
+def _gateway_environment(config: Config) -> dict[str, str]:
+    """The gateway's URL and token as the CLI reads them from its environment: never as --url and
+    --token, which put the token in /proc/<pid>/cmdline for any local user while the CLI runs."""
+    environment = {"OPENCLAW_GATEWAY_URL": config.gateway_url} if config.gateway_url else {}
+    return environment | ({"OPENCLAW_GATEWAY_TOKEN": config.gateway_token} if config.gateway_token else {})
 
 
 def _unreachable(text: str) -> GatewayUnavailable:
@@ -1670,8 +1697,8 @@ def _delete_result(result: dict[str, Any]) -> dict[str, Any]:
 def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
     """One ``openclaw sessions delete`` call: each key's result, in the CLI's words (§7)."""
     timeout = config.openclaw_timeout + OPENCLAW_SECONDS_PER_KEY * len(keys)
-    arguments = ["sessions", "delete", *keys, "--yes", "--json", *_gateway_options(config)]
-    code, document = _run_openclaw(config, arguments, timeout)
+    arguments = ["sessions", "delete", *keys, "--yes", "--json"]
+    code, document = _run_openclaw(config, arguments, timeout, _gateway_environment(config))
     results = document.get("results") if isinstance(document, dict) else None
     if not isinstance(results, list) or not results:
         raise _unreachable(_cli_failure(document, code))
@@ -2416,8 +2443,9 @@ def _refuse_protected(protection: Protection | None, session_id: str, key: str |
     if protection is None or (force and protection in LIFTED_BY_FORCE):
         return
     who = f"session {session_id}" + (f" ({key})" if key else "")
+    # Never an invitation to force: an agent that reads one forces the delete (issue 26 M8b).
     remedy = (
-        '; pass "force": true to delete it anyway'
+        "; it is kept: deleting it is the user's decision, not an agent's"
         if protection in LIFTED_BY_FORCE
         else ", not even with force"
     )
@@ -4123,9 +4151,11 @@ class AgentWalk:
     ) -> None:
         self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
         self.errors: list[dict[str, Any]] = []
+        self.selected = 0
 
     def __iter__(self) -> Iterator[AgentStore]:
         stores = [open_store(self.config, paths) for paths in _selected_agents(self.config, self.agent)]
+        self.selected = len(stores)
         _prepare_stores(self.config, stores)
         for store in stores:
             try:
@@ -4140,6 +4170,21 @@ class AgentWalk:
         if self.agent is not None:
             raise error
         self.errors.append(_error_record(error, agent=agent))
+
+    def every_agent_failed(self) -> dict[str, str]:
+        """``error`` and ``error_type`` for an answer when no agent could be worked on (the call
+        then fails as a whole, exit 1, with its answer); empty when one could."""
+        failed = {record["agent"] for record in self.errors}
+        if not self.selected or len(failed) < self.selected:
+            return {}
+        first = self.errors[0]
+        return {
+            "error": _cut(
+                f"every agent failed ({len(failed)}); the first, {first['agent']}: {first['error']}",
+                MESSAGE_CAP,
+            ),
+            "error_type": first["error_type"],
+        }
 
 
 # --- History service ----------------------------------------------------------------------------
@@ -4370,6 +4415,18 @@ def _read_body(response: Any) -> bytes:
     return b"".join(chunks)
 
 
+def _times_up_to_now(sent: list[float], blocked_until: float) -> tuple[list[float], float]:
+    """A pace read back, with no time ahead of now: a send recorded in the future (the clock was
+    stepped back) counts as sent now, and a block ends within the longest Retry-After honoured.
+    Otherwise a clock stepped back hours, or a corrupt block, stalls delivery for ever: waits
+    count no attempt, so nothing is ever given up."""
+    now = time.time()
+    sent = [min(moment, now) for moment in sent if moment == moment and abs(moment) != float("inf")]
+    if blocked_until != blocked_until:  # NaN
+        blocked_until = 0.0
+    return sent, min(blocked_until, now + LONGEST_RETRY_AFTER_SECONDS)
+
+
 class Pace:
     """When the next PATCH may go: SESSION_HISTORY_PACE's windows over every mark sent from this
     state folder, and the service's own Retry-After. Kept in history-pace.json: only the holder
@@ -4395,7 +4452,7 @@ class Pace:
             blocked_until = float(state["blocked_until"])
         except (OSError, ValueError, KeyError, TypeError):
             sent, blocked_until = [], 0.0
-        return cls(config.history_pace, sent, blocked_until)
+        return cls(config.history_pace, *_times_up_to_now(sent, blocked_until))
 
     def save(self, config: Config) -> None:
         longest = max(seconds for _, seconds in self.limits)
@@ -4451,7 +4508,9 @@ def _retry_after(value: str | None) -> float:
             seconds = (parsedate_to_datetime(text) - _utc_now()).total_seconds()
         except (TypeError, ValueError, IndexError):
             return DEFAULT_RETRY_AFTER_SECONDS
-    return min(max(seconds, 1.0), 3600.0) if seconds == seconds else DEFAULT_RETRY_AFTER_SECONDS
+    if seconds != seconds:  # NaN
+        return DEFAULT_RETRY_AFTER_SECONDS
+    return min(max(seconds, 1.0), LONGEST_RETRY_AFTER_SECONDS)
 
 
 def _server_error(status: int, content: bytes) -> str:
@@ -4505,6 +4564,8 @@ class HistoryClient:
         )
         self.deadline, self.pace = deadline, pace
         self.refused = False
+        where = _shown_url(config.api_url)
+        self.refusal = f"the history service refused the connection at {where} (check ARIA_API_URL)"
 
     def close(self) -> None:
         self.http.close()
@@ -4541,7 +4602,7 @@ class HistoryClient:
         reason = ""
         for attempt in range(HISTORY_RETRIES + 1):
             if self.refused:
-                raise HistoryUnavailable("the history service refused connections")
+                raise HistoryUnavailable(self.refusal)
             if attempt and self.deadline - time.monotonic() <= 0.05:
                 break
             self._wait_for_turn(paced=method != "GET")
@@ -4552,7 +4613,7 @@ class HistoryClient:
             except httpx.ConnectError as error:
                 if _refused_connection(error):
                     self.refused = True
-                    raise HistoryUnavailable("the history service refused the connection") from None
+                    raise HistoryUnavailable(self.refusal) from None
                 reason = "connection to the history service failed (ConnectError)"
             except httpx.TimeoutException:
                 reason = "the history service did not answer in time"
@@ -5031,6 +5092,19 @@ _DELIVERER_BOOT = "; ".join(
 )
 
 
+def _deliverer_environment(config: Config) -> dict[str, str]:
+    """The call's environment with its folders as absolute paths: the process starts in the state
+    folder, where a relative ARIA_AGENTS_DIR (or OPENCLAW_CLI) would name nothing."""
+    environment = {
+        **os.environ,
+        "ARIA_AGENTS_DIR": config.agents_root,
+        "SESSION_MANAGER_STATE_DIR": config.state_dir,
+    }
+    if os.sep in config.openclaw_cli:
+        environment["OPENCLAW_CLI"] = os.path.abspath(config.openclaw_cli)
+    return environment
+
+
 def _start_deliverer(config: Config) -> bool:
     """Start the delivery process of this state folder, detached (its own session, no descriptor
     of the call's), unless one runs or SESSION_HISTORY_BACKGROUND is off. Whether one goes on."""
@@ -5045,6 +5119,7 @@ def _start_deliverer(config: Config) -> bool:
 
         subprocess.Popen(
             [sys.executable, "-c", _DELIVERER_BOOT, os.path.dirname(os.path.abspath(__file__))],
+            env=_deliverer_environment(config),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -5492,7 +5567,11 @@ def _vanished_rows(config: Config, held: dict[str, set[str] | SessionManagerErro
     except (HistoryUnavailable, HistoryRefused) as error:
         return {"vanished_history_rows": None, "vanished_history_rows_unknown": _cut(str(error), MESSAGE_CAP)}
     now = _utc_now()
-    return {"vanished_history_rows": sum(_row_fate(row, held, now) == "vanished" for row in rows)}
+    # A row whose mark waits in the outbox is being ended already: counting it would send the
+    # agent to reconcile_history for nothing while delivery catches up.
+    queued = {mark.session_id for mark in _read_outbox(config)}
+    vanished = [row for row in rows if _row_fate(row, held, now) == "vanished"]
+    return {"vanished_history_rows": sum(_row_session_id(row) not in queued for row in vanished)}
 
 
 @one_gateway_connection
@@ -5667,7 +5746,7 @@ def prune_sessions(
         "threshold_minutes": threshold,
         "protected": protected,
     }
-    answer = _prune_answer(total, removals, report, full, **fields)
+    answer = _prune_answer(total, removals, report, full, **fields) | walk.every_agent_failed()
     growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
     return _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
@@ -5753,6 +5832,7 @@ def _deletion_answer(report: HistoryReport, deleted: str, message: str, **fields
     outcome = report.outcomes.get(deleted)
     answer = {
         "deleted": deleted,
+        "found": fields.get("found", True),
         "removed_keys": fields["removed_keys"],
         "transcript_archived": fields["transcript_archived"],
         "pg_status_updated": bool(outcome and outcome.updated),
@@ -5784,6 +5864,32 @@ def _archive_leftovers(config: Config, leftovers: tuple[Leftovers, ...]) -> dict
     return archived
 
 
+def _nothing_found_answer(
+    report: HistoryReport, reference: str, search: Search, dry_run: bool
+) -> dict[str, Any]:
+    """delete_session of an id that no store, transcript or recorded deletion knows: rc 0 (a delete
+    is idempotent), but ``found`` false and a message that says so, for a typo must not read as
+    a success."""
+    message = (
+        f"No session {reference} was found in {search.where()}, nor in the audit log: nothing was "
+        "deleted. Check the id with list_sessions"
+        + ("" if dry_run else f"; {_history_phrase(report.outcomes.get(reference))}")
+    )
+    nothing: dict[str, Any] = {"removed_keys": [], "archived_files": {}, "would_archive": []}
+    return _deletion_answer(
+        report,
+        reference,
+        message,
+        found=False,
+        transcript_archived=False,
+        agentId=None,
+        dry_run=dry_run,
+        kept_transcripts=[],
+        errors=[],
+        **nothing,
+    )
+
+
 def _delete_leftovers(
     config: Config, reference: str, agent: str | None, search: Search, dry_run: bool
 ) -> dict[str, Any]:
@@ -5793,12 +5899,18 @@ def _delete_leftovers(
     leftovers = search.leftovers
     would_archive = [name for found in leftovers for name in found.free]
     kept = [{"agent": f.paths.agent, "file": n, "reason": r} for f in leftovers for n, r in f.kept.items()]
+    deleted_before = any(
+        d.committed and reference in (d.session_id, *d.keys) for d in _recorded_deletions(config)
+    )
     archived = {} if dry_run else _archive_leftovers(config, leftovers)
     marks = [Mark(reference, agent)] if not _is_key(reference) and not dry_run else []
     report = mark_history(config, marks) if marks else HistoryReport()
+    if not (deleted_before or would_archive or kept or archived):
+        return _nothing_found_answer(report, reference, search, dry_run)
     message = (
-        f"Session {reference} is not in {search.where()} (already removed); "
-        f"{len(would_archive) if dry_run else len(archived)} leftover transcripts "
+        f"Session {reference} is not in {search.where()}"
+        + (" (already removed); " if deleted_before else "; ")
+        + f"{len(would_archive) if dry_run else len(archived)} leftover transcripts "
         + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
         + ("" if dry_run else _history_phrase(report.outcomes.get(reference)))
         + (f"; {len(kept)} kept (a key or a live run still uses them)" if kept else "")
@@ -6264,9 +6376,10 @@ ENVIRONMENT = {
     "SESSION_HISTORY_BACKGROUND": "1: a detached process delivers what calls leave; 0: sync_pending does (1)",
     "SESSION_MANAGER_STATE_DIR": "audit log and history outbox (default <agents root>/.session-manager)",
     "OPENCLAW_CLI": "OpenClaw's CLI, for agents with agent/openclaw-agent.sqlite (default openclaw)",
-    "OPENCLAW_GATEWAY_URL": "the gateway the call's connection reaches, and --url of the CLI's deletes "
+    "OPENCLAW_GATEWAY_URL": "the gateway the call's connection reaches, and the CLI's for its deletes "
     "(ws://host:port); else ws://127.0.0.1:$OPENCLAW_GATEWAY_PORT (18789), and the CLI's config",
-    "OPENCLAW_GATEWAY_TOKEN": "the connection's token, and --token of the CLI's deletes; never printed",
+    "OPENCLAW_GATEWAY_TOKEN": "the connection's token, and the CLI's for its deletes (in its environment, "
+    "never on a command line); never printed",
     "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call may take (60), plus 5 per key it deletes",
     "OPENCLAW_DELETE_BUDGET_SECONDS": "how long a call starts deletes through the gateway connection (60)",
 }
@@ -6275,6 +6388,7 @@ ENVIRONMENT = {
 #: delete_session's and cleanup_after_delegation's answer keys, in their order.
 DELETE_ANSWER_KEYS = (
     "deleted",
+    "found",
     "removed_keys",
     "transcript_archived",
     "pg_status_updated",
@@ -6300,6 +6414,8 @@ OCCASIONAL_ANSWER_KEYS = (
     "history_error",
     "gateway_path",
     "remaining",
+    "error",
+    "error_type",
 )
 
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).

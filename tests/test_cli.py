@@ -162,7 +162,7 @@ BAD_INPUT = [
         {},
         2,
         "protected_session",
-        'pass "force": true',
+        "is an agent's main session; it is kept",
     ),
     (
         "running conversation",
@@ -447,3 +447,50 @@ def test_help_keys_are_the_keys_of_the_real_answers(tree: Path) -> None:
         assert [key for key in keys if key not in answer] == [], function
         unnamed = [key for key in answer if key not in keys and key not in sm.OCCASIONAL_ANSWER_KEYS]
         assert unnamed == [], function
+
+
+@pytest.mark.parametrize(
+    ("module", "package"), [("dateutil", "python-dateutil"), ("httpcore", "httpx"), ("httpx", "httpx")]
+)
+@pytest.mark.parametrize("function", ["get_session_stats", "prune_sessions", "list_sessions"])
+def test_a_missing_package_is_a_configuration_error_that_names_it(
+    tree: Path, module: str, package: str, function: str
+) -> None:
+    """As if the package were not installed (the import system finds no module by that name)."""
+    before = snapshot(tree.parent)
+    hide = f"import sys; sys.modules[{module!r}] = None; sys.path.insert(0, {str(REPO)!r}); import run_skill"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{hide}; sys.exit(run_skill.main(['session_manager', {function!r}, '{{}}']))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    document = json.loads(completed.stdout)
+    assert (completed.returncode, document["error_type"]) == (1, "configuration_error")
+    assert f"python3 -m pip install {package}" in document["error"] and "Traceback" not in completed.stderr
+    assert snapshot(tree.parent) == before
+
+
+@pytest.mark.parametrize(
+    ("broken", "code", "error_type"),
+    [
+        ((), 0, None),
+        (("main",), 0, None),
+        (("analyst", "main"), 1, "store_unreadable"),
+    ],
+)
+def test_a_prune_in_which_every_agent_failed_fails_with_its_whole_answer(
+    tree: Path, broken: tuple[str, ...], code: int, error_type: str | None
+) -> None:
+    for agent in broken:
+        (tree / agent / "sessions" / "sessions.json").write_text("{not json")
+
+    exit_code, answer, _ = run_cli(SKILL, "prune_sessions", '{"dry_run": true}')
+
+    assert (exit_code, answer.get("error_type")) == (code, error_type)
+    assert len(answer["errors"]) == len(broken) and "pruned_count" in answer
+    if error_type:
+        assert answer["error"].startswith("every agent failed (2); the first, ")

@@ -341,3 +341,59 @@ def test_retry_after_is_read_as_an_http_date() -> None:
     from email.utils import formatdate
 
     assert 85 <= sm._retry_after(formatdate(later, usegmt=True)) <= 91
+
+
+HOUR = 3600.0
+
+
+@pytest.mark.parametrize(
+    ("sent_ahead", "blocked_ahead", "waits_at_most"),
+    [
+        ([], -1.0, 0.0),
+        ([], 10 * 24 * HOUR, HOUR),  # a block 10 days ahead
+        ([], 1e300, HOUR),
+        ([2 * HOUR] * 20, -1.0, 5.0),  # the clock stepped back 2 h: 20 sends fill the 5 s window
+        ([2 * HOUR] * 60, -1.0, 60.0),
+        ([1e300] * 30, 2 * HOUR, HOUR),
+    ],
+)
+def test_a_pace_read_back_never_waits_longer_than_its_longest_window_or_retry_after(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sent_ahead: list[float],
+    blocked_ahead: float,
+    waits_at_most: float,
+) -> None:
+    """Times ahead of now in history-pace.json (a clock stepped back, a corrupt block) once queued
+    marks with "turn comes in 863999 s" for ever; now they count as now, a block as an hour."""
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "20/5,60/60,1500/3600")
+    now = time.time()
+    state = root / ".session-manager"
+    state.mkdir(exist_ok=True)
+    saved = {"sent": [now + ahead for ahead in sent_ahead], "blocked_until": now + blocked_ahead}
+    (state / "history-pace.json").write_text(json.dumps(saved))
+
+    pace = sm.Pace.load(sm.Config.from_environment())
+
+    assert pace.opens_at(time.time()) - now <= waits_at_most + 1
+
+
+@pytest.mark.parametrize("agents_dir", ["agents", "./agents/../agents"])
+def test_a_relative_agents_root_still_reaches_the_delivery_process(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch, agents_dir: str
+) -> None:
+    """The delivery process starts in the state folder: a relative ARIA_AGENTS_DIR once named
+    nothing there, it exited without a log line and the marks stayed pending for good."""
+    stale = stale_tree(root, 1, 6)
+    served = service(limiter={"on": False})
+    sync_now(served)
+    aim_the_skill(monkeypatch, served, "1/1")
+    monkeypatch.setenv("SESSION_HISTORY_BUDGET_SECONDS", "0.5")
+    monkeypatch.setenv("ARIA_AGENTS_DIR", agents_dir)
+    call = [sys.executable, str(REPO / "run_skill.py"), SKILL, "prune_sessions", "{}"]
+
+    answer = json.loads(subprocess.run(call, cwd=root.parent, capture_output=True, text=True).stdout)
+
+    assert answer["pruned_count"] == len(stale) == 4 and answer["history_pending"] > 0
+    assert wait_until(lambda: all(row_status(served)[s] == "ended" for s in stale), 60)
+    assert deliverer_starts(root) == 1

@@ -91,7 +91,8 @@ def test_disk_full_keeps_the_old_index(
         '{"max_age_minutes": 60}',
         env={"ARIA_AGENTS_DIR": str(agents), "SESSION_MANAGER_STATE_DIR": str(state)},
     )
-    assert exit_code == 0, document
+    # Every agent failed: the whole answer, with the first agent's error, exit 1.
+    assert (exit_code, document["error_type"]) == (1, "store_write_failed"), document
     assert document["errors"][0]["error_type"] == "store_write_failed"
     assert "No space left on device" in document["errors"][0]["error"]
     assert message in document["errors"][0]["error"]

@@ -178,7 +178,7 @@ def test_delete_missing_session_is_not_an_error(tree: Path) -> None:
     before = snapshot(tree)
     result = sm.delete_session("never-was")
     assert result["removed_keys"] == [] and result["transcript_archived"] is False
-    assert "not in any index" in result["message"]
+    assert result["found"] is False and "was found in any index" in result["message"]
     after = snapshot(tree)
     assert {k: v for k, v in after.items() if "sessions/" in k} == {
         k: v for k, v in before.items() if "sessions/" in k
@@ -359,3 +359,26 @@ def test_symlinked_agent_leading_out_is_refused(root: Path, tmp_path: Path) -> N
     with pytest.raises(sm.UnsafePath):
         sm.prune_sessions(agent="evil")
     assert json.loads((elsewhere / "x/sessions/sessions.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("reference", "deleted_first", "found", "message"),
+    [
+        ("sub-1", False, True, "Session sub-1 removed from agent main"),
+        ("sub-1", True, True, "Session sub-1 is not in any index (already removed); "),
+        ("ghost-1", False, True, "Session ghost-1 is not in any index; 1 leftover transcripts"),
+        ("no-such-id", False, False, "No session no-such-id was found in any index, nor in the audit log"),
+    ],
+)
+def test_a_delete_says_whether_it_found_the_session(
+    tree: Path, reference: str, deleted_first: bool, found: bool, message: str
+) -> None:
+    """A typo answers rc 0 like any repeated delete, but says plainly that nothing was found."""
+    add_transcript(tree, "main", "ghost-1.jsonl", '{"left": "behind"}\n')
+    if deleted_first:
+        sm.delete_session(reference)
+
+    answer = sm.delete_session(reference)
+
+    assert (answer["deleted"], answer["found"]) == (reference, found)
+    assert answer["message"].startswith(message), answer["message"]

@@ -31,6 +31,8 @@ if mode == "slow" or (mode == "slow-delete" and arguments[:2] == ["sessions", "d
 if "FAKE_CALLS" in os.environ:
     with open(os.environ["FAKE_CALLS"], "a") as calls:
         calls.write(json.dumps(arguments) + "\\n")
+    with open(os.environ["FAKE_CALLS"] + ".token", "a") as tokens:
+        tokens.write(json.dumps(os.environ.get("OPENCLAW_GATEWAY_TOKEN")) + "\\n")
 if mode == "deletes" and arguments[:2] == ["sessions", "delete"]:
     keys = [a for a in arguments[2:] if a.startswith("agent:")]
     results = [{{"key": k, "ok": True, "status": "deleted"}} for k in keys]
@@ -192,7 +194,9 @@ def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call
         ["sessions", "--all-agents", "--json", "--limit", "all"],
     ]
     keys = [f"agent:{a}:subagent:{n}" for a in ("ops", "qa") for n in range(3)]
-    assert calls[2] == ["sessions", "delete", *keys, "--yes", "--json", "--token", TOKEN]
+    assert calls[2] == ["sessions", "delete", *keys, "--yes", "--json"]  # the token in its environment
+    tokens = [json.loads(line) for line in (tmp_path / "calls.jsonl.token").read_text().splitlines()]
+    assert tokens[2] == TOKEN
     assert (
         result["gateway_path"].startswith("the openclaw CLI")
         and "did not load the helper" in result["gateway_path"]

@@ -202,3 +202,26 @@ def test_restore_supersedes_a_pending_end_mark(
     assert sm.sync_pending()["delivered"] == []
     assert history.row_of("s3")["status"] == "active"
     assert [body for _, body in history.patches] == []  # the row was never ended: nothing to undo
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:{port}", "at http://127.0.0.1:{port} (check ARIA_API_URL)"),
+        ("http://127.0.0.1:{port}/api", "at http://127.0.0.1:{port} (check ARIA_API_URL)"),
+        ("http://aria:s3cret-password@127.0.0.1:{port}", "at http://127.0.0.1:{port} (check ARIA_API_URL)"),
+    ],
+)
+def test_a_refused_connection_names_the_variable_and_the_service_without_its_credentials(
+    root: Path, monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("ARIA_API_URL", url.format(port=port))
+    write_index(root, "worker", {"agent:worker:cron:1": {"sessionId": "s1", "updatedAt": ago(300)}})
+
+    result = sm.prune_sessions(max_age_minutes=60)
+
+    pending = sm.sync_pending()["still_pending"]
+    assert result["pruned_count"] == 1 and [mark["session_id"] for mark in pending] == ["s1"]
+    assert pending[0]["last_error"] == "the history service refused the connection " + shown.format(port=port)
+    assert "s3cret" not in json.dumps(result) + json.dumps(pending)

@@ -189,6 +189,21 @@ def test_stats_count_the_rows_reconcile_would_end(root: Path, service: Service, 
     assert sm.get_session_stats()["vanished_history_rows"] == 0
 
 
+def test_stats_leave_out_the_rows_whose_marks_wait_in_the_outbox(
+    root: Path, service: Service, retention: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune of 10 more with a pace of one mark an hour: 9 marks wait; their rows are being
+    ended already, and only the 20 that retention removed are for reconcile_history."""
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "1/3600")
+    doomed = [f"run-{n}" for n in range(1, 12) if f"run-{n}" not in retention]
+    assert len(doomed) == 10
+    for session_id in doomed:
+        sm.delete_session(session_id)
+
+    assert sm.sync_pending()["message"].startswith("0 delivered, 9 still pending")
+    assert sm.get_session_stats()["vanished_history_rows"] == 20
+
+
 def test_stats_say_when_they_cannot_tell(root: Path) -> None:
     write_index(root, "main", {})
     stats = sm.get_session_stats()

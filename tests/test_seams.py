@@ -85,11 +85,15 @@ def test_a_recorded_deletion_is_listed_and_restored_as_its_kind_of_store_allows(
     ("protection", "force", "refusal"),
     [
         (None, False, None),
-        (sm.Protection.MAIN_SESSION, False, 'is an agent\'s main session; pass "force": true'),
+        (
+            sm.Protection.MAIN_SESSION,
+            False,
+            "is an agent's main session; it is kept: deleting it is the user's",
+        ),
         (sm.Protection.MAIN_SESSION, True, None),
         (sm.Protection.GLOBAL_SESSION, True, None),
         (sm.Protection.MAIN_AGENT_CONVERSATION, True, None),
-        (sm.Protection.TRANSCRIPT_LOCKED, False, "a live run is writing right now; pass"),
+        (sm.Protection.TRANSCRIPT_LOCKED, False, "a live run is writing right now; it is kept"),
         (
             sm.Protection.RUNNING_CONVERSATION,
             True,
@@ -108,6 +112,13 @@ def test_a_delete_is_refused_by_its_protection_unless_force_lifts_it(
     with pytest.raises(sm.ProtectedSession) as raised:
         sm._refuse_protected(protection, "s-1", "agent:main:x", force)
     assert str(raised.value).startswith("session s-1 (agent:main:x) ") and refusal in str(raised.value)
+
+
+@pytest.mark.parametrize("protection", list(sm.Protection))
+def test_no_refusal_invites_the_agent_to_force_it(protection: sm.Protection) -> None:
+    with pytest.raises(sm.ProtectedSession) as raised:
+        sm._refuse_protected(protection, "s-1", "agent:main:main", force=False)
+    assert '"force"' not in str(raised.value) and "anyway" not in str(raised.value)
 
 
 def test_a_protection_prints_as_its_reason() -> None:
