@@ -1674,8 +1674,9 @@ def _gateway_environment(config: Config) -> dict[str, str]:
 
 
 def _unreachable(text: str) -> GatewayUnavailable:
+    reason = text.rstrip(". ")  # the CLI's own message may end with a full stop: never two
     return GatewayUnavailable(
-        f"the OpenClaw gateway did not delete anything: {text}. Start it (openclaw gateway run) or "
+        f"the OpenClaw gateway did not delete anything: {reason}. Start it (openclaw gateway run) or "
         "set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN to the running one; nothing was changed"
     )
 

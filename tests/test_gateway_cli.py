@@ -205,3 +205,11 @@ def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call
         ("ops", "sqlite"),
         ("qa", "sqlite"),
     }
+
+
+@pytest.mark.parametrize(
+    "said", ["connect ECONNREFUSED 127.0.0.1:18789 (ECONNREFUSED).", "gateway closed (1006)", "timeout. "]
+)
+def test_the_clis_own_full_stop_is_never_doubled(said: str) -> None:
+    message = str(sm._unreachable(said))
+    assert ".." not in message and f"{said.rstrip('. ')}. Start it" in message
