@@ -113,7 +113,16 @@ DEFAULT_API_URL = "http://aria-api:8000"
 DEFAULT_STALE_MINUTES = 60
 DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
 LOCK_STALE_SECONDS = 30.0
-LINKLESS_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK)
+LINKLESS_ERRNOS = (
+    errno.EPERM,
+    errno.EOPNOTSUPP,
+    errno.ENOTSUP,
+    errno.EMLINK,
+    errno.ENOSYS,  # no link() at all (some FUSE and network file systems)
+    errno.EACCES,  # protected_hardlinks, or a mount that refuses links but allows an O_EXCL create
+    errno.EIO,  # a file system that fails links only
+    errno.EXDEV,  # a temporary that landed on another mount (an overlay's upper and lower layers)
+)
 LOCK_RETRY_STEP_SECONDS = 0.05
 LOCK_RETRY_MAX_SECONDS = 1.0
 # A held lock is rewritten this often, well within the 30 s after which the gateway breaks it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -248,3 +249,31 @@ def test_a_lock_temporary_left_by_a_killed_call_is_swept(agent: Path, holder: st
     answer = sm.prune_sessions(max_age_minutes=60)
     assert answer["pruned_count"] == 50 and answer["errors"] == []
     assert left.exists() is not swept
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        errno.EACCES,
+        errno.EIO,
+        errno.EMLINK,
+        errno.ENOSYS,
+        errno.ENOTSUP,
+        errno.EOPNOTSUPP,
+        errno.EPERM,
+        errno.EXDEV,
+    ],
+    ids=errno.errorcode.get,
+)
+def test_a_file_system_that_refuses_links_gets_its_lock_created_in_place(
+    agent: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    def refuse(source: str, target: str) -> None:
+        raise OSError(code, os.strerror(code), source, None, target)
+
+    monkeypatch.setattr(os, "link", refuse)
+    held = sm._try_create_lock(str(agent / "sessions.json.lock"))
+    assert held is not None
+    content = json.loads((agent / "sessions.json.lock").read_text())
+    held.release()
+    assert content["pid"] == os.getpid() and leftovers(agent) == []
