@@ -258,7 +258,6 @@ def test_a_lock_temporary_left_by_a_killed_call_is_swept(agent: Path, holder: st
         errno.EIO,
         errno.EMLINK,
         errno.ENOSYS,
-        errno.ENOTSUP,
         errno.EOPNOTSUPP,
         errno.EPERM,
         errno.EXDEV,
