@@ -769,6 +769,13 @@ class AgentPaths:
                 f"{self.index} is a symbolic link that leads outside the agents root; it is not followed",
                 self.index,
             )
+        if os.path.islink(self.index) and not os.path.lexists(real):
+            # No empty index: the sessions it held are out of sight, and reconcile_history would
+            # take every row of the agent for vanished.
+            raise StoreUnreadable(
+                f"{self.index} is a symbolic link to {real}, which does not exist; it was left as it is",
+                self.index,
+            )
         return real
 
     def file(self, name: str) -> str:

@@ -208,3 +208,20 @@ def test_stats_say_when_they_cannot_tell(root: Path) -> None:
     write_index(root, "main", {})
     stats = sm.get_session_stats()
     assert stats["vanished_history_rows"] is None and "refused" in stats["vanished_history_rows_unknown"]
+
+
+@pytest.mark.parametrize(("index", "ended"), [("file", 20), ("dangling-link", 0)])
+def test_an_index_that_is_a_dangling_link_is_unreadable_not_empty(
+    root: Path, service: Service, retention: list[str], index: str, ended: int
+) -> None:
+    """A dangling sessions.json once counted as an empty store: every row of that agent, its
+    main session's too, was ended."""
+    path = root / "main" / "sessions" / "sessions.json"
+    if index == "dangling-link":
+        path.unlink()
+        path.symlink_to(root / "main" / "sessions" / "moved-away.json")
+
+    answer = sm.reconcile_history(dry_run=True)
+
+    assert answer["rows_ended"] == ended
+    assert sm.get_session_stats()["vanished_history_rows"] == (ended if index == "file" else 0)
