@@ -4649,6 +4649,18 @@ class HistoryClient:
         raise HistoryUnavailable(reason)
 
 
+def _row_session_ids(row: Any) -> list[str]:
+    """Every session id a row names (its aria_session_id, its openclaw_session_id)."""
+    metadata = row.get("metadata") if isinstance(row, dict) else None
+    if not isinstance(metadata, dict):
+        return []
+    return [
+        str(metadata[name])
+        for name in ("aria_session_id", "openclaw_session_id")
+        if isinstance(metadata.get(name), str)
+    ]
+
+
 def _row_session_id(row: Any) -> str | None:
     metadata = row.get("metadata") if isinstance(row, dict) else None
     if not isinstance(metadata, dict):
@@ -5268,19 +5280,27 @@ def _active_rows(
     return list(rows.values())
 
 
-def _row_fate(row: dict[str, Any], held: dict[str, set[str] | SessionManagerError], now: datetime) -> str:
+def _row_fate(
+    row: dict[str, Any], held: dict[str, set[str] | SessionManagerError], now: datetime, scope: set[str]
+) -> str:
     """What reconcile_history does with one active row: "vanished" (its session is in no store: the
-    row is ended), "present", or why it is left alone."""
-    session_id, agent = _row_session_id(row), row.get("agent_id")
-    if session_id is None:
+    row is ended), "present", or why it is left alone. ``held`` covers every agent under the root,
+    ``scope`` the agents whose rows are reconciled.
+
+    A row is present when any store holds any session id it names: the service takes a row's
+    agent_id from the key (agent:<id>:...), not from the folder that holds it, and a row may name
+    an aria_session_id beside the OpenClaw one. While any store cannot be read, a row found in
+    none of the others is unknown, never vanished: its session may be in the one unread."""
+    names, agent = _row_session_ids(row), row.get("agent_id")
+    if not names:
         return "not_an_openclaw_session"
-    if not isinstance(agent, str) or agent not in held:
+    if not isinstance(agent, str) or agent not in held or agent not in scope:
         return "agent_not_in_scope"
-    holding = held[agent]
-    if isinstance(holding, SessionManagerError):
-        return "store_unreadable"
-    if session_id in holding:
+    readable = [ids for ids in held.values() if not isinstance(ids, SessionManagerError)]
+    if any(name in ids for ids in readable for name in names):
         return "present"
+    if len(readable) < len(held):
+        return "store_unreadable"
     if not _UUID_PATTERN.match(row["id"]):
         return "row_id_not_a_uuid"
     started = _parse_timestamp(row.get("started_at"))
@@ -5587,7 +5607,7 @@ def _vanished_rows(config: Config, held: dict[str, set[str] | SessionManagerErro
     # A row whose mark waits in the outbox is being ended already: counting it would send the
     # agent to reconcile_history for nothing while delivery catches up.
     queued = {mark.session_id for mark in _read_outbox(config)}
-    vanished = [row for row in rows if _row_fate(row, held, now) == "vanished"]
+    vanished = [row for row in rows if _row_fate(row, held, now, set(held)) == "vanished"]
     return {"vanished_history_rows": sum(_row_session_id(row) not in queued for row in vanished)}
 
 
@@ -6252,13 +6272,15 @@ def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, set[str
 class Reconciliation:
     """reconcile_history's findings: the rows to end per (agent, session), and the tallies."""
 
-    def __init__(self, rows: list[dict[str, Any]], held: dict[str, set[str] | SessionManagerError]) -> None:
+    def __init__(
+        self, rows: list[dict[str, Any]], held: dict[str, set[str] | SessionManagerError], scope: set[str]
+    ) -> None:
         self.to_end: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.openclaw = self.present = 0
         self.skipped: dict[str, int] = {}
         now = _utc_now()
         for row in rows:
-            fate = _row_fate(row, held, now)
+            fate = _row_fate(row, held, now, scope)
             self.openclaw += fate != "not_an_openclaw_session"
             if fate == "vanished":
                 self.to_end.setdefault((row["agent_id"], str(_row_session_id(row))), []).append(row)
@@ -6343,8 +6365,9 @@ def reconcile_history(
             report.configuration_error = unread
         else:
             report.failure = unread
-    held = _held_by_agent(config, scope) if rows else {}  # stores second
-    reconciliation = Reconciliation(rows, held)
+    # Stores second, every agent's: a row's session may sit in another agent's folder.
+    held = _held_by_agent(config, _selected_agents(config, None)) if rows else {}
+    reconciliation = Reconciliation(rows, held, {paths.agent for paths in scope})
     unreadable = [
         _error_record(error, agent=name)
         for name, error in held.items()

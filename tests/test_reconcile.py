@@ -225,3 +225,68 @@ def test_an_index_that_is_a_dangling_link_is_unreadable_not_empty(
 
     assert answer["rows_ended"] == ended
     assert sm.get_session_stats()["vanished_history_rows"] == (ended if index == "file" else 0)
+
+
+def add_row(served: Service, agent: str, **names: str) -> str:
+    row_id = str(uuid.uuid4())
+    with served.rows.lock:
+        served.rows.upsert(
+            {
+                "id": row_id,
+                "agent_id": agent,
+                "status": "active",
+                "started_at": "2026-01-01",
+                "metadata": names,
+            }
+        )
+    return row_id
+
+
+@pytest.mark.parametrize(
+    ("case", "names", "row_agent", "ended"),
+    [
+        # (a) the row names the live run-1 as its OpenClaw session, and another aria_session_id
+        (
+            "aria id beside a live one",
+            {"aria_session_id": "elsewhere-1", "openclaw_session_id": "run-1"},
+            "main",
+            False,
+        ),
+        # (b) the service took agent_id from the key: agent:ops:... lives in main's folder
+        ("key of another agent", {"openclaw_session_id": "crossed-1"}, "ops", False),
+        ("gone everywhere", {"openclaw_session_id": "nowhere-1"}, "main", True),
+    ],
+)
+def test_a_row_is_gone_only_when_no_store_holds_any_id_it_names(
+    root: Path,
+    service: Service,
+    retention: list[str],
+    case: str,
+    names: dict[str, str],
+    row_agent: str,
+    ended: bool,
+) -> None:
+    index = json.loads((root / "main" / "sessions" / "sessions.json").read_text())
+    index["agent:ops:subagent:crossed"] = {"sessionId": "crossed-1", "updatedAt": ago(300)}
+    write_index(root, "main", index)
+    write_index(root, "ops", {})
+    row = add_row(service, row_agent, **names)
+
+    answer = sm.reconcile_history()
+
+    assert answer["rows_ended"] == 20 + ended
+    assert statuses(service)[row] == ("ended" if ended else "active")
+
+
+def test_while_a_store_cannot_be_read_no_row_found_in_none_of_the_others_is_ended(
+    root: Path, service: Service, retention: list[str]
+) -> None:
+    """Its sessions may be any agent's (the key decides the agent, not the folder)."""
+    (root / "ops" / "sessions").mkdir(parents=True)
+    (root / "ops" / "sessions" / "sessions.json").write_text("{ torn")
+    before = statuses(service)
+
+    answer = sm.reconcile_history()
+
+    assert answer["rows_ended"] == 0 and statuses(service) == before
+    assert answer["skipped"]["store_unreadable"] == 20
