@@ -457,7 +457,8 @@ def _cycle_collection(enabled: bool) -> Iterator[None]:
 # --- Configuration ------------------------------------------------------------------------------
 
 
-def _number_from_environment(name: str, default: float) -> float:
+def _number_from_environment(name: str, default: float, above_zero: bool = False) -> float:
+    """A number variable, from 0 (or above it: ``above_zero``) to ENVIRONMENT_NUMBER_MAX."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -467,6 +468,10 @@ def _number_from_environment(name: str, default: float) -> float:
         raise ConfigurationError(f"{name}={_echo(raw)} is not a number") from None
     if not 0 <= value <= ENVIRONMENT_NUMBER_MAX:
         raise ConfigurationError(f"{name}={_echo(raw)} must be a number from 0 to {ENVIRONMENT_NUMBER_MAX:,}")
+    if above_zero and value == 0:
+        raise ConfigurationError(
+            f"{name}={_echo(raw)} allows no work at all; set a number above 0 (default {default:g})"
+        )
     return value
 
 
@@ -653,8 +658,9 @@ class Config(NamedTuple):
             ),
             history_pace=_pace_from_environment(),
             background_delivery=_switch_from_environment("SESSION_HISTORY_BACKGROUND", True),
+            # A budget of 0 once answered "deleted" for a session the gateway never deleted.
             gateway_budget=_number_from_environment(
-                "OPENCLAW_DELETE_BUDGET_SECONDS", DEFAULT_GATEWAY_BUDGET_SECONDS
+                "OPENCLAW_DELETE_BUDGET_SECONDS", DEFAULT_GATEWAY_BUDGET_SECONDS, above_zero=True
             ),
         )
 

@@ -231,6 +231,22 @@ BAD_INPUT = [
         "list_deleted",
     ),
     (
+        "delete budget of zero",
+        [SKILL, "delete_session", '{"session_id": "sub-1"}'],
+        {"OPENCLAW_DELETE_BUDGET_SECONDS": "0"},
+        1,
+        "configuration_error",
+        "OPENCLAW_DELETE_BUDGET_SECONDS='0' allows no work at all",
+    ),
+    (
+        "delete budget of zero, written 0.0",
+        [SKILL, "prune_sessions", "{}"],
+        {"OPENCLAW_DELETE_BUDGET_SECONDS": "0.0"},
+        1,
+        "configuration_error",
+        "set a number above 0 (default 60)",
+    ),
+    (
         "stale minutes variable",
         [SKILL, "prune_sessions", "{}"],
         {"SESSION_STALE_MINUTES": "soon"},
