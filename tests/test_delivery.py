@@ -397,3 +397,20 @@ def test_a_relative_agents_root_still_reaches_the_delivery_process(
     assert answer["pruned_count"] == len(stale) == 4 and answer["history_pending"] > 0
     assert wait_until(lambda: all(row_status(served)[s] == "ended" for s in stale), 60)
     assert deliverer_starts(root) == 1
+
+
+@pytest.mark.parametrize("sends", [1, 3, 5])
+def test_each_send_is_on_disk_before_it_goes(root: Path, monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
+    """A sender killed mid-turn once forgot its sends (its pace was saved at the end of the turn
+    only), and the next sender went 10 PATCHes into a window of 5."""
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "5/10")
+    config = sm.Config.from_environment()
+    pace = sm.Pace.load(config)
+
+    for _ in range(sends):
+        assert pace.take(time.time() + 60)
+
+    recorded = json.loads((root / ".session-manager" / "history-pace.json").read_text())["sent"]
+    now = time.time()
+    assert len(recorded) == sends
+    assert (sm.Pace.load(config).opens_at(now) - now > 9) == (sends == 5)  # a full window, read back
