@@ -44,9 +44,11 @@ class HistoryService:
     requests: list[tuple[str, str]] = field(default_factory=list)
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     user_agents: set[str] = field(default_factory=set)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._release = threading.Event()  # set by reset: hanging requests end with their test
         self._random = random.Random(7)
         self.server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
         self.server.expect_request(re.compile(r"^/api/sessions.*")).respond_with_handler(self._handle)
@@ -97,6 +99,9 @@ class HistoryService:
             self.requests.clear()
             self.patches.clear()
             self.user_agents.clear()
+            self.arrivals.clear()
+            self._release.set()
+            self._release = threading.Event()
 
     def row_of(self, session_id: str) -> dict[str, Any]:
         for row in self.rows:
@@ -107,11 +112,12 @@ class HistoryService:
 
     def _handle(self, request: Request) -> Response:
         with self._lock:
+            self.arrivals.append(time.monotonic())
             self.requests.append((request.method, request.full_path))
             self.user_agents.add(request.headers.get("User-Agent", ""))
         faults = self.faults
         if faults.hang:  # accept, never answer in time, and never apply the request
-            time.sleep(faults.hang)
+            self._release.wait(faults.hang)
             return Response("too late", 503)
         if faults.latency:
             time.sleep(faults.latency)

@@ -17,10 +17,12 @@ from history_service import Faults, HistoryService
 import session_manager as sm
 
 BUDGET = 2.0
-# The grace for requests in flight, and the filesystem step on a 2-core machine that runs a second
-# test suite beside this one (seen: 6.9 s for a call whose history step kept its 2 s budget). The
-# faults below are large enough that a call ignoring its budget would still take far longer.
-SLACK = sm.HISTORY_GRACE_SECONDS + 8
+# The whole call: its filesystem step on a 2-core machine that runs a second test suite beside this
+# one (seen: 6.9 s and 11.6 s for calls whose history step kept its 2 s budget). The budget itself
+# is checked on the service's side, where the filesystem step does not count: from the first
+# request to the last, at most the budget, the grace of a request in flight, and a scheduling delay.
+SLACK = sm.HISTORY_GRACE_SECONDS + 20
+HISTORY_SPAN = BUDGET + sm.HISTORY_GRACE_SECONDS + 2
 STALE, WITH_ROWS = 40, 30
 
 
@@ -97,6 +99,8 @@ def test_faulty_service_never_loses_a_mark(
     result, took = prune_timed()
     assert_filesystem_done(root, result)
     assert took < BUDGET + SLACK, f"{fault}: the call took {took:.1f} s"
+    span = history.arrivals[-1] - history.arrivals[0] if history.arrivals else 0.0
+    assert span < HISTORY_SPAN, f"{fault}: requests went on for {span:.1f} s after the first"
     if fault != "flaky" and fault != "slow":
         assert result["history"].get("marked", 0) == 0
     assert_recovers_exactly_once(history, agent, result)
