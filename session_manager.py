@@ -57,6 +57,7 @@ import errno
 import gc
 import heapq
 import json
+import math
 import os
 import re
 import stat
@@ -4448,8 +4449,8 @@ def _times_up_to_now(sent: list[float], blocked_until: float) -> tuple[list[floa
     Otherwise a clock stepped back hours, or a corrupt block, stalls delivery for ever: waits
     count no attempt, so nothing is ever given up."""
     now = time.time()
-    sent = [min(moment, now) for moment in sent if moment == moment and abs(moment) != float("inf")]
-    if blocked_until != blocked_until:  # NaN
+    sent = [min(moment, now) for moment in sent if math.isfinite(moment)]
+    if math.isnan(blocked_until):
         blocked_until = 0.0
     return sent, min(blocked_until, now + LONGEST_RETRY_AFTER_SECONDS)
 
@@ -4467,7 +4468,7 @@ class Pace:
 
         self.limits, self.sent, self.blocked_until = limits, sorted(sent), blocked_until
         self.lock = threading.Lock()
-        self.path: str | None = None  # where each send is recorded before it goes (see load)
+        self.path: str | None = None  # history-pace.json, for a pace read from it (see load)
 
     @classmethod
     def load(cls, config: Config) -> Pace:
@@ -4484,8 +4485,10 @@ class Pace:
         pace.path = _state_path(config, HISTORY_PACE_NAME)
         return pace
 
-    def save(self, config: Config) -> None:
-        write_atomic(_state_path(config, HISTORY_PACE_NAME), self._state())
+    def save(self) -> None:
+        """The turn's last save, durable."""
+        if self.path is not None:
+            write_atomic(self.path, self._state())
 
     def _state(self) -> bytes:
         longest = max(seconds for _, seconds in self.limits)
@@ -4688,13 +4691,9 @@ def _row_session_ids(row: Any) -> list[str]:
 
 
 def _row_session_id(row: Any) -> str | None:
-    metadata = row.get("metadata") if isinstance(row, dict) else None
-    if not isinstance(metadata, dict):
-        return None
-    for name in ("aria_session_id", "openclaw_session_id"):
-        if isinstance(metadata.get(name), str):
-            return str(metadata[name])
-    return None
+    """The id a row is marked by: its aria_session_id, else its openclaw_session_id."""
+    names = _row_session_ids(row)
+    return names[0] if names else None
 
 
 def _refusal(status: int, what: str) -> HistoryRefused:
@@ -5097,7 +5096,7 @@ def _paced_delivery(
         return _deliver_marks(config, batch, deadline, pace, read_timeout)
     finally:
         with suppress(OSError, SessionManagerError):
-            pace.save(config)
+            pace.save()
 
 
 def _history_step(
@@ -5306,9 +5305,21 @@ def _active_rows(
     return list(rows.values())
 
 
-def _row_fate(
-    row: dict[str, Any], held: dict[str, set[str] | SessionManagerError], now: datetime, scope: set[str]
-) -> str:
+class HeldSessions(NamedTuple):
+    """What the stores hold, read once for every row: per agent (or why it could not be read),
+    every session id any readable store holds, and whether every store could be read."""
+
+    by_agent: dict[str, set[str] | SessionManagerError]
+    anywhere: set[str]
+    all_readable: bool
+
+    @classmethod
+    def of(cls, held: dict[str, set[str] | SessionManagerError]) -> HeldSessions:
+        readable = [ids for ids in held.values() if not isinstance(ids, SessionManagerError)]
+        return cls(held, set().union(*readable), len(readable) == len(held))
+
+
+def _row_fate(row: dict[str, Any], held: HeldSessions, now: datetime, scope: set[str]) -> str:
     """What reconcile_history does with one active row: "vanished" (its session is in no store: the
     row is ended), "present", or why it is left alone. ``held`` covers every agent under the root,
     ``scope`` the agents whose rows are reconciled.
@@ -5320,12 +5331,11 @@ def _row_fate(
     names, agent = _row_session_ids(row), row.get("agent_id")
     if not names:
         return "not_an_openclaw_session"
-    if not isinstance(agent, str) or agent not in held or agent not in scope:
+    if not isinstance(agent, str) or agent not in held.by_agent or agent not in scope:
         return "agent_not_in_scope"
-    readable = [ids for ids in held.values() if not isinstance(ids, SessionManagerError)]
-    if any(name in ids for ids in readable for name in names):
+    if any(name in held.anywhere for name in names):
         return "present"
-    if len(readable) < len(held):
+    if not held.all_readable:
         return "store_unreadable"
     if not _UUID_PATTERN.match(row["id"]):
         return "row_id_not_a_uuid"
@@ -5633,7 +5643,8 @@ def _vanished_rows(config: Config, held: dict[str, set[str] | SessionManagerErro
     # A row whose mark waits in the outbox is being ended already: counting it would send the
     # agent to reconcile_history for nothing while delivery catches up.
     queued = {mark.session_id for mark in _read_outbox(config)}
-    vanished = [row for row in rows if _row_fate(row, held, now, set(held)) == "vanished"]
+    view = HeldSessions.of(held)
+    vanished = [row for row in rows if _row_fate(row, view, now, set(held)) == "vanished"]
     return {"vanished_history_rows": sum(_row_session_id(row) not in queued for row in vanished)}
 
 
@@ -6304,9 +6315,9 @@ class Reconciliation:
         self.to_end: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.openclaw = self.present = 0
         self.skipped: dict[str, int] = {}
-        now = _utc_now()
+        now, view = _utc_now(), HeldSessions.of(held)
         for row in rows:
-            fate = _row_fate(row, held, now, scope)
+            fate = _row_fate(row, view, now, scope)
             self.openclaw += fate != "not_an_openclaw_session"
             if fate == "vanished":
                 self.to_end.setdefault((row["agent_id"], str(_row_session_id(row))), []).append(row)
