@@ -171,15 +171,9 @@ def _probe_registry(recipe: Recipe) -> None:
     if not recipe.probe:
         return
     try:
-        completed = subprocess.run(
-            list(recipe.probe), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise RegistryUnreachable(f"{' '.join(recipe.probe)}: {error}") from error
-    if completed.returncode != 0:
-        raise RegistryUnreachable(
-            describe_failure(" ".join(recipe.probe), completed.returncode, completed.stderr)
-        )
+        run_step(" ".join(recipe.probe), recipe.probe, timeout=120)
+    except StepFailed as failure:
+        raise RegistryUnreachable(str(failure)) from failure
 
 
 def _install(folder: Path, recipe: Recipe) -> None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cached_install import Recipe, StepFailed, cached_install, describe_failure
+from cached_install import Recipe, StepFailed, cached_install, describe_failure, run_step
 from helpers import add_transcript, write_index
 
 TOKEN = "aria-test-gateway-token-4f1c"
@@ -108,13 +108,8 @@ class OpenClawHome:
 
     def step(self, what: str, *arguments: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """``run``, raising StepFailed with the exit code, stderr and stdout when the command fails."""
-        try:
-            completed = self.run(*arguments, timeout=timeout)
-        except subprocess.TimeoutExpired as error:
-            raise StepFailed(f"{what} did not finish in {timeout} s") from error
-        if completed.returncode != 0:
-            raise StepFailed(describe_failure(what, completed.returncode, completed.stderr, completed.stdout))
-        return completed
+        command = [str(self.cli), *arguments]
+        return run_step(what, command, timeout=timeout, env={**os.environ, **self.environment()})
 
     def import_stores(self, agents: list[str]) -> None:
         """The upgrade a user makes: doctor --fix imports every sessions.json, then the agents are

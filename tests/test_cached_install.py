@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cached_install import (
@@ -122,23 +123,22 @@ def test_a_cache_whose_check_does_not_answer_is_installed_again(tmp_path: Path) 
     assert installs(counter) == 2
 
 
-def test_workers_asking_at_once_share_one_install(tmp_path: Path) -> None:
-    """Four processes ask for the same cache together: one installs, the others wait for it."""
-    counter, cache = tmp_path / "installs", tmp_path / "cache"
+def start_installer(cache: Path, counter: Path, probe_sleep: float, **options: Any) -> subprocess.Popen[str]:
+    """Another process asking for ``cache``, as a pytest worker does; it prints the cache folder."""
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from pathlib import Path; from test_cached_install import tiny_recipe;"
         "from cached_install import cached_install;"
-        "print(cached_install(Path(sys.argv[2]), tiny_recipe(Path(sys.argv[3]), probe_sleep=1)))"
+        "print(cached_install(Path(sys.argv[2]), tiny_recipe(Path(sys.argv[3]), float(sys.argv[4]))))"
     )
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(HERE), str(cache), str(counter)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
+    command = [sys.executable, "-c", script, str(HERE), str(cache), str(counter), str(probe_sleep)]
+    return subprocess.Popen(command, text=True, **options)
+
+
+def test_workers_asking_at_once_share_one_install(tmp_path: Path) -> None:
+    """Four processes ask for the same cache together: one installs, the others wait for it."""
+    counter, cache = tmp_path / "installs", tmp_path / "cache"
+    workers = [start_installer(cache, counter, 1, stdout=subprocess.PIPE) for _ in range(4)]
     answers = [worker.communicate(timeout=300)[0].strip() for worker in workers]
 
     assert [worker.returncode for worker in workers] == [0, 0, 0, 0]
@@ -148,15 +148,7 @@ def test_workers_asking_at_once_share_one_install(tmp_path: Path) -> None:
 
 def test_an_installer_killed_mid_install_leaves_the_lock_free_and_its_leftovers_swept(tmp_path: Path) -> None:
     counter, cache = tmp_path / "installs", tmp_path / "cache"
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from pathlib import Path; from test_cached_install import tiny_recipe;"
-        "from cached_install import cached_install;"
-        "cached_install(Path(sys.argv[2]), tiny_recipe(Path(sys.argv[3]), probe_sleep=60))"
-    )
-    killed = subprocess.Popen(
-        [sys.executable, "-c", script, str(HERE), str(cache), str(counter)], start_new_session=True
-    )
+    killed = start_installer(cache, counter, 60, start_new_session=True)
     deadline = time.monotonic() + 60
     while installs(counter) == 0 and time.monotonic() < deadline:  # it holds the lock now
         time.sleep(0.05)
