@@ -1197,10 +1197,14 @@ def _inspect_lock(
 
 
 def _new_temporary(path: str, mode: int) -> tuple[str, int]:
-    """A new temporary file beside ``path`` (another name when one is taken, by a directory say)."""
+    """A new temporary file beside ``path`` (another name when one is taken, by a directory say).
+
+    Its name starts with the writer's pid in 8 hex digits (_temporary_writer), so that a temporary
+    killed before it held anything can still be told from one a live process is writing.
+    """
     folder, name = os.path.split(path)
     for _ in range(100):
-        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.tmp")
+        temporary = os.path.join(folder, f".{name}.{os.getpid():08x}{os.urandom(2).hex()}.tmp")
         try:
             return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         except FileExistsError:
@@ -1338,6 +1342,9 @@ def _try_create_lock(path: str) -> HeldLock | None:
     except FileExistsError:
         os.close(descriptor)
         return None
+    except FileNotFoundError:  # swept by a call that judged it a dead writer's (_left_by_the_dead)
+        os.close(descriptor)
+        return None
     except OSError as error:
         os.close(descriptor)
         if error.errno in LINKLESS_ERRNOS:
@@ -1459,11 +1466,22 @@ def write_atomic(
 
 
 def _left_by_the_dead(folder: str, name: str, lock: str) -> bool:
-    """Whether a temporary found beside the index before taking ``lock`` is a dead writer's."""
+    """Whether a temporary found beside the index before taking ``lock`` is a dead writer's.
+
+    A lock temporary is judged by the pid it holds; one killed before it held a pid (empty or
+    half written) by the pid its name carries, else by its age.
+    """
     if not name.startswith(f".{os.path.basename(lock)}."):
         return True
     holder = _inspect_lock(os.path.join(folder, name))
-    return holder is not None and holder.stale
+    if holder is None or holder.stale:
+        return holder is not None
+    return holder.pid is None and not _pid_alive(_temporary_writer(name))
+
+
+def _temporary_writer(name: str) -> int:
+    """The pid that _new_temporary wrote into a temporary's name."""
+    return int(name[-16:-8], 16)
 
 
 def rewrite_index(

@@ -236,19 +236,43 @@ def test_the_lock_appears_whole_never_empty(agent: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize(
-    ("holder", "swept"),
+    ("named", "holds", "swept"),
     [
-        ("dead", True),  # killed after writing the temporary, before linking it
-        ("live", False),  # a process taking the lock at this instant
+        ("dead", "dead", True),  # killed after writing the temporary, before linking it
+        ("dead", "empty", True),  # killed between creating the temporary and writing it
+        ("dead", "half", True),  # killed mid-write
+        ("dead", "live", False),  # an older release's name (random digits): judged by its pid
+        ("live", "empty", False),  # a process taking the lock at this instant, before its write
+        ("live", "live", False),  # a process taking the lock at this instant
     ],
 )
-def test_a_lock_temporary_left_by_a_killed_call_is_swept(agent: Path, holder: str, swept: bool) -> None:
-    pid = dead_pid() if holder == "dead" else os.getpid()
-    left = agent / ".sessions.json.lock.0123456789ab.tmp"
-    left.write_text(json.dumps({"pid": pid, "createdAt": iso(1)}))
+def test_a_lock_temporary_left_by_a_killed_call_is_swept(
+    agent: Path, named: str, holds: str, swept: bool
+) -> None:
+    pids = {"dead": dead_pid(), "live": os.getpid()}
+    left = agent / f".sessions.json.lock.{pids[named]:08x}abcd.tmp"
+    whole = json.dumps({"pid": pids.get(holds, 0), "createdAt": iso(1)})
+    left.write_text({"empty": "", "half": whole[:9]}.get(holds, whole))
     answer = sm.prune_sessions(max_age_minutes=60)
     assert answer["pruned_count"] == 50 and answer["errors"] == []
     assert left.exists() is not swept
+
+
+def test_a_lock_temporary_swept_under_its_writer_is_written_again(
+    agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link, tries = os.link, []
+
+    def swept_first(source: str, target: str) -> None:
+        tries.append(source)
+        if len(tries) == 1:
+            os.unlink(source)  # another call judged it a dead writer's in between
+        link(source, target)
+
+    monkeypatch.setattr(os, "link", swept_first)
+    with sm.gateway_lock(str(agent / "sessions.json.lock"), 5.0):
+        assert json.loads((agent / "sessions.json.lock").read_text())["pid"] == os.getpid()
+    assert len(tries) == 2 and leftovers(agent) == []
 
 
 @pytest.mark.parametrize(
