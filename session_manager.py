@@ -4,8 +4,9 @@ Every deletion has two layers. The session's keys leave ``<agent>/sessions/sessi
 the gateway's own lock and its transcripts are archived beside it; then its row in the history
 service (aria-api) is marked ended. An agent of the SQLite-era gateway (OpenClaw 2026.8 and later,
 ``<agent>/agent/openclaw-agent.sqlite``) is read and changed only through the running gateway,
-over one connection per call (a helper loaded into the CLI's Node) or else OpenClaw's CLI; the
-gateway deletes and archives itself, and the history layer is the same. The functions raise
+over one connection per call in its documented WebSocket protocol (GatewayClient) or, where that
+cannot serve and the CLI can, OpenClaw's CLI; the gateway deletes and archives itself, and the
+history layer is the same. The functions raise
 ``SessionManagerError`` subclasses or return plain dicts; only ``run_skill.py`` prints and picks
 exit codes. The files, the lock, the CLI and the history service are described in
 docs/FORMATS.md (cited below as §N).
@@ -21,8 +22,9 @@ Sections, in reading order (nothing calls what is defined further down):
 6. The index: reading, the          15. The two stores: JsonStore, SqliteStore, open_store (the
    gateway's lock, writing.             one place that chooses a kind), read_agent, AgentWalk.
 7. The SQLite-era gateway: its      16. History service: client, lookups, the history step
-   CLI, and one connection per          (mark_history).
-   call (GatewayLink, §7).
+   CLI, and its protocol, one           (mark_history).
+   connection per call
+   (GatewayClient, §7).
 8. Sessions: types, protection      17. Answers: the size budget and items.
    (Protection, _protection_of),    18. The public functions, each after the helpers it alone
    grouping, transcripts.               uses: listings, prunes, deletes, undo, cleanup, delivery.
@@ -45,7 +47,7 @@ what a crash leaves after each step.
 Imports: a listing must not pay for what only a deletion uses. httpx, concurrent.futures, ctypes,
 urllib.parse and python-dateutil are imported inside the functions that need them;
 tests/test_speed_rules.py fails if a listing, stats or a dry-run prune loads any of them.
-subprocess and shutil are imported only where an agent is SQLite-era.
+subprocess, shutil and websockets are imported only where an agent is SQLite-era.
 
 Test hooks: the crash harness (tests/skill_harness.py) and the golden record
 (tests/same_answers.py) replace the names in TEST_HOOKS, and only those.
@@ -61,6 +63,7 @@ import math
 import os
 import re
 import stat
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -100,6 +103,23 @@ CLI_OUTPUT_CAP = 64 << 20
 CLI_EXIT_GRACE_SECONDS = 1.0
 # A delete call may take this much longer per key: the gateway deletes about one a second (§7).
 OPENCLAW_SECONDS_PER_KEY = 5.0
+# The gateway's protocol (§7; OpenClaw's docs/gateway/protocol): the version both sides speak, the
+# scope a delete needs, a listing's page, the cap on one frame (the documented default), and how long
+# opening a connection may take.
+GATEWAY_PROTOCOL = 4
+GATEWAY_ADMIN_SCOPE = "operator.admin"
+GATEWAY_PAGE = 500
+GATEWAY_PAGES_CAP = 10_000
+GATEWAY_LIST_OPTIONS = {"archived": "all", "includeGlobal": True, "includeUnknown": True}
+GATEWAY_PAYLOAD_CAP = 25 << 20
+GATEWAY_CONNECT_SECONDS = 10.0
+SKILL_VERSION = "0.1.0"
+#: A cron run's key, as the gateway tells one (its sessions.list hides them, §7).
+CRON_RUN_KEY = re.compile(r"^agent:[^:]+:cron:[^:]+:run:[^:]+(?::|$)")
+CRON_RUNS_UNLISTED = (
+    "cron runs not listed: the gateway's protocol hides them (sessions.list leaves out :run: keys); a "
+    "prune reads them with the openclaw CLI, and the gateway's own retention removes finished runs after 24 h"
+)
 # How a removal the gateway refused says so (its own message follows).
 GATEWAY_REFUSED = "the gateway refused: "
 SESSION_CHANGED = "changed since it was listed: kept"
@@ -414,7 +434,7 @@ def _cut(text: str, cap: int = TEXT_CAP) -> str:
     return text if len(text) <= cap else text[: cap - 1] + "…"
 
 
-def _shown_url(url: str) -> str:
+def _shown_url(url: str, variable: str = "ARIA_API_URL") -> str:
     """A URL as answers may show it: scheme, host and port, never a user or password in it."""
     from urllib.parse import urlsplit
 
@@ -423,7 +443,7 @@ def _shown_url(url: str) -> str:
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        return "the URL in ARIA_API_URL"
+        return f"the URL in {variable}"
     return _cut(f"{parts.scheme}://{host}{port}", 200)
 
 
@@ -1465,6 +1485,11 @@ def write_atomic(
         _fsync_folder(folder)
 
 
+def _temporary_writer(name: str) -> int:
+    """The pid that _new_temporary wrote into a temporary's name."""
+    return int(name[-16:-8], 16)
+
+
 def _left_by_the_dead(folder: str, name: str, lock: str) -> bool:
     """Whether a temporary found beside the index before taking ``lock`` is a dead writer's.
 
@@ -1477,11 +1502,6 @@ def _left_by_the_dead(folder: str, name: str, lock: str) -> bool:
     if holder is None or holder.stale:
         return holder is not None
     return holder.pid is None and not _pid_alive(_temporary_writer(name))
-
-
-def _temporary_writer(name: str) -> int:
-    """The pid that _new_temporary wrote into a temporary's name."""
-    return int(name[-16:-8], 16)
 
 
 def rewrite_index(
@@ -1676,6 +1696,16 @@ def _listing_by_agent(config: Config, agents: list[str], document: dict[str, Any
     return listing
 
 
+def _gateway_environment(config: Config) -> dict[str, str]:
+    """What the CLI runs with: the state folder above ARIA_AGENTS_DIR (its stores and its config,
+    so that it reads and finds the gateway of this folder, not of its HOME), and the gateway's URL
+    and token as it reads them from its environment: never as --url and --token, which put the
+    token in /proc/<pid>/cmdline for any local user while the CLI runs."""
+    environment = {"OPENCLAW_STATE_DIR": os.path.dirname(os.path.abspath(config.agents_root))}
+    environment |= {"OPENCLAW_GATEWAY_URL": config.gateway_url} if config.gateway_url else {}
+    return environment | ({"OPENCLAW_GATEWAY_TOKEN": config.gateway_token} if config.gateway_token else {})
+
+
 def gateway_listing(config: Config, agents: list[str]) -> dict[str, Any]:
     """Every session of the SQLite-era agents, in one CLI call (§7): a list of listed sessions per
     agent, or the GatewayUnavailable that keeps it from being read. Needs no running gateway."""
@@ -1684,7 +1714,10 @@ def gateway_listing(config: Config, agents: list[str]) -> dict[str, Any]:
     scope = ["--agent", agents[0]] if len(agents) == 1 else ["--all-agents"]
     try:
         code, document = _run_openclaw(
-            config, ["sessions", *scope, "--json", "--limit", "all"], config.openclaw_timeout
+            config,
+            ["sessions", *scope, "--json", "--limit", "all"],
+            config.openclaw_timeout,
+            _gateway_environment(config),
         )
         listed = document.get("sessions") if isinstance(document, dict) else None
         if code not in (0, None) or not isinstance(listed, list):
@@ -1709,13 +1742,6 @@ def _key_batches(keys: list[str]) -> Iterator[list[str]]:
         size += length
     if batch:
         yield batch
-
-
-def _gateway_environment(config: Config) -> dict[str, str]:
-    """The gateway's URL and token as the CLI reads them from its environment: never as --url and
-    --token, which put the token in /proc/<pid>/cmdline for any local user while the CLI runs."""
-    environment = {"OPENCLAW_GATEWAY_URL": config.gateway_url} if config.gateway_url else {}
-    return environment | ({"OPENCLAW_GATEWAY_TOKEN": config.gateway_token} if config.gateway_token else {})
 
 
 def _unreachable(text: str) -> GatewayUnavailable:
@@ -1782,350 +1808,468 @@ def gateway_delete(
     return answered, None
 
 
-# --- The SQLite-era gateway: one connection per call --------------------------------------------
-
-#: The helper that holds a call's one connection to the gateway (§7), in JavaScript. It is loaded
-#: with --import into the Node that runs OPENCLAW_CLI (so it needs no Node of its own and no third
-#: file), imports GatewayClient from the package's public export, answers one JSON line per
-#: request and exits before the CLI itself would start.
-GATEWAY_HELPER = r"""
-// aria-sessionmanager's gateway helper: one connection to the running OpenClaw gateway per call.
-// Loaded with --import into the Node that runs OPENCLAW_CLI; it works, then exits before the CLI
-// itself starts. One JSON request per line on stdin, one JSON answer per line on stdout.
-import { realpathSync } from "node:fs";
-import { createRequire, enableCompileCache } from "node:module";
-import { createInterface } from "node:readline";
-import { pathToFileURL } from "node:url";
-
-const PAGE = 500;
-const CONNECT_SECONDS = 10;
-const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
-const words = (error) => String((error && error.message) || error).split("\n")[0].slice(0, 300);
-
-async function load() {
-  try {
-    enableCompileCache?.(); // Node's own cache, as the CLI keeps one: the imports start sooner
-  } catch {}
-  const require = createRequire(realpathSync(process.argv[1]));
-  const exported = async (name) => import(pathToFileURL(require.resolve(name)).href);
-  const gateway = await exported("openclaw/plugin-sdk/gateway-runtime");
-  const store = await exported("openclaw/plugin-sdk/session-store-runtime");
-  return [gateway.GatewayClient, store.listSessionEntries];
-}
-
-function connect(GatewayClient, seconds) {
-  const port = process.env.OPENCLAW_GATEWAY_PORT || "18789";
-  const url = process.env.OPENCLAW_GATEWAY_URL || `ws://127.0.0.1:${port}`;
-  return new Promise((resolve, reject) => {
-    const fail = (error) => {
-      clearTimeout(timer);
-      client.stop();
-      reject(error);
-    };
-    const timer = setTimeout(() => fail(new Error(`no answer from ${url} in ${seconds} s`)), seconds * 1000);
-    const client = new GatewayClient({
-      url,
-      token: process.env.OPENCLAW_GATEWAY_TOKEN || undefined,
-      clientName: "cli",
-      mode: "cli",
-      role: "operator",
-      scopes: ["operator.admin"],
-      deviceIdentity: null,
-      minProtocol: 4,
-      maxProtocol: 4,
-      requestTimeoutMs: 120000,
-      onHelloOk: () => {
-        clearTimeout(timer);
-        resolve(client);
-      },
-      onConnectError: fail,
-      onClose: (code, reason) => fail(new Error(`the gateway closed the connection (${code} ${reason})`)),
-    });
-    client.start();
-  });
-}
-
-async function list(client, listSessionEntries, agent) {
-  const rows = [];
-  let path;
-  for (let offset = 0; ; ) {
-    const page = await client.request("sessions.list", {
-      agentId: agent,
-      limit: PAGE,
-      offset,
-      archived: "all",
-      includeGlobal: true,
-      includeUnknown: true,
-    });
-    rows.push(...(page.sessions || []));
-    path ??= page.path;
-    if (!page.hasMore) break;
-    offset = page.nextOffset ?? offset + PAGE;
-  }
-  const listed = new Set(rows.map((row) => row.key));
-  // sessions.list hides cron runs: the store lists them (read only, as the CLI's listing does).
-  for (const { sessionKey, entry } of listSessionEntries({ agentId: agent, readOnly: true })) {
-    if (sessionKey.includes(":run:") && !listed.has(sessionKey)) {
-      rows.push({ ...entry, key: sessionKey, agentId: agent });
-    }
-  }
-  return { path, sessions: rows };
-}
-
-async function remove(client, listSessionEntries, request) {
-  const { key, agentId, expectedSessionId, expectedSessionUpdatedAt } = request;
-  try {
-    const answer = await client.request("sessions.delete", {
-      key,
-      agentId,
-      expectedSessionId,
-      expectedSessionUpdatedAt,
-      deleteTranscript: true,
-    });
-    const status = answer.deleted === false ? "not_found" : "deleted";
-    return { key, status, archived: answer.archived || [] };
-  } catch (error) {
-    if (!(error && error.details && error.details.reason === "session-changed")) {
-      return { key, status: "refused", error: words(error) };
-    }
-    // The gateway says "changed" for a key that is gone too (its run retention works beside us).
-    let gone = false;
-    try {
-      gone = !listSessionEntries({ agentId, readOnly: true }).some((row) => row.sessionKey === key);
-    } catch {}
-    return { key, status: gone ? "not_found" : "changed", error: words(error) };
-  }
-}
-
-async function serve() {
-  let GatewayClient, listSessionEntries, client;
-  try {
-    [GatewayClient, listSessionEntries] = await load();
-  } catch (error) {
-    return say({ ready: false, stage: "import", error: words(error) });
-  }
-  try {
-    client = await connect(GatewayClient, CONNECT_SECONDS);
-  } catch (error) {
-    return say({ ready: false, stage: "connect", error: words(error) });
-  }
-  say({ ready: true });
-  for await (const line of createInterface({ input: process.stdin })) {
-    const request = JSON.parse(line);
-    if (request.op === "list") {
-      const one = (agent) =>
-        list(client, listSessionEntries, agent).then(
-          (listed) => say({ agent, ...listed }),
-          (error) => say({ agent, error: words(error) }),
-        );
-      await Promise.all(request.agents.map(one)); // one line per agent, as each is listed
-    } else {
-      say(await remove(client, listSessionEntries, request));
-    }
-  }
-  await client.stopAndWait({ timeoutMs: 2000 }).catch(() => {});
-}
-
-await serve();
-process.exit(0);
-"""
+# --- The SQLite-era gateway: its protocol, one connection per call --------------------------------
 
 
-def _connection_listing(config: Config, agent: str, answer: dict[str, Any]) -> list[Any] | GatewayUnavailable:
-    """One agent's sessions as the helper listed them, if they come from the database under
-    ARIA_AGENTS_DIR (a gateway that serves another state folder must not delete here)."""
-    sessions, path = answer.get("sessions"), answer.get("path")
-    if not isinstance(sessions, list):
-        return GatewayUnavailable(
-            f"the gateway could not list agent {agent!r}: {_cli_message(answer.get('error'))}"
+class Fallback(Enum):
+    """What the CLI may do for a call whose connection to the gateway could not be had (§7)."""
+
+    LISTING = "listing"  # the gateway did not answer: the CLI reads the stores, nothing is deleted
+    EVERYTHING = "everything"  # a reason the CLI overcomes: its own Node client, device identity
+    NOTHING = "nothing"  # the gateway refused us (a wrong token) or must not be used: no path may
+
+
+class NoConnection(NamedTuple):
+    """Why a call has no connection to the gateway, what the CLI may do instead, and in how many
+    seconds to try again when the gateway said it will be ready soon."""
+
+    reason: str
+    fallback: Fallback
+    retry_after: float | None = None
+
+    def error(self) -> GatewayUnavailable:
+        return GatewayUnavailable(f"{self.reason}; nothing was changed")
+
+
+class Reply(NamedTuple):
+    """One answer of the gateway: its payload, or its error (``code``, ``message``, ``details``)."""
+
+    payload: dict[str, Any]
+    error: dict[str, Any] | None
+
+    def detail(self, name: str) -> Any:
+        details = (self.error or {}).get("details")
+        return details.get(name) if isinstance(details, dict) else None
+
+    def words(self) -> str:
+        return _cli_message((self.error or {}).get("message") or (self.error or {}).get("code"))
+
+    def retry_after(self) -> float | None:
+        """When a refusal the gateway calls retryable may be tried again, in seconds (at most 5)."""
+        if self.error is None or self.error.get("retryable") is not True:
+            return None
+        wait = self.error.get("retryAfterMs")
+        seconds = wait / 1000 if isinstance(wait, (int, float)) and math.isfinite(wait) else 0.5
+        return min(max(seconds, 0.05), 5.0)
+
+
+def _loopback_url(url: str) -> bool:
+    """Whether a ws:// URL's host is this machine (a token sent in clear never leaves it)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _gateway_url(config: Config) -> str | NoConnection:
+    """The gateway's URL (OPENCLAW_GATEWAY_URL, else the default port on 127.0.0.1); a
+    NoConnection for one the token must not travel to."""
+    url = config.gateway_url or f"ws://127.0.0.1:{os.environ.get('OPENCLAW_GATEWAY_PORT', '18789')}"
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("ws", "wss"):
+        return NoConnection(
+            f"OPENCLAW_GATEWAY_URL must be a ws:// or wss:// URL, not {_echo(url)}", Fallback.NOTHING
         )
-    if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(
-        _sqlite_database(config, agent)
-    ):
-        return GatewayUnavailable(
-            f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in another state folder than "
-            "ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
+    if scheme == "ws" and not _loopback_url(url):
+        return NoConnection(
+            "OPENCLAW_GATEWAY_URL is a ws:// URL to another host, where the token would travel in clear: "
+            "use wss:// (the gateway's gateway.tls) or run the skill beside the gateway",
+            Fallback.NOTHING,
         )
-    return [row for row in sessions if isinstance(row, dict)]
+    return url
 
 
-class GatewayLink:
-    """The helper's process: one request per line in, one answer per line out."""
+def _check_served_store(config: Config, agent: str, path: Any) -> None:
+    """GatewayUnavailable unless the gateway keeps the agent in the database under ARIA_AGENTS_DIR:
+    a gateway of another state folder must never delete in the name of this one."""
+    expected = _sqlite_database(config, agent)
+    if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(expected):
+        raise GatewayUnavailable(
+            f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in {_echo(path)}, not in "
+            f"{_echo(expected)} under ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
+        )
 
-    def __init__(self, process: Any) -> None:
-        self.process = process
-        self.pending = bytearray()
+
+def _no_answer(url: str, why: str) -> NoConnection:
+    return NoConnection(
+        f"the OpenClaw gateway at {_shown_url(url, 'OPENCLAW_GATEWAY_URL')} did not answer ({why}). "
+        "Start it (openclaw gateway run) or set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN to the "
+        "running one",
+        Fallback.LISTING,
+    )
+
+
+def _connection_refusal(reply: Reply) -> NoConnection:
+    """Why the gateway refused our ``connect``, and whether the CLI may stand in (§7)."""
+    code = str(reply.detail("code") or "")
+    if reply.retry_after() is not None:
+        return NoConnection(
+            f"the gateway is not ready: {reply.words()}", Fallback.LISTING, reply.retry_after()
+        )
+    if code == "PROTOCOL_MISMATCH":
+        return NoConnection(
+            f"the gateway speaks protocol {_echo(reply.detail('expectedProtocol'))}, this skill "
+            f"{GATEWAY_PROTOCOL}, so the openclaw CLI is used",
+            Fallback.EVERYTHING,
+        )
+    if code.startswith("PAIRING") or code.startswith("DEVICE") or code == "AUTH_SCOPE_MISMATCH":
+        return NoConnection(
+            f"the gateway asks for a paired device ({reply.words()}): pair one (openclaw devices) or run "
+            "the skill on the gateway's host; the openclaw CLI is used meanwhile",
+            Fallback.EVERYTHING,
+        )
+    if code.startswith("AUTH") or reply.words().startswith("unauthorized"):
+        return NoConnection(
+            "the gateway refused the token: set OPENCLAW_GATEWAY_TOKEN to the gateway's gateway.auth.token "
+            f"({reply.words()})",
+            Fallback.NOTHING,
+        )
+    return NoConnection(f"the gateway refused the connection: {reply.words()}", Fallback.NOTHING)
+
+
+def _unknown_agent(agent: str) -> GatewayUnavailable:
+    return GatewayUnavailable(
+        f"the gateway does not know agent {agent!r} (it is not in agents.list), so it neither lists nor "
+        f"deletes its sessions: add it with openclaw agents add {agent}, or in agents.list of openclaw.json"
+    )
+
+
+class GatewayClient:
+    """One connection to the running gateway over its documented protocol (§7, OpenClaw's
+    docs/gateway/protocol): the handshake with the token, one request at a time with its own
+    deadline, answers capped, the protocol version and the granted scopes checked."""
+
+    def __init__(self, opened: Any, url: str) -> None:
+        self.held = ExitStack()  # websockets' connection is a context manager: closed with it
+        self.socket, self.scopes, self.url = self.held.enter_context(opened), set[str](), url
+        self.agents: set[str] | None = None  # the gateway's agents.list, read when first needed
+        self.sent = 0  # requests sent: each one's id
 
     @classmethod
-    def start(cls, config: Config) -> GatewayLink | str:
-        """The helper, connected; or why there is none, in words (the CLI is used then)."""
-        import base64
-        import subprocess
-
-        source = base64.b64encode(GATEWAY_HELPER.encode("utf-8")).decode("ascii")
-        preload = f"--import=data:text/javascript;base64,{source}"
-        environment = {
-            **os.environ,
-            "NODE_OPTIONS": f"{preload} {os.environ.get('NODE_OPTIONS', '')}".strip(),
-        }
+    def open(cls, config: Config) -> GatewayClient | NoConnection:
+        """The connection, authenticated; or why there is none and what the CLI may do instead. A
+        gateway that is starting says so and when to try again: it is tried until the call's
+        OPENCLAW_TIMEOUT_SECONDS."""
+        url = _gateway_url(config)
+        if isinstance(url, NoConnection):
+            return url
         try:
-            process = subprocess.Popen(
-                [_openclaw_program(config), "--version"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=environment,
-                start_new_session=True,
+            from websockets.sync.client import connect
+        except ImportError:
+            return NoConnection(
+                "the Python package websockets is not installed (pip install websockets), so the "
+                "openclaw CLI is used",
+                Fallback.EVERYTHING,
             )
-        except (OSError, GatewayUnavailable) as error:
-            return f"the helper could not be started ({_cli_message(error)})"
-        link = cls(process)
+        deadline = time.monotonic() + config.openclaw_timeout
+        while True:
+            opened = cls.attempt(config, url, connect)
+            wait = opened.retry_after if isinstance(opened, NoConnection) else None
+            if wait is None or time.monotonic() + wait >= deadline:
+                return opened
+            time.sleep(wait)
+
+    @classmethod
+    def attempt(cls, config: Config, url: str, connect: Callable[..., Any]) -> GatewayClient | NoConnection:
+        """One try at opening the connection and shaking hands."""
+        from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+        timeout = min(config.openclaw_timeout, GATEWAY_CONNECT_SECONDS)
         try:
-            hello = link.answer(config.openclaw_timeout)
+            opened = connect(
+                url,
+                open_timeout=timeout,
+                close_timeout=1,
+                max_size=GATEWAY_PAYLOAD_CAP,
+                compression=None,
+                proxy=None,
+                user_agent_header=None,
+            )
+        except (InvalidURI, ValueError) as error:
+            why = _cli_message(error)
+            return NoConnection(f"OPENCLAW_GATEWAY_URL is not a usable URL ({why})", Fallback.NOTHING)
+        except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as error:
+            return _no_answer(url, _cli_message(error) or "timed out")
+        client = cls(opened, url)
+        refused = client.handshake(config, timeout)
+        if refused is not None:
+            client.close()
+            return refused
+        return client
+
+    def handshake(self, config: Config, timeout: float) -> NoConnection | None:
+        """Wait for the gateway's challenge, then connect as an operator with the token (no device
+        identity: on loopback a token is enough, §7); None when the gateway granted what we need."""
+        try:
+            self.challenge(timeout)
+            reply = self.request("connect", self.connect_parameters(config), timeout)
         except GatewayUnavailable as error:
-            hello = {"ready": False, "stage": "start", "error": str(error)}
-        if hello.get("ready") is not True:
-            link.close()
-            if "stage" not in hello:
-                return (
-                    "OPENCLAW_CLI did not load the helper (it may not run Node itself, or reset NODE_OPTIONS)"
-                )
-            return f"the helper could not {hello['stage']}: {_cli_message(hello.get('error'))}"
-        return link
+            return NoConnection(str(error), Fallback.LISTING)
+        if reply.error is not None:
+            return _connection_refusal(reply)
+        granted = (reply.payload.get("auth") or {}).get("scopes")
+        self.scopes = (
+            {scope for scope in granted if isinstance(scope, str)} if isinstance(granted, list) else set()
+        )
+        protocol = reply.payload.get("protocol")
+        if protocol != GATEWAY_PROTOCOL:
+            return NoConnection(
+                f"the gateway speaks protocol {_echo(protocol)}, this skill {GATEWAY_PROTOCOL}, so the "
+                "openclaw CLI is used",
+                Fallback.EVERYTHING,
+            )
+        if GATEWAY_ADMIN_SCOPE not in self.scopes:
+            return NoConnection(
+                f"the gateway granted this connection {sorted(self.scopes) or 'no scopes'}, and deleting "
+                f"needs {GATEWAY_ADMIN_SCOPE} (a client without a paired device gets it only on loopback): "
+                "pair a device for the gateway (openclaw devices) or run the skill on the gateway's host; "
+                "the openclaw CLI is used meanwhile",
+                Fallback.EVERYTHING,
+            )
+        return None
 
-    def answer(self, timeout: float) -> dict[str, Any]:
-        """The helper's next line, as a JSON object; GatewayUnavailable when none comes in time."""
-        import selectors
+    @staticmethod
+    def connect_parameters(config: Config) -> dict[str, Any]:
+        """The ``connect`` request's parameters (OpenClaw's docs/gateway/protocol/handshake.md)."""
+        return {
+            "minProtocol": GATEWAY_PROTOCOL,
+            "maxProtocol": GATEWAY_PROTOCOL,
+            "client": {"id": "cli", "version": SKILL_VERSION, "platform": sys.platform, "mode": "cli"},
+            "role": "operator",
+            "scopes": [GATEWAY_ADMIN_SCOPE],
+            "auth": {"token": config.gateway_token} if config.gateway_token else {},
+        }
 
+    def challenge(self, timeout: float) -> None:
+        """The gateway's first frame, its ``connect.challenge`` event (what tells a gateway)."""
+        frame = self.receive(time.monotonic() + timeout, "its challenge")
+        if frame.get("type") != "event" or frame.get("event") != "connect.challenge":
+            raise GatewayUnavailable(
+                f"{_shown_url(self.url, 'OPENCLAW_GATEWAY_URL')} did not greet as an OpenClaw gateway "
+                "does (no connect.challenge)"
+            )
+
+    def request(self, method: str, parameters: dict[str, Any], timeout: float) -> Reply:
+        """Send one request and wait for its response (events and stale responses are passed
+        over); GatewayUnavailable when none comes in ``timeout`` or the connection breaks."""
+        self.sent += 1
+        ident = f"aria-{self.sent}"
+        frame = {"type": "req", "id": ident, "method": method, "params": parameters}
+        try:
+            self.socket.send(json.dumps(frame))
+        except Exception as error:  # websockets raises its own ConnectionClosed, not an OSError
+            raise self.broken(method, error) from None
         deadline = time.monotonic() + timeout
-        descriptor = self.process.stdout.fileno()
-        searched = 0  # a long line is searched once, not again for every read
-        with selectors.DefaultSelector() as selector:
-            selector.register(descriptor, selectors.EVENT_READ)
-            while (end := self.pending.find(b"\n", searched)) < 0:
-                searched = len(self.pending)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise GatewayUnavailable(f"the gateway helper did not answer within {timeout:g} s")
-                chunk = os.read(descriptor, 1 << 16)
-                if not chunk:
-                    raise GatewayUnavailable("the gateway helper stopped before it answered")
-                self.pending += chunk
-                if len(self.pending) > CLI_OUTPUT_CAP:
-                    raise GatewayUnavailable(
-                        f"the gateway helper answered more than {CLI_OUTPUT_CAP >> 20} MiB"
-                    )
-        line = bytes(self.pending[:end])
-        del self.pending[: end + 1]
+        while True:
+            answer = self.receive(deadline, method)
+            if answer.get("type") == "res" and answer.get("id") == ident:
+                payload, refusal = answer.get("payload"), answer.get("error")
+                if answer.get("ok") is True and isinstance(payload, dict):
+                    return Reply(payload, None)
+                return Reply({}, refusal if isinstance(refusal, dict) else {"message": "no result"})
+
+    def call(self, method: str, parameters: dict[str, Any], timeout: float) -> Reply:
+        """``request``, sent again while the gateway refuses it as retryable (its queue is full:
+        the method did not run) and the deadline allows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.request(method, parameters, max(0.0, deadline - time.monotonic()))
+            wait = reply.retry_after()
+            if wait is None or time.monotonic() + wait >= deadline:
+                return reply
+            time.sleep(wait)
+
+    def receive(self, deadline: float, waiting_for: str) -> dict[str, Any]:
+        """The next frame, parsed; GatewayUnavailable past ``deadline``, for a frame that is not a
+        JSON object, or when the connection breaks (a frame over the cap breaks it)."""
+        remaining = deadline - time.monotonic()
         try:
-            document = _loads_strict(line)
+            if remaining <= 0:
+                raise TimeoutError
+            text = self.socket.recv(timeout=remaining)
+        except TimeoutError:
+            raise GatewayUnavailable(
+                f"the gateway did not answer {waiting_for} in time (OPENCLAW_TIMEOUT_SECONDS)"
+            ) from None
+        except Exception as error:  # ConnectionClosed and its kin, from websockets
+            raise self.broken(waiting_for, error) from None
+        try:
+            frame = _loads_strict(text) if isinstance(text, str) else None
         except ValueError:
-            document = None
-        return document if isinstance(document, dict) else {}
+            frame = None
+        if not isinstance(frame, dict):
+            raise GatewayUnavailable(
+                f"the gateway sent a frame that is not a JSON object while we waited for {waiting_for}"
+            )
+        return frame
 
-    def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request and wait for its answer."""
-        try:
-            self.process.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
-            self.process.stdin.flush()
-        except OSError:
-            raise GatewayUnavailable("the gateway helper stopped") from None
-        return self.answer(timeout)
+    def broken(self, waiting_for: str, error: Exception) -> GatewayUnavailable:
+        return GatewayUnavailable(
+            f"the connection to the gateway broke while we waited for {waiting_for} ({_cli_message(error)})"
+        )
 
-    def close(self) -> None:
-        """Let the helper close its connection and exit; stop what is left of it after a grace."""
-        import subprocess
-
-        with suppress(OSError):
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            pass
-        _stop_process_group(self.process)
-        self.process.wait()
-        self.process.stdout.close()
+    def known_agents(self, config: Config) -> set[str]:
+        """The agents the gateway is configured with (agents.list): it lists and deletes only those."""
+        if self.agents is None:
+            reply = self.call("agents.list", {}, config.openclaw_timeout)
+            listed = reply.payload.get("agents") if reply.error is None else None
+            if not isinstance(listed, list):
+                raise GatewayUnavailable(f"the gateway did not list its agents: {reply.words()}")
+            self.agents = {str(agent.get("id")) for agent in listed if isinstance(agent, dict)}
+        return self.agents
 
     def listing(self, config: Config, agents: list[str]) -> dict[str, Any]:
-        """Every session of these agents, as gateway_listing gives them: the gateway's sessions.list
-        (all pages, archived included) and the cron runs it hides, read from the store (§7)."""
-        listing: dict[str, Any] = {}
+        """Every session the gateway lists for these agents (sessions.list, every page, archived
+        too): a list of rows per agent, or the GatewayUnavailable that kept it from being listed."""
         try:
-            answers = [self.ask({"op": "list", "agents": agents}, config.openclaw_timeout)]
-            answers += [self.answer(config.openclaw_timeout) for _ in agents[1:]]  # a line per agent
+            known = self.known_agents(config)
         except GatewayUnavailable as error:
             return dict.fromkeys(agents, error)
-        for answer in answers:
-            agent = answer.get("agent")
-            if agent in agents and agent not in listing:
-                listing[agent] = _connection_listing(config, agent, answer)
-        unlisted = GatewayUnavailable("the gateway helper did not list this agent")
-        return {agent: listing.get(agent, unlisted) for agent in agents}
+        listing: dict[str, Any] = {}
+        for agent in agents:
+            if agent not in known:
+                listing[agent] = _unknown_agent(agent)
+                continue
+            try:
+                listing[agent] = self.agent_listing(config, agent)
+            except GatewayUnavailable as error:
+                listing[agent] = error
+        return listing
+
+    def agent_listing(self, config: Config, agent: str) -> list[Any]:
+        rows: list[Any] = []
+        offset = 0
+        for _page in range(GATEWAY_PAGES_CAP):
+            parameters = {"agentId": agent, "limit": GATEWAY_PAGE, "offset": offset} | GATEWAY_LIST_OPTIONS
+            reply = self.call("sessions.list", parameters, config.openclaw_timeout)
+            sessions = reply.payload.get("sessions")
+            if reply.error is not None or not isinstance(sessions, list):
+                raise GatewayUnavailable(f"the gateway could not list agent {agent!r}: {reply.words()}")
+            _check_served_store(config, agent, reply.payload.get("path"))
+            rows += [row for row in sessions if isinstance(row, dict) and isinstance(row.get("key"), str)]
+            following = reply.payload.get("nextOffset")
+            if reply.payload.get("hasMore") is not True:
+                return rows
+            if not isinstance(following, int) or isinstance(following, bool) or following <= offset:
+                following = offset + len(sessions)
+            if following <= offset:
+                break
+            offset = following
+        raise GatewayUnavailable(f"the gateway's listing of agent {agent!r} did not end")
 
     def delete(self, config: Config, request: DeleteRequest) -> dict[str, Any]:
-        """One key deleted, if the session is still as it was listed; its result as _delete_result
-        shapes the CLI's (status ``changed`` when the gateway found the session changed)."""
-        answer = self.ask(
-            {
-                "op": "delete",
-                "key": request.key,
-                "agentId": request.agent,
-                "expectedSessionId": request.session_id,
-                **(
-                    {"expectedSessionUpdatedAt": request.updated_at} if request.updated_at is not None else {}
-                ),
-            },
-            config.openclaw_timeout,
+        """One key deleted if the session is still as it was listed: its result as _delete_result
+        shapes the CLI's (status ``changed`` when the gateway found it changed, ``not_found`` when
+        it is gone: the gateway refuses a missing key as changed, so it is described again)."""
+        parameters = {
+            "key": request.key,
+            "agentId": request.agent,
+            "expectedSessionId": request.session_id,
+            "deleteTranscript": True,
+        } | ({"expectedSessionUpdatedAt": request.updated_at} if request.updated_at is not None else {})
+        reply = self.call("sessions.delete", parameters, config.openclaw_timeout)
+        if reply.error is None:
+            gone = reply.payload.get("deleted") is False
+            archived = reply.payload.get("archived")
+            return _delete_result(
+                {"key": request.key, "status": "not_found" if gone else "deleted", "archived": archived}
+            )
+        if reply.detail("reason") != "session-changed":
+            return _delete_result({"key": request.key, "status": "refused", "error": reply.words()})
+        described = self.call(
+            "sessions.describe", {"key": request.key, "agentId": request.agent}, config.openclaw_timeout
         )
-        if answer.get("key") != request.key:
-            raise GatewayUnavailable("the gateway helper answered for another key")
-        return _delete_result(answer)
+        gone = described.error is None and described.payload.get("session") is None
+        return _delete_result(
+            {"key": request.key, "status": "not_found" if gone else "changed", "error": reply.words()}
+        )
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.held.close()
 
 
 class GatewayCall:
-    """How this call reaches the SQLite-era gateway: its one connection (started when first
-    needed) or, where the helper cannot connect, the CLI, and why."""
+    """How this call reaches the SQLite-era gateway: its one connection, opened when first needed,
+    or why there is none (then the CLI does what NoConnection.fallback allows)."""
 
     def __init__(self) -> None:
-        self.link: GatewayLink | None = None
-        self.why_cli: str | None = None
+        self.connection: GatewayClient | NoConnection | None = None
 
-    def connection(self, config: Config) -> GatewayLink | None:
-        if self.link is None and self.why_cli is None:
-            started = GatewayLink.start(config)
-            if isinstance(started, str):
-                self.why_cli = started
-            else:
-                self.link = started
-        return self.link
+    def connect(self, config: Config) -> GatewayClient | NoConnection:
+        if self.connection is None:
+            self.connection = GatewayClient.open(config)
+        return self.connection
 
     def path(self) -> str | None:
         """The path taken, in words (None: the gateway was not needed)."""
-        if self.link is not None:
-            return "one gateway connection"
-        return None if self.why_cli is None else f"the openclaw CLI, one process per step: {self.why_cli}"
+        connection = self.connection
+        if isinstance(connection, GatewayClient):
+            return "one connection over the gateway protocol"
+        if connection is None:
+            return None
+        if connection.fallback is Fallback.NOTHING:
+            return f"none: {connection.reason}"
+        return f"the openclaw CLI, one process per step: {connection.reason}"
 
     def close(self) -> None:
-        if self.link is not None:
-            self.link.close()
+        if isinstance(self.connection, GatewayClient):
+            self.connection.close()
 
 
 _GATEWAY_CALL: ContextVar[GatewayCall | None] = ContextVar("gateway_call", default=None)
 
 
-def _gateway_connection(config: Config) -> GatewayLink | None:
-    """The call's connection to the gateway, if the helper has one (None outside a public call)."""
+def _gateway_connection(config: Config) -> GatewayClient | NoConnection | None:
+    """The call's connection to the gateway, or why there is none (None outside a public call)."""
     call = _GATEWAY_CALL.get()
-    return None if call is None else call.connection(config)
+    return None if call is None else call.connect(config)
 
 
-def _sqlite_listing(config: Config, agents: list[str]) -> tuple[dict[str, Any], bool]:
-    """The SQLite-era agents' sessions (gateway_listing's shape), over the call's connection where
-    there is one, else through the CLI; and whether the connection listed them."""
-    link = _gateway_connection(config)
-    if link is not None:
-        return link.listing(config, agents), True
-    return gateway_listing(config, agents), False
+class SqliteListing(NamedTuple):
+    """The SQLite-era agents' sessions (gateway_listing's shape per agent), whether the call's
+    connection listed them, and per agent what the listing leaves out and why."""
+
+    by_agent: dict[str, Any]
+    connected: bool
+    unlisted: dict[str, str]
+
+
+def _add_cron_runs(config: Config, listing: dict[str, Any]) -> dict[str, str]:
+    """Add to each listed agent the cron runs that only the CLI's store listing shows (§7); the
+    agents whose runs could not be read, with why."""
+    listed = [agent for agent, rows in listing.items() if isinstance(rows, list)]
+    unlisted: dict[str, str] = {}
+    for agent, found in gateway_listing(config, listed).items() if listed else ():
+        if isinstance(found, GatewayUnavailable):
+            unlisted[agent] = (
+                f"cron runs not listed: the gateway's protocol hides them, the CLI failed: {found}"
+            )
+            continue
+        keys = {row["key"] for row in listing[agent]}
+        runs = [r for r in found if isinstance(r.get("key"), str) and CRON_RUN_KEY.match(r["key"])]
+        listing[agent] += [run for run in runs if run["key"] not in keys]
+    return unlisted
+
+
+def _sqlite_listing(config: Config, agents: list[str], complete: bool) -> SqliteListing:
+    """Every session of these agents: over the call's connection, with the cron runs the gateway's
+    protocol hides read by the CLI when ``complete`` (a change needs them; a listing starts no
+    Node); else through the CLI, where the connection failed for a reason it may stand in for."""
+    connection = _gateway_connection(config)
+    if isinstance(connection, GatewayClient):
+        listing = connection.listing(config, agents)
+        unlisted = _add_cron_runs(config, listing) if complete else dict.fromkeys(agents, CRON_RUNS_UNLISTED)
+        return SqliteListing(listing, True, unlisted)
+    if connection is not None and connection.fallback is Fallback.NOTHING:
+        return SqliteListing(dict.fromkeys(agents, connection.error()), False, {})
+    return SqliteListing(gateway_listing(config, agents), False, {})
 
 
 def one_gateway_connection(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -3240,11 +3384,13 @@ class AgentStore(ABC):
         self.document: IndexDocument | None = None
         self.listing = FolderListing()
         self.sessions: dict[str, Session] = {}
+        self.unlisted: str | None = None  # what reading the store left out, and why (None: nothing)
 
     @classmethod
-    def prepare(cls, config: Config, stores: list[AgentStore]) -> None:
+    def prepare(cls, config: Config, stores: list[AgentStore], complete: bool) -> None:
         """Read ahead, once for all of a call's stores of this kind, what reading each one needs
-        (by default nothing: each store reads its own)."""
+        (by default nothing: each store reads its own). ``complete``: the call changes sessions or
+        judges history rows by what the stores hold, so nothing may be left out that can be read."""
         return None
 
     @abstractmethod
@@ -3260,8 +3406,16 @@ class AgentStore(ABC):
         return _protection_of(self.config, session, self.listing, self.paths, self.gateway_owned)
 
     def held_session_ids(self) -> set[str]:
-        """Every sessionId the store holds now (read anew)."""
-        return {_session_id_of(key, entry) for key, entry in self.read_entries(False)[0].items()}
+        """Every sessionId the store holds now (read anew); GatewayUnavailable when the reading
+        left some out (a row found nowhere is then unknown, never gone)."""
+        held = {_session_id_of(key, entry) for key, entry in self.read_entries(False)[0].items()}
+        if self.unlisted is not None:
+            raise GatewayUnavailable(self.unlisted)
+        return held
+
+    def held(self) -> set[str] | SessionManagerError:
+        """The sessionIds of the sessions read (read_agent), or why they are not all of them."""
+        return set(self.sessions) if self.unlisted is None else GatewayUnavailable(self.unlisted)
 
     @abstractmethod
     def remove(
@@ -3629,7 +3783,7 @@ def _expected_updated_at(session: Session, key: str) -> int | None:
 
 
 def _delete_stalest_first(
-    config: Config, link: GatewayLink, parts: list[RemovalPart]
+    config: Config, link: GatewayClient, parts: list[RemovalPart]
 ) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
     """Delete the parts' sessions through the connection, one key at a time (the gateway deletes
     one at a time anyway, §7), the stalest first, each only if unchanged since it was listed.
@@ -3665,16 +3819,19 @@ def _delete_stalest_first(
 def _remove_through_gateway(
     config: Config, parts: list[RemovalPart]
 ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
-    """SQLite era: the running gateway deletes every part's keys, in as few CLI calls as fit, and
-    archives their transcripts itself (§7). Each part's audit records and marks follow
-    AuditTransaction as for sessions.json, with the gateway's answer in place of the index under
-    the lock. Returns the removals, and the failure of each agent none of whose keys got an answer.
+    """SQLite era: the running gateway deletes every part's keys, over the call's connection (or
+    through the CLI, where it may stand in for one) and archives their transcripts itself (§7).
+    Each part's audit records and marks follow AuditTransaction as for sessions.json, with the
+    gateway's answer in place of the index under the lock. Returns the removals, and the failure
+    of each agent none of whose keys got an answer.
     """
-    link = _gateway_connection(config)
-    if link is not None:
-        answered, failure = _delete_stalest_first(config, link, parts)
+    connection = _gateway_connection(config)
+    keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
+    if isinstance(connection, GatewayClient):
+        answered, failure = _delete_stalest_first(config, connection, parts)
+    elif connection is not None and connection.fallback is not Fallback.EVERYTHING:
+        answered, failure = {}, connection.error()
     else:
-        keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
         answered, failure = gateway_delete(config, keys) if keys else ({}, None)
     removals: list[Removal] = []
     failures: dict[str, SessionManagerError] = {}
@@ -4038,22 +4195,27 @@ class SqliteStore(AgentStore):
         self.active_runs: set[str] = set()
 
     @classmethod
-    def prepare(cls, config: Config, stores: list[AgentStore]) -> None:
+    def prepare(cls, config: Config, stores: list[AgentStore], complete: bool) -> None:
         """One listing for every SQLite-era agent of the call (each CLI call starts Node anew)."""
         mine = [store for store in stores if isinstance(store, SqliteStore)]
         if mine:
-            listing, connected = _sqlite_listing(config, [store.paths.agent for store in mine])
+            listing = _sqlite_listing(config, [store.paths.agent for store in mine], complete)
             for store in mine:
-                store.listed, store.connected = listing[store.paths.agent], connected
+                store.take(listing)
+
+    def take(self, listing: SqliteListing) -> None:
+        """This agent's part of a listing of several."""
+        self.listed, self.connected = listing.by_agent[self.paths.agent], listing.connected
+        self.unlisted = listing.unlisted.get(self.paths.agent)
 
     def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
         listed = self.listed
         if listed is None:
-            listing, self.connected = _sqlite_listing(self.config, [self.paths.agent])
-            listed = listing[self.paths.agent]
+            self.take(_sqlite_listing(self.config, [self.paths.agent], complete=True))
+            listed = self.listed
         self.listed = None
-        if isinstance(listed, GatewayUnavailable):
-            raise listed
+        if not isinstance(listed, list):
+            raise listed or GatewayUnavailable("the gateway did not list this agent")
         # Only the agent's own keys: one never reaches the CLI's command line as an option.
         own = f"agent:{self.paths.agent}:"
         mine = [item for item in listed if str(item.get("key")).startswith(own)]
@@ -4143,10 +4305,10 @@ def open_store(config: Config, paths: AgentPaths) -> AgentStore:
     return JsonStore(config, paths)
 
 
-def _prepare_stores(config: Config, stores: list[AgentStore]) -> None:
+def _prepare_stores(config: Config, stores: list[AgentStore], complete: bool) -> None:
     """Let each kind read ahead at once for all its agents of the call (AgentStore.prepare)."""
     for kind in STORE_KINDS.values():
-        kind.prepare(config, stores)
+        kind.prepare(config, stores, complete)
 
 
 def _recorded_kind(deletion: Deletion) -> type[AgentStore]:
@@ -4186,6 +4348,7 @@ class AgentWalk:
     so a caller keeps what it needs from a store while it holds it. An agent that cannot be read
     (or that a step fails for, see ``failed``) goes to ``errors``, fatal only when it was named.
     ``hold``, given an agent id, is a lock held from before the read until the next agent.
+    ``complete``: read what only a slower path lists (AgentStore.prepare), as a prune must.
     """
 
     def __init__(
@@ -4194,19 +4357,24 @@ class AgentWalk:
         agent: str | None,
         for_change: bool = False,
         hold: Callable[[str], AbstractContextManager[Any]] | None = None,
+        complete: bool = False,
     ) -> None:
         self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
+        self.complete = complete
         self.errors: list[dict[str, Any]] = []
+        self.unlisted: dict[str, str] = {}  # per agent, what its reading left out and why
         self.selected = 0
 
     def __iter__(self) -> Iterator[AgentStore]:
         stores = [open_store(self.config, paths) for paths in _selected_agents(self.config, self.agent)]
         self.selected = len(stores)
-        _prepare_stores(self.config, stores)
+        _prepare_stores(self.config, stores, self.complete)
         for store in stores:
             try:
                 with self.hold(store.paths.agent) if self.hold is not None else nullcontext():
                     yield read_agent(store, self.for_change)
+                    if store.unlisted is not None:
+                        self.unlisted[store.paths.agent] = store.unlisted
                     store.release()
             except (StoreUnreadable, LockTimeout, GatewayUnavailable) as error:
                 self.failed(store.paths.agent, error)
@@ -4216,6 +4384,18 @@ class AgentWalk:
         if self.agent is not None:
             raise error
         self.errors.append(_error_record(error, agent=agent))
+
+    def not_listed(self) -> dict[str, str]:
+        """``not_listed`` for an answer: what the stores' reading left out, for which agents, and
+        why (an answer never drops sessions silently); empty when nothing was left out."""
+        if not self.unlisted:
+            return {}
+        why = {
+            reason: sorted(a for a, r in self.unlisted.items() if r == reason)
+            for reason in self.unlisted.values()
+        }
+        said = "; ".join(f"{reason} (agent {_some_names(agents)})" for reason, agents in why.items())
+        return {"not_listed": _cut(said, MESSAGE_CAP)}
 
     def every_agent_failed(self) -> dict[str, str]:
         """``error`` and ``error_type`` for an answer when no agent could be worked on (the call
@@ -5611,6 +5791,7 @@ def list_sessions(
         best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
     items = [_session_item(session, now, full) for _, session in sorted(best)[offset:wanted]]
     result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
+    result |= walk.not_listed()
     hint, first = "name an agent to see its errors", _answer_size(items[:1])
     return _page_of_items(_fit_answer(result, ("agents", "errors"), full, hint, first), items, offset, full)
 
@@ -5683,7 +5864,7 @@ def get_session_stats(
     held: dict[str, set[str] | SessionManagerError] = {}
     for store in walk:
         name = store.paths.agent
-        held[name] = set(store.sessions)
+        held[name] = store.held()
         by_agent[name] = len(store.sessions)
         agents[name] = _agent_summary(store)
         disk[name] = _disk_usage(store)
@@ -5705,6 +5886,7 @@ def get_session_stats(
         "disk": disk,
         "agents": agents,
         "errors": walk.errors,
+        **walk.not_listed(),
     }
     growing = ("by_type", "by_agent", "disk", "agents", "errors")
     return _fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
@@ -5828,7 +6010,7 @@ def prune_sessions(
     full = _check_detail(detail)
     config = Config.from_environment()
     threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
-    walk = AgentWalk(config, agent, for_change=not dry_run)
+    walk = AgentWalk(config, agent, for_change=not dry_run, complete=True)
     total, removals, protected = _prune_walk(walk, session_type, threshold, dry_run)
     marks = [r.mark for r in removals if r.removed_keys]
     report = HistoryReport() if dry_run else mark_history(config, marks)
@@ -5838,7 +6020,8 @@ def prune_sessions(
         "threshold_minutes": threshold,
         "protected": protected,
     }
-    answer = _prune_answer(total, removals, report, full, **fields) | walk.every_agent_failed()
+    answer = _prune_answer(total, removals, report, full, **fields) | walk.not_listed()
+    answer |= walk.every_agent_failed()
     growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
     return _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
 
@@ -5890,7 +6073,7 @@ def _find_session(config: Config, reference: str, agent: str | None) -> Search:
     found: list[tuple[AgentStore, Session]] = []
     leftovers: list[Leftovers] = []
     stores = [open_store(config, paths) for paths in scope]
-    _prepare_stores(config, stores)
+    _prepare_stores(config, stores, complete=True)
     for store in stores:
         session = _session_in(read_agent(store, for_change=True), reference)
         if session is not None:
@@ -6314,7 +6497,7 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
 def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, set[str] | SessionManagerError]:
     """Every sessionId each agent's store holds now, or the error that kept it from being read."""
     stores = [open_store(config, paths) for paths in scope]
-    _prepare_stores(config, stores)
+    _prepare_stores(config, stores, complete=True)
     held: dict[str, set[str] | SessionManagerError] = {}
     for store in stores:
         try:
@@ -6508,6 +6691,7 @@ OCCASIONAL_ANSWER_KEYS = (
     "history_gave_up",
     "history_error",
     "gateway_path",
+    "not_listed",
     "remaining",
     "error",
     "error_type",

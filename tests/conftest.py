@@ -61,6 +61,18 @@ def history(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch, roo
     return history_server
 
 
+@pytest.fixture
+def without_websockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The skill as on a machine without the websockets package: in this process and in the skill
+    processes a test starts (a package on PYTHONPATH whose import fails)."""
+    import sys
+
+    for name in ("websockets", "websockets.sync", "websockets.sync.client", "websockets.exceptions"):
+        monkeypatch.setitem(sys.modules, name, None)
+    hidden = str(Path(__file__).resolve().parent / "no_websockets")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [hidden, os.environ.get("PYTHONPATH")])))
+
+
 @pytest.fixture(scope="session")
 def openclaw_cache() -> Path:
     """Node 24 and OpenClaw 2026.9.6 from the npm registry, installed once per machine (every

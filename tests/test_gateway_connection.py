@@ -102,7 +102,7 @@ def test_a_prune_past_its_budget_deletes_the_stalest_and_says_how_many_remain(
     assert set(answer["deleted_ids"]) == {before[key]["sessionId"] for key in gone}
     assert ended_rows(history_server) == set(answer["deleted_ids"])
     assert answer["errors"] == [] and answer["skipped"] == []
-    assert answer["gateway_path"] == "one gateway connection"
+    assert answer["gateway_path"] == "one connection over the gateway protocol"
 
 
 def test_a_session_changed_while_the_prune_runs_is_kept_and_the_rest_goes(

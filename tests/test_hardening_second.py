@@ -363,7 +363,11 @@ def test_a_held_lock_is_kept_fresh_so_the_gateway_never_judges_it_stale(root: Pa
 
 
 @pytest.fixture
-def detaching_cli(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def detaching_cli(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, without_websockets: None
+) -> Path:
+    """A SQLite-era agent whose CLI leaves children behind; the skill without websockets, so that
+    its deletes go through the CLI too."""
     (root / "ops/sessions").mkdir(parents=True)
     (root / "ops/agent").mkdir()
     store = root / "ops/agent/openclaw-agent.sqlite"

@@ -96,14 +96,10 @@ def rows(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch) -> His
 
 
 def test_without_the_connection_the_cli_prunes_and_leaves_cron_runs_to_the_gateway(
-    home: OpenClawHome, rows: HistoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: OpenClawHome, rows: HistoryService, without_websockets: None
 ) -> None:
-    """An OPENCLAW_CLI that resets NODE_OPTIONS never loads the helper: every step goes through
-    the CLI, whose delete cannot remove a cron run (runs first, on agent research alone)."""
-    wrapper = tmp_path / "openclaw"
-    wrapper.write_text(f'#!/bin/sh\nunset NODE_OPTIONS\nexec "{home.cli}" "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("OPENCLAW_CLI", str(wrapper))
+    """Without the websockets package every step goes through the CLI, which lists cron runs but
+    whose delete cannot remove them (runs first, on agent research alone)."""
     before = home.sessions()
 
     listed = sm.list_sessions(agent="research")
@@ -111,7 +107,7 @@ def test_without_the_connection_the_cli_prunes_and_leaves_cron_runs_to_the_gatew
 
     gone = expected_gone("research", connected=False)
     assert listed["session_count"] == len(layout_of("research"))
-    assert "did not load the helper" in listed["gateway_path"] == result["gateway_path"]
+    assert "pip install websockets" in listed["gateway_path"] == result["gateway_path"]
     assert set(before) - set(home.sessions()) == gone and result["errors"] == []
     assert {row["key"]: row["reason"] for row in result["protected"]} == {
         "agent:research:cron:job:run:r1": "gateway_owned"
@@ -128,17 +124,33 @@ def layout_ids(agent: str) -> set[str]:
 def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
     home: OpenClawHome, rows: HistoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Stats over the protocol start no Node and say that cron runs are not listed; the prune reads
+    them with one CLI listing and deletes every key over the connection."""
     before = home.sessions()
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where Node keeps its compile cache by default
+    starts = tmp_path / "cli-starts"
+    logged = tmp_path / "openclaw"
+    logged.write_text(f'#!/bin/sh\necho "$*" >> "{starts}"\nexec "{home.cli}" "$@"\n')
+    logged.chmod(0o755)
+    monkeypatch.setenv("OPENCLAW_CLI", str(logged))
     stats = sm.get_session_stats()
-    research = len([key for key in before if key.startswith("agent:research:")])  # pruned above
-    assert stats["by_agent"] == {agent: 8 for agent in [*SQLITE_AGENTS, "legacy"]} | {"research": research}
-    assert stats["agents"]["ops"] == {"sessions": 8, "store": "sqlite"}
+    assert not starts.exists()  # no Node process
+    runs = {
+        agent: len([k for k in before if k.startswith(f"agent:{agent}:") and ":run:" in k])
+        for agent in SQLITE_AGENTS
+    }
+    kept = {
+        agent: len([k for k in before if k.startswith(f"agent:{agent}:")]) - runs[agent]
+        for agent in SQLITE_AGENTS
+    }
+    assert stats["by_agent"] == kept | {"legacy": 8}  # research was pruned above, in its own test
+    assert stats["agents"]["ops"] == {"sessions": 6, "store": "sqlite"}
     assert stats["agents"]["legacy"] == {"sessions": 8, "store": "json"}
-    assert stats["gateway_path"] == "one gateway connection"
-    assert list((tmp_path / "node-compile-cache").rglob("*"))  # the helper's, as the CLI keeps one
+    assert stats["gateway_path"] == "one connection over the gateway protocol"
+    assert "cron runs not listed" in stats["not_listed"] and "ops" in stats["not_listed"]
+    assert stats["vanished_history_rows"] is None or stats["vanished_history_rows"] == 0
 
     result = sm.prune_sessions(max_age_minutes=60)
+    assert starts.read_text().splitlines() == ["sessions --all-agents --json --limit all"]  # the runs
 
     after = home.sessions()
     gone = set().union(*(expected_gone(agent) for agent in SQLITE_AGENTS)) & set(before)
@@ -151,7 +163,8 @@ def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
         f"legacy-{name}"
         for name in ("old1", "old2", "job", "run", "dash")  # JSON era: runs go too
     }
-    assert set(result["deleted_ids"]) == pruned and result["gateway_path"] == "one gateway connection"
+    assert set(result["deleted_ids"]) == pruned
+    assert result["gateway_path"] == "one connection over the gateway protocol" and "not_listed" not in result
     for key in gone:
         agent, session_id = before[key]["agentId"], before[key]["sessionId"]
         assert list((home.agents_root / agent / "sessions").glob(f"{session_id}.jsonl.deleted.*.zst")), key
@@ -199,7 +212,10 @@ def test_gateway_down_changes_nothing_and_says_what_to_start(home: OpenClawHome)
     assert listing[0] == 0 and listing[1]["session_count"] == len(
         [key for key in before if key.startswith("agent:analyst:")]
     )  # reads need no gateway
-    assert "could not connect" in listing[1]["gateway_path"]
+    assert (
+        "did not answer" in listing[1]["gateway_path"]
+        and "openclaw gateway run" in listing[1]["gateway_path"]
+    )
 
     code, answer, stderr = run_cli(
         "session_manager", "delete_session", '{"session_id": "analyst-fresh"}', env=environment
