@@ -1783,6 +1783,37 @@ def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
     return by_key
 
 
+def _check_served_store(config: Config, agent: str, path: Any) -> None:
+    """GatewayUnavailable unless the gateway keeps the agent in the database under ARIA_AGENTS_DIR:
+    a gateway of another state folder must never delete in the name of this one."""
+    expected = _sqlite_database(config, agent)
+    if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(expected):
+        raise GatewayUnavailable(
+            f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in {_echo(path)}, not in "
+            f"{_echo(expected)} under ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
+        )
+
+
+def _stores_the_cli_reaches(config: Config, agents: list[str]) -> dict[str, GatewayUnavailable]:
+    """Before the CLI deletes: ask the gateway it reaches (``openclaw gateway call sessions.list``)
+    where it keeps each agent, and return the agents it does not keep under ARIA_AGENTS_DIR, with
+    why. ``sessions delete`` says nothing of the store it deletes from (issue 26, H2)."""
+    unproven: dict[str, GatewayUnavailable] = {}
+    for agent in agents:
+        parameters = json.dumps({"agentId": agent, "limit": 1})
+        arguments = ["gateway", "call", "sessions.list", "--params", parameters, "--json"]
+        try:
+            code, document = _run_openclaw(
+                config, arguments, config.openclaw_timeout, _gateway_environment(config)
+            )
+            if code not in (0, None) or not isinstance(document, dict):
+                raise _unreachable(_cli_failure(document, code))
+            _check_served_store(config, agent, document.get("path"))
+        except GatewayUnavailable as error:
+            unproven[agent] = error
+    return unproven
+
+
 class DeleteRequest(NamedTuple):
     """One key to delete, with the session as the listing showed it (the gateway checks both)."""
 
@@ -1883,17 +1914,6 @@ def _gateway_url(config: Config) -> str | NoConnection:
             Fallback.NOTHING,
         )
     return url
-
-
-def _check_served_store(config: Config, agent: str, path: Any) -> None:
-    """GatewayUnavailable unless the gateway keeps the agent in the database under ARIA_AGENTS_DIR:
-    a gateway of another state folder must never delete in the name of this one."""
-    expected = _sqlite_database(config, agent)
-    if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(expected):
-        raise GatewayUnavailable(
-            f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in {_echo(path)}, not in "
-            f"{_echo(expected)} under ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
-        )
 
 
 def _no_answer(url: str, why: str) -> NoConnection:
@@ -3826,17 +3846,20 @@ def _remove_through_gateway(
     of each agent none of whose keys got an answer.
     """
     connection = _gateway_connection(config)
-    keys = [key for part in parts for removal in part.removals for key in removal.session.keys]
+    unproven: dict[str, GatewayUnavailable] = {}
     if isinstance(connection, GatewayClient):
         answered, failure = _delete_stalest_first(config, connection, parts)
     elif connection is not None and connection.fallback is not Fallback.EVERYTHING:
         answered, failure = {}, connection.error()
     else:
+        unproven = _stores_the_cli_reaches(config, sorted({part.paths.agent for part in parts}))
+        proven = [part for part in parts if part.paths.agent not in unproven]
+        keys = [key for part in proven for removal in part.removals for key in removal.session.keys]
         answered, failure = gateway_delete(config, keys) if keys else ({}, None)
     removals: list[Removal] = []
     failures: dict[str, SessionManagerError] = {}
     for part in parts:
-        error = _settle_gateway_part(config, part, answered, failure)
+        error = _settle_gateway_part(config, part, answered, unproven.get(part.paths.agent, failure))
         if error is not None:
             failures[part.paths.agent] = error
         else:

@@ -33,6 +33,11 @@ if "FAKE_CALLS" in os.environ:
         calls.write(json.dumps(arguments) + "\\n")
     with open(os.environ["FAKE_CALLS"] + ".token", "a") as tokens:
         tokens.write(json.dumps(os.environ.get("OPENCLAW_GATEWAY_TOKEN")) + "\\n")
+if arguments[:2] == ["gateway", "call"]:  # where the gateway keeps the agent (checked before a delete)
+    agent = json.loads(arguments[arguments.index("--params") + 1])["agentId"]
+    root = os.environ.get("FAKE_SERVED") or os.path.dirname(os.path.dirname(os.path.dirname(os.environ["FAKE_STORE"])))
+    print(json.dumps({{"path": f"{{root}}/{{agent}}/agent/openclaw-agent.sqlite", "sessions": []}}))
+    sys.exit(0)
 if mode == "deletes" and arguments[:2] == ["sessions", "delete"]:
     keys = [a for a in arguments[2:] if a.startswith("agent:")]
     results = [{{"key": k, "ok": True, "status": "deleted"}} for k in keys]
@@ -192,11 +197,15 @@ def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call
     result = sm.prune_sessions(max_age_minutes=60)
     assert result["errors"] == [] and result["pruned_count"] == 7  # main-x, and three in each
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
-    assert len(calls) == 2 and calls[0] == ["sessions", "--all-agents", "--json", "--limit", "all"]
+    assert len(calls) == 4 and calls[0] == ["sessions", "--all-agents", "--json", "--limit", "all"]
+    assert [call[:3] + [json.loads(call[4])["agentId"]] for call in calls[1:3]] == [
+        ["gateway", "call", "sessions.list", "ops"],
+        ["gateway", "call", "sessions.list", "qa"],
+    ]  # the gateway it reaches keeps them under ARIA_AGENTS_DIR: proven before the delete
     keys = [f"agent:{a}:subagent:{n}" for a in ("ops", "qa") for n in range(3)]
-    assert calls[1] == ["sessions", "delete", *keys, "--yes", "--json"]  # the token in its environment
+    assert calls[3] == ["sessions", "delete", *keys, "--yes", "--json"]  # the token in its environment
     tokens = [json.loads(line) for line in (tmp_path / "calls.jsonl.token").read_text().splitlines()]
-    assert tokens[1] == TOKEN
+    assert tokens[3] == TOKEN
     assert result["gateway_path"].startswith("the openclaw CLI") and "websockets" in result["gateway_path"]
     assert {(d["agentId"], d["store"]) for d in sm.list_deleted()["deleted"]} >= {
         ("ops", "sqlite"),
@@ -210,3 +219,26 @@ def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call
 def test_the_clis_own_full_stop_is_never_doubled(said: str) -> None:
     message = str(sm._unreachable(said))
     assert ".." not in message and f"{said.rstrip('. ')}. Start it" in message
+
+
+def test_a_cli_whose_gateway_keeps_another_state_folder_deletes_nothing(
+    sqlite_agent: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 26 H2: the CLI reads the stores under ARIA_AGENTS_DIR (its state folder is set to the
+    one above it), but the gateway it deletes through serves another: no delete is sent."""
+    (sqlite_agent / "qa/sessions").mkdir(parents=True)
+    (sqlite_agent / "qa/agent").mkdir()
+    (sqlite_agent / "qa/agent/openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
+    monkeypatch.setenv("FAKE_OPENCLAW", "deletes")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_SERVED", str(tmp_path / "other-state/agents"))
+    result = sm.prune_sessions(max_age_minutes=60)
+    assert {e["agent"] for e in result["errors"]} == {"ops", "qa"}
+    assert all("other-state" in e["error"] and "ARIA_AGENTS_DIR" in e["error"] for e in result["errors"])
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [call[:2] for call in calls] == [
+        ["sessions", "--all-agents"],
+        ["gateway", "call"],
+        ["gateway", "call"],
+    ]
+    assert result["deleted_ids"] == ["main-x"]  # of the JSON era: the SQLite-era agents lost nothing
