@@ -25,6 +25,7 @@ STAND_IN = """#!{python}
 import json, os, sys, time
 arguments = sys.argv[1:]
 mode = os.environ["FAKE_OPENCLAW"]
+FAKE_STORE = os.environ["FAKE_STORE"]
 sys.stderr.write("Traceback (most recent call last): token {token} at /root/.openclaw\\n")
 if mode == "slow" or (mode == "slow-delete" and arguments[:2] == ["sessions", "delete"]):
     time.sleep(60)
@@ -35,7 +36,7 @@ if "FAKE_CALLS" in os.environ:
         tokens.write(json.dumps(os.environ.get("OPENCLAW_GATEWAY_TOKEN")) + "\\n")
 if arguments[:2] == ["gateway", "call"]:  # where the gateway keeps the agent (checked before a delete)
     agent = json.loads(arguments[arguments.index("--params") + 1])["agentId"]
-    root = os.environ.get("FAKE_SERVED") or os.path.dirname(os.path.dirname(os.path.dirname(os.environ["FAKE_STORE"])))
+    root = os.environ.get("FAKE_SERVED") or os.path.dirname(os.path.dirname(os.path.dirname(FAKE_STORE)))
     print(json.dumps({{"path": f"{{root}}/{{agent}}/agent/openclaw-agent.sqlite", "sessions": []}}))
     sys.exit(0)
 if mode == "deletes" and arguments[:2] == ["sessions", "delete"]:
@@ -198,7 +199,7 @@ def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call
     assert result["errors"] == [] and result["pruned_count"] == 7  # main-x, and three in each
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert len(calls) == 4 and calls[0] == ["sessions", "--all-agents", "--json", "--limit", "all"]
-    assert [call[:3] + [json.loads(call[4])["agentId"]] for call in calls[1:3]] == [
+    assert [[*call[:3], json.loads(call[4])["agentId"]] for call in calls[1:3]] == [
         ["gateway", "call", "sessions.list", "ops"],
         ["gateway", "call", "sessions.list", "qa"],
     ]  # the gateway it reaches keeps them under ARIA_AGENTS_DIR: proven before the delete
