@@ -72,7 +72,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from functools import partial, wraps
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 
 # The gateway's files (§1-§4).
 INDEX_NAME = "sessions.json"
@@ -3382,6 +3382,18 @@ class Cleanup(NamedTuple):
     error: SessionManagerError | None = None
 
 
+class PartlyHeld(NamedTuple):
+    """The sessionIds a store was read to hold, when its reading left the cron runs out (the
+    gateway's protocol hides them and the CLI could not list them, §7), and why."""
+
+    ids: set[str]
+    reason: str
+
+
+#: The history service's session_type of a cron job's or cron run's row (§5: from the key).
+CRON_ROW_TYPES = ("openclaw_cron", "openclaw_run")
+
+
 class AgentStore(ABC):
     """One agent's sessions as its gateway keeps them, and what the functions do with them.
 
@@ -3425,17 +3437,15 @@ class AgentStore(ABC):
         """Why a session of this store must stay (_protection_of, with the gateway's own types)."""
         return _protection_of(self.config, session, self.listing, self.paths, self.gateway_owned)
 
-    def held_session_ids(self) -> set[str]:
-        """Every sessionId the store holds now (read anew); GatewayUnavailable when the reading
-        left some out (a row found nowhere is then unknown, never gone)."""
+    def held_session_ids(self) -> set[str] | PartlyHeld:
+        """Every sessionId the store holds now (read anew); PartlyHeld when the reading left its
+        cron runs out (their rows are then unknown, never gone)."""
         held = {_session_id_of(key, entry) for key, entry in self.read_entries(False)[0].items()}
-        if self.unlisted is not None:
-            raise GatewayUnavailable(self.unlisted)
-        return held
+        return held if self.unlisted is None else PartlyHeld(held, self.unlisted)
 
-    def held(self) -> set[str] | SessionManagerError:
-        """The sessionIds of the sessions read (read_agent), or why they are not all of them."""
-        return set(self.sessions) if self.unlisted is None else GatewayUnavailable(self.unlisted)
+    def held(self) -> set[str] | PartlyHeld:
+        """The sessionIds of the sessions read (read_agent), as held_session_ids gives them."""
+        return set(self.sessions) if self.unlisted is None else PartlyHeld(set(self.sessions), self.unlisted)
 
     @abstractmethod
     def remove(
@@ -5171,7 +5181,7 @@ def _pending_item(mark: Mark) -> dict[str, Any]:
     }
 
 
-def _held_session_ids(config: Config, agent: str) -> set[str] | None:
+def _held_session_ids(config: Config, agent: str) -> set[str] | PartlyHeld | None:
     """Every sessionId an agent's store holds now, or None when it cannot be read."""
     try:
         return open_store(config, _agent_paths(config, agent)).held_session_ids()
@@ -5195,10 +5205,13 @@ def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[M
         elif now - (_parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
             unconfirmed.setdefault(mark.agent, []).append(mark)
     for agent, marks in unconfirmed.items():
-        present = _held_session_ids(config, agent)
-        if present is None:
+        held = _held_session_ids(config, agent)
+        if held is None:
             continue
+        present = held.ids if isinstance(held, PartlyHeld) else held
         for mark in marks:
+            if isinstance(held, PartlyHeld) and mark.session_id not in present:
+                continue  # it may be a cron run that the reading left out: asked again next time
             took_effect = (mark.session_id in present) == mark.status.held_when_done
             (deliver if took_effect else dropped).append(mark)
     return deliver, dropped
@@ -5526,18 +5539,28 @@ def _active_rows(
     return list(rows.values())
 
 
+#: What one store holds: its sessionIds, those of a reading that left the cron runs out, or why it
+#: could not be read.
+Holding: TypeAlias = "set[str] | PartlyHeld | SessionManagerError"
+
+
 class HeldSessions(NamedTuple):
     """What the stores hold, read once for every row: per agent (or why it could not be read),
-    every session id any readable store holds, and whether every store could be read."""
+    every session id any readable store holds, whether every store could be read, and the agents
+    whose cron runs were left out."""
 
-    by_agent: dict[str, set[str] | SessionManagerError]
+    by_agent: dict[str, Holding]
     anywhere: set[str]
     all_readable: bool
+    runs_unknown: set[str]
 
     @classmethod
-    def of(cls, held: dict[str, set[str] | SessionManagerError]) -> HeldSessions:
-        readable = [ids for ids in held.values() if not isinstance(ids, SessionManagerError)]
-        return cls(held, set().union(*readable), len(readable) == len(held))
+    def of(cls, held: dict[str, Holding]) -> HeldSessions:
+        readable = [
+            i.ids if isinstance(i, PartlyHeld) else i for i in held.values() if not isinstance(i, Exception)
+        ]
+        runs_unknown = {agent for agent, ids in held.items() if isinstance(ids, PartlyHeld)}
+        return cls(held, set().union(*readable), len(readable) == len(held), runs_unknown)
 
 
 def _row_fate(row: dict[str, Any], held: HeldSessions, now: datetime, scope: set[str]) -> str:
@@ -5558,6 +5581,8 @@ def _row_fate(row: dict[str, Any], held: HeldSessions, now: datetime, scope: set
         return "present"
     if not held.all_readable:
         return "store_unreadable"
+    if agent in held.runs_unknown and row.get("session_type") in CRON_ROW_TYPES:
+        return "cron_runs_unlisted"
     if not _UUID_PATTERN.match(row["id"]):
         return "row_id_not_a_uuid"
     started = _parse_timestamp(row.get("started_at"))
@@ -5854,7 +5879,7 @@ class SessionCounts:
             self.oldest = (order, _session_item(session, now, full))
 
 
-def _vanished_rows(config: Config, held: dict[str, set[str] | SessionManagerError]) -> dict[str, Any]:
+def _vanished_rows(config: Config, held: dict[str, Holding]) -> dict[str, Any]:
     """How many active history rows belong to sessions that no store holds (what reconcile_history
     would end), if the service answers within the call's history budget; else why it is unknown."""
     try:
@@ -5884,7 +5909,7 @@ def get_session_stats(
     by_agent: dict[str, int] = {}
     disk: dict[str, dict[str, Any]] = {}
     agents: dict[str, dict[str, Any]] = {}
-    held: dict[str, set[str] | SessionManagerError] = {}
+    held: dict[str, Holding] = {}
     for store in walk:
         name = store.paths.agent
         held[name] = store.held()
@@ -6517,11 +6542,11 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
     return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
 
-def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, set[str] | SessionManagerError]:
+def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, Holding]:
     """Every sessionId each agent's store holds now, or the error that kept it from being read."""
     stores = [open_store(config, paths) for paths in scope]
     _prepare_stores(config, stores, complete=True)
-    held: dict[str, set[str] | SessionManagerError] = {}
+    held: dict[str, Holding] = {}
     for store in stores:
         try:
             held[store.paths.agent] = store.held_session_ids()
@@ -6533,9 +6558,7 @@ def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, set[str
 class Reconciliation:
     """reconcile_history's findings: the rows to end per (agent, session), and the tallies."""
 
-    def __init__(
-        self, rows: list[dict[str, Any]], held: dict[str, set[str] | SessionManagerError], scope: set[str]
-    ) -> None:
+    def __init__(self, rows: list[dict[str, Any]], held: dict[str, Holding], scope: set[str]) -> None:
         self.to_end: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.openclaw = self.present = 0
         self.skipped: dict[str, int] = {}
@@ -6637,6 +6660,8 @@ def reconcile_history(
     if reconciliation.to_end and not dry_run:
         report = _end_vanished(config, reconciliation)
     answer = _reconcile_answer(len(rows), reconciliation, report, dry_run, unreadable=unreadable)
+    partly = sorted({holding.reason for holding in held.values() if isinstance(holding, PartlyHeld)})
+    answer |= {"not_listed": _cut("; ".join(partly), MESSAGE_CAP)} if partly else {}
     growing = ("sessions", "by_agent", "by_type", "unreadable_agents", "history_gave_up")
     return _fit_answer(
         answer, growing, full, FULL_ON_REQUEST if dry_run else "the audit log records each row ended"

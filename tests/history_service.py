@@ -73,6 +73,7 @@ class HistoryService:
         status: str = "active",
         legacy: bool = False,
         started_at: str = "2026-11-01T00:00:00+00:00",
+        session_type: str = "chat",
     ) -> str:
         row_id = str(uuid.uuid4())
         name = "openclaw_session_id" if legacy else "aria_session_id"
@@ -81,7 +82,7 @@ class HistoryService:
             {
                 "id": row_id,
                 "agent_id": agent,
-                "session_type": "chat",
+                "session_type": session_type,
                 "started_at": started_at,
                 "ended_at": None,
                 "status": status,

@@ -251,3 +251,27 @@ def test_a_frame_that_breaks_the_rules_is_an_error_of_the_agent_in_bounded_time(
     answer = sm.list_sessions()
     (error,) = answer["errors"]
     assert error["agent"] == "ops" and said in error["error"]
+
+
+# --- A partial listing: what the reading left out is unknown, never gone ------------------------
+
+
+def test_rows_of_cron_runs_the_listing_left_out_are_unknown_and_the_rest_are_reconciled(
+    gateway: StandInGateway, history: HistoryService
+) -> None:
+    """Without the CLI the gateway's protocol lists no cron run: their rows stay as they are
+    (item 4); a sub-agent's row that no store holds is ended as ever."""
+    history.add_row("ops-gone-sub", agent="ops", session_type="openclaw_subagent")
+    history.add_row("ops-run-9", agent="ops", session_type="openclaw_run")
+    history.add_row("ops-cron-9", agent="ops", session_type="openclaw_cron")
+    stats = sm.get_session_stats()
+    answer = sm.reconcile_history()
+    assert stats["vanished_history_rows"] == 1 and "cron runs not listed" in stats["not_listed"]
+    assert history.row_of("ops-gone-sub")["status"] == "ended"
+    assert (
+        history.row_of("ops-run-9")["status"] == "active"
+        and history.row_of("ops-cron-9")["status"] == "active"
+    )
+    assert history.row_of("ops-s3")["status"] == "active"
+    assert answer["rows_ended"] == 1 and answer["skipped"] == {"cron_runs_unlisted": 2}
+    assert "cron runs not listed" in answer["not_listed"]
