@@ -90,8 +90,8 @@ def rows(history_server: HistoryService, monkeypatch: pytest.MonkeyPatch) -> His
     history_server.reset()
     monkeypatch.setenv("ARIA_API_URL", history_server.url)
     for agent in [*SQLITE_AGENTS, "legacy"]:
-        for entry in layout_of(agent).values():
-            history_server.add_row(entry["sessionId"], agent=agent)
+        for key, entry in layout_of(agent).items():
+            history_server.add_row(entry["sessionId"], agent=agent, session_type=row_type(key))
     return history_server
 
 
@@ -115,6 +115,71 @@ def test_without_the_connection_the_cli_prunes_and_leaves_cron_runs_to_the_gatew
     assert {sid for sid in layout_ids("research") if rows.row_of(sid)["status"] == "ended"} == {
         before[key]["sessionId"] for key in gone
     }
+
+
+def test_a_wrong_token_is_said_to_be_wrong_on_every_path_and_changes_nothing(
+    home: OpenClawHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = home.sessions()
+    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", "not-the-gateway-token")
+    listed = sm.list_sessions()
+    pruned = sm.prune_sessions(max_age_minutes=60, dry_run=True)  # the JSON-era agent stays as it is
+    for answer in (listed, pruned):
+        assert {e["agent"] for e in answer["errors"]} == set(SQLITE_AGENTS)
+        assert all("refused the token" in e["error"] for e in answer["errors"])
+        assert "not-the-gateway-token" not in json.dumps(answer)
+    with pytest.raises(sm.GatewayUnavailable, match="refused the token"):
+        sm.delete_session("agent:analyst:subagent:fresh")
+    assert home.sessions() == before
+
+
+def test_with_no_cli_installed_every_function_works_over_the_protocol(
+    home: OpenClawHome, rows: HistoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OPENCLAW_CLI points nowhere, the gateway is up: everything but the cron runs, which only the
+    CLI lists, and every answer that leaves them out says so (on agent main)."""
+    monkeypatch.setenv("OPENCLAW_CLI", str(tmp_path / "no-openclaw-here"))
+    before = home.sessions()
+    listed = sm.list_sessions(agent="main")
+    assert listed["session_count"] == 6 and "cron runs not listed" in listed["not_listed"]
+    assert sm.get_session_stats(agent="main")["total_sessions"] == 6
+    assert sm.prune_sessions(agent="main", max_age_minutes=60, dry_run=True)["pruned_count"] == 3
+    pruned = sm.prune_sessions(agent="main", max_age_minutes=60)
+    gone = {key for key in expected_gone("main") if ":run:" not in key}
+    assert set(before) - set(home.sessions()) == gone and pruned["errors"] == []
+    assert "no-openclaw-here" in pruned["not_listed"]  # the runs: left to the gateway's retention
+    deleted = sm.delete_session("agent:main:subagent:fresh")
+    assert deleted["removed_keys"] == ["agent:main:subagent:fresh"]
+    assert {row["session_id"] for row in sm.list_deleted()["deleted"]} >= {"main-fresh", "main-old1"}
+    with pytest.raises(sm.StoreNotLive):
+        sm.restore_session("main-fresh")
+    assert sm.cleanup_orphans(dry_run=True)["errors"] == []
+    reconciled = sm.reconcile_history(agent="main", dry_run=True)
+    assert reconciled["present_rows"] >= 1 and "cron runs not listed" in reconciled["not_listed"]
+    assert rows.row_of("main-run")["status"] == "active"  # a run the reading left out: unknown
+    assert sm.sync_pending()["still_pending"] == []
+
+
+def test_a_gateway_of_another_state_folder_deletes_nothing_here(
+    home: OpenClawHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARIA_AGENTS_DIR on a copy of the state, OPENCLAW_GATEWAY_URL on the original's gateway
+    (issue 26 H2): every path refuses, naming the folder the gateway keeps."""
+    copy = home.copy_to(tmp_path / "copy")
+    monkeypatch.setenv("ARIA_AGENTS_DIR", str(copy.agents_root))
+    before, copied = home.sessions(), copy.sessions()
+    with pytest.raises(sm.GatewayUnavailable) as refused:
+        sm.prune_sessions(agent="ops", max_age_minutes=60)
+    assert str(home.agents_root / "ops") in str(refused.value) and "ARIA_AGENTS_DIR" in str(refused.value)
+    with pytest.raises(sm.GatewayUnavailable, match="ARIA_AGENTS_DIR"):
+        sm.delete_session("agent:ops:subagent:old1", agent="ops")
+    assert home.sessions() == before and copy.sessions() == copied
+
+
+def row_type(key: str) -> str:
+    """The session_type the history service gives a key's row (§5: openclaw_run, openclaw_cron, ...)."""
+    kind = key.split(":")[2]
+    return "openclaw_run" if ":run:" in key else f"openclaw_{kind}"
 
 
 def layout_ids(agent: str) -> set[str]:
@@ -147,7 +212,12 @@ def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
     assert stats["agents"]["legacy"] == {"sessions": 8, "store": "json"}
     assert stats["gateway_path"] == "one connection over the gateway protocol"
     assert "cron runs not listed" in stats["not_listed"] and "ops" in stats["not_listed"]
-    assert stats["vanished_history_rows"] is None or stats["vanished_history_rows"] == 0
+    # Rows of sessions pruned above are vanished; those of cron runs, which stats cannot see, are
+    # unknown, and so are a cron job's (a job's key may alias its last run's session, §5).
+    vanished = [
+        key for agent in SQLITE_AGENTS for key in layout_of(agent) if key not in before and ":cron:" not in key
+    ]
+    assert stats["vanished_history_rows"] == len(vanished)
 
     result = sm.prune_sessions(max_age_minutes=60)
     assert starts.read_text().splitlines() == ["sessions --all-agents --json --limit all"]  # the runs
