@@ -214,9 +214,8 @@ def test_stats_and_a_prune_of_four_imported_agents_through_the_real_gateway(
     assert "cron runs not listed" in stats["not_listed"] and "ops" in stats["not_listed"]
     # Rows of sessions pruned above are vanished; those of cron runs, which stats cannot see, are
     # unknown, and so are a cron job's (a job's key may alias its last run's session, §5).
-    vanished = [
-        key for agent in SQLITE_AGENTS for key in layout_of(agent) if key not in before and ":cron:" not in key
-    ]
+    keys = [key for agent in SQLITE_AGENTS for key in layout_of(agent)]
+    vanished = [key for key in keys if key not in before and ":cron:" not in key]
     assert stats["vanished_history_rows"] == len(vanished)
 
     result = sm.prune_sessions(max_age_minutes=60)
