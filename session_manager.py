@@ -101,6 +101,8 @@ DEFAULT_GATEWAY_BUDGET_SECONDS = 60.0
 # after it exited (a child it left behind may keep the pipe open).
 CLI_OUTPUT_CAP = 64 << 20
 CLI_EXIT_GRACE_SECONDS = 1.0
+# How many lines printed before the CLI's JSON answer are passed over to find it.
+CLI_PREAMBLE_LINES = 20
 # A delete call may take this much longer per key: the gateway deletes about one a second (§7).
 OPENCLAW_SECONDS_PER_KEY = 5.0
 # The gateway's protocol (§7; OpenClaw's docs/gateway/protocol): the version both sides speak, the
@@ -1565,6 +1567,14 @@ def _cli_message(text: Any) -> str:
     return _without_secrets(line)[:TEXT_CAP]
 
 
+def _wait_briefly(process: Any, seconds: float) -> None:
+    """Let a process that closed its output exit (so that it is seen to have exited)."""
+    import subprocess
+
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=seconds)
+
+
 def _read_until_exit(process: Any, timeout: float) -> tuple[bytes, bool]:
     """What the CLI prints on stdout until it exits, or until ``timeout``; and whether it exited.
 
@@ -1587,7 +1597,8 @@ def _read_until_exit(process: Any, timeout: float) -> tuple[bytes, bool]:
                 break
             if selector.select(min(remaining, 0.05)):
                 chunk = os.read(descriptor, 1 << 16)
-                if not chunk:
+                if not chunk:  # closed: the CLI is exiting, or a child it left closed it
+                    _wait_briefly(process, min(max(0.0, deadline - time.monotonic()), CLI_EXIT_GRACE_SECONDS))
                     break
                 chunks.append(chunk)
                 size += len(chunk)
@@ -1639,10 +1650,7 @@ def _run_openclaw(
             output, exited = _read_until_exit(process, timeout)
         finally:
             _stop_process_group(process)
-    try:
-        document = _loads_strict(output) if output.strip() else None
-    except ValueError:
-        document = None
+    document = _json_answer(output)
     if not exited and not isinstance(document, dict):
         raise GatewayUnavailable(
             f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
@@ -1652,6 +1660,21 @@ def _run_openclaw(
     return (process.returncode if exited else None), document
 
 
+def _json_answer(output: bytes) -> Any:
+    """The CLI's JSON answer: its whole output, or else what follows the lines something printed
+    before it (a Node preload in NODE_OPTIONS, such as dotenv/config, prints on the same stdout);
+    None when there is none."""
+    start = 0
+    for _ in range(CLI_PREAMBLE_LINES):
+        try:
+            return _loads_strict(output[start:]) if output[start:].strip() else None
+        except ValueError:
+            start = output.find(b"\n{", start) + 1
+            if start == 0:
+                return None
+    return None
+
+
 def _cli_failure(document: Any, code: int | None) -> str:
     """What a failed CLI call said, from its JSON ``error`` (stderr is never read)."""
     error = document.get("error") if isinstance(document, dict) else None
@@ -1659,7 +1682,10 @@ def _cli_failure(document: Any, code: int | None) -> str:
         return _cli_message(error["message"])
     if code is None:
         return "it lingered after printing an answer of the wrong shape and was stopped"
-    return f"it exited with code {code} and no JSON answer"
+    return (
+        f"it exited with code {code} and no JSON answer (if something prints on its stdout before "
+        "it, such as a preload in NODE_OPTIONS, run the skill without it)"
+    )
 
 
 def _listing_by_agent(config: Config, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:

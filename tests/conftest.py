@@ -73,6 +73,21 @@ def without_websockets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [hidden, os.environ.get("PYTHONPATH")])))
 
 
+@pytest.fixture(scope="module")
+def no_secret_on_command_lines() -> Iterator[None]:
+    """Every process's command line on this machine is read while the module's tests run: none
+    may hold the real gateway's token (issue 26 H1), nor may any start of the OpenClaw CLI
+    wrappers of the module (their logs, tests/command_lines.py)."""
+    from command_lines import CommandLineWatch
+    from openclaw_gateway import TOKEN
+
+    watch = CommandLineWatch([TOKEN])
+    watch.start()
+    yield
+    seen = watch.stop()
+    assert watch.scans > 10 and seen == {}, f"the gateway token was on the command line of {seen}"
+
+
 @pytest.fixture(scope="session")
 def openclaw_cache() -> Path:
     """Node 24 and OpenClaw 2026.9.6 from the npm registry, installed once per machine (every

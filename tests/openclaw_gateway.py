@@ -65,9 +65,11 @@ def install() -> Path:
 
 
 def write_cli(cache: Path, target: Path) -> Path:
-    """An ``openclaw`` command (what a user has on PATH) that runs the cached install with Node 24."""
+    """An ``openclaw`` command (what a user has on PATH) that runs the cached install with Node 24,
+    logging the arguments of every start to ``<target>.starts`` (tests/command_lines.py)."""
     node, entry = cache / NODE, cache / ENTRY
-    target.write_text(f'#!/bin/sh\nexec "{node}" "{entry}" "$@"\n')
+    starts = target.with_name(target.name + ".starts")
+    target.write_text(f'#!/bin/sh\necho "$*" >> "{starts}"\nexec "{node}" "{entry}" "$@"\n')
     target.chmod(0o755)
     return target
 
@@ -205,10 +207,10 @@ PORT_ATTEMPTS = 3
 def _start_gateway(home: OpenClawHome, port: int, log: Any) -> subprocess.Popen[bytes]:
     log.write(f"--- starting on port {port}\n".encode())
     log.flush()
-    arguments = ["gateway", "run", "--allow-unconfigured", "--auth", "token", "--token", TOKEN]
+    arguments = ["gateway", "run", "--allow-unconfigured", "--auth", "token"]  # its token: from env
     return subprocess.Popen(
         [str(home.cli), *arguments, "--bind", "loopback", "--port", str(port)],
-        env={**os.environ, **home.environment()},
+        env={**os.environ, **home.environment(), "OPENCLAW_GATEWAY_TOKEN": TOKEN},
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -27,6 +27,11 @@ arguments = sys.argv[1:]
 mode = os.environ["FAKE_OPENCLAW"]
 FAKE_STORE = os.environ["FAKE_STORE"]
 sys.stderr.write("Traceback (most recent call last): token {token} at /root/.openclaw\\n")
+if mode in ("preamble", "noise"):  # a preload in NODE_OPTIONS that prints (dotenv/config does)
+    print("[dotenv@17.2.3] injecting env (2) from .env -- tip: {{ quiet: true }}")
+if mode == "noise":
+    print("no JSON follows")
+    sys.exit(0)
 if mode == "slow" or (mode == "slow-delete" and arguments[:2] == ["sessions", "delete"]):
     time.sleep(60)
 if "FAKE_CALLS" in os.environ:
@@ -243,3 +248,23 @@ def test_a_cli_whose_gateway_keeps_another_state_folder_deletes_nothing(
         ["gateway", "call"],
     ]
     assert result["deleted_ids"] == ["main-x"]  # of the JSON era: the SQLite-era agents lost nothing
+
+
+@pytest.mark.parametrize(
+    ("mode", "listed", "said"),
+    [
+        ("preamble", 1, None),  # the answer after what a preload printed is found
+        ("noise", None, "no JSON answer (if something prints on its stdout before it"),
+    ],
+)
+def test_a_preload_that_prints_before_the_clis_answer_is_passed_over_or_named(
+    sqlite_agent: Path, monkeypatch: pytest.MonkeyPatch, mode: str, listed: int | None, said: str | None
+) -> None:
+    """Issue 26 L3: the CLI's listing behind a line a Node preload printed on the same stdout."""
+    monkeypatch.setenv("FAKE_OPENCLAW", mode)
+    answer = sm.list_sessions()
+    if listed is not None:
+        assert answer["agents"]["ops"]["sessions"] == listed and answer["errors"] == []
+    else:
+        (error,) = answer["errors"]
+        assert error["agent"] == "ops" and said in error["error"]

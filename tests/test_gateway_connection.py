@@ -20,11 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from command_lines import logged_starts
 from helpers import REPO, ago
 from history_service import HistoryService
-from openclaw_gateway import OpenClawHome, gateway_request, imported_home, run_gateway, skill_environment
+from openclaw_gateway import (
+    TOKEN,
+    OpenClawHome,
+    gateway_request,
+    imported_home,
+    run_gateway,
+    skill_environment,
+)
 
 import session_manager as sm
+
+pytestmark = pytest.mark.usefixtures("no_secret_on_command_lines")
 
 # Enough that the other client's two requests (a Node start each, 2-8 s) land long before the
 # prune reaches s1 and s0 (about half a second a delete): 150 cost 35 s more of a 5-minute suite.
@@ -56,6 +66,7 @@ def gateway(
     home = imported_home(openclaw_cache, tmp_path_factory.mktemp("connection"), {"ops": layout()})
     with run_gateway(home) as url:
         yield home, url
+    assert TOKEN not in logged_starts(home.cli)
 
 
 @pytest.fixture

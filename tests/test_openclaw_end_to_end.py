@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from command_lines import logged_starts
 from helpers import ago, closed_port, run_cli, snapshot
 from history_service import HistoryService
 from openclaw_gateway import (
@@ -26,6 +27,8 @@ from openclaw_gateway import (
 )
 
 import session_manager as sm
+
+pytestmark = pytest.mark.usefixtures("no_secret_on_command_lines")
 
 SQLITE_AGENTS = ["main", "ops", "analyst", "research"]
 
@@ -71,6 +74,8 @@ def running(
     with run_gateway(home) as url:
         write_json_era_agents(home.agents_root, {"legacy": layout_of("legacy")})
         yield home, url
+    starts = logged_starts(home.cli)
+    assert "sessions --all-agents" in starts and TOKEN not in starts  # the CLI ran, the token never in argv
 
 
 @pytest.fixture
