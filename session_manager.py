@@ -1620,6 +1620,21 @@ def _stop_process_group(process: Any) -> None:
         pass
 
 
+def _json_answer(output: bytes) -> Any:
+    """The CLI's JSON answer: its whole output, or else what follows the lines something printed
+    before it (a Node preload in NODE_OPTIONS, such as dotenv/config, prints on the same stdout);
+    None when there is none."""
+    start = 0
+    for _ in range(CLI_PREAMBLE_LINES):
+        try:
+            return _loads_strict(output[start:]) if output[start:].strip() else None
+        except ValueError:
+            start = output.find(b"\n{", start) + 1
+            if start == 0:
+                return None
+    return None
+
+
 def _run_openclaw(
     config: Config, arguments: list[str], timeout: float, extra: dict[str, str] | None = None
 ) -> tuple[int | None, Any]:
@@ -1658,21 +1673,6 @@ def _run_openclaw(
             maybe_changed="delete" in arguments[:2],
         )
     return (process.returncode if exited else None), document
-
-
-def _json_answer(output: bytes) -> Any:
-    """The CLI's JSON answer: its whole output, or else what follows the lines something printed
-    before it (a Node preload in NODE_OPTIONS, such as dotenv/config, prints on the same stdout);
-    None when there is none."""
-    start = 0
-    for _ in range(CLI_PREAMBLE_LINES):
-        try:
-            return _loads_strict(output[start:]) if output[start:].strip() else None
-        except ValueError:
-            start = output.find(b"\n{", start) + 1
-            if start == 0:
-                return None
-    return None
 
 
 def _cli_failure(document: Any, code: int | None) -> str:

@@ -182,3 +182,10 @@ def test_every_protection_reason_and_mark_status_is_written_once() -> None:
 )
 def test_the_kind_check_finds_what_it_looks_for(source: str, found: list[str]) -> None:
     assert kind_comparisons(ast.parse(source)) == found
+
+
+def test_the_module_holds_no_javascript_and_sets_no_node_options() -> None:
+    """Issue 27: the SQLite era goes through the gateway's protocol from Python, not a helper
+    preloaded into the CLI's Node."""
+    source = (REPO / "session_manager.py").read_text("utf-8")
+    assert '"NODE_OPTIONS":' not in source and "--import=" not in source and "import {" not in source
