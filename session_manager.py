@@ -160,6 +160,7 @@ HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
 HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
 HISTORY_PACE_NAME = "history-pace.json"
 DELIVERY_LOG_NAME = "history-delivery.log"
+DELIVERY_FAILED_NAME = "history-delivery.failed"
 DELIVERER_LOCK_NAME = "history-deliverer"
 
 # The history service (§5) and the history step.
@@ -4498,6 +4499,7 @@ class HistoryReport:
 
     __slots__ = (
         "background",
+        "background_failure",
         "configuration_error",
         "delivered",
         "failure",
@@ -4516,6 +4518,7 @@ class HistoryReport:
         self.failure: str | None = None  # the step broke off (its marks wait in the outbox)
         self.outbox_busy = False
         self.background = False  # whether the delivery process goes on with what waits
+        self.background_failure: str | None = None  # why the last delivery process could not work
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -4532,6 +4535,11 @@ class HistoryReport:
                 if self.background
                 else "waits for the next call or sync_pending (SESSION_HISTORY_BACKGROUND is off)"
             )
+            if self.background_failure is not None:
+                result["history_delivery"] += (
+                    f"; the last delivery process could not work ({self.background_failure}): "
+                    "run sync_pending to deliver now"
+                )
         if self.delivered:
             result["history_pending_delivered"] = len(self.delivered)
         if self.gave_up:
@@ -5446,6 +5454,15 @@ def _start_deliverer(config: Config) -> bool:
     return True
 
 
+def _deliverer_failure(config: Config) -> str | None:
+    """Why the last delivery process could not work, if it left that (_record_delivery_failure)."""
+    try:
+        with open(os.path.join(config.state_dir, DELIVERY_FAILED_NAME), "rb") as handle:
+            return _cut(handle.read(4096).decode("utf-8", "replace").strip(), TEXT_CAP) or None
+    except OSError:
+        return None
+
+
 def mark_history(
     config: Config, marks: list[Mark], *, include_pending: bool = True, background: bool = False
 ) -> HistoryReport:
@@ -5470,6 +5487,7 @@ def mark_history(
         for mark in marks:
             report.outcomes.setdefault(mark.session_id, HistoryOutcome("queued", "the history step failed"))
     if report.still_pending and not background:
+        report.background_failure = _deliverer_failure(config)
         report.background = _start_deliverer(config)
     return report
 
@@ -5500,6 +5518,8 @@ def _delivery_rounds(config: Config, log: Callable[[str], None]) -> None:
     """Rounds of mark_history over the outbox until it is empty, or until nothing was delivered
     for DELIVERY_IDLE_SECONDS (the service down, or every mark rejected: the next call starts a
     new process)."""
+    with suppress(OSError):
+        os.unlink(os.path.join(config.state_dir, DELIVERY_FAILED_NAME))  # a process works again
     log(f"started: {_pending_mark_count(config)} marks wait")
     progress, idle_rounds = time.monotonic(), 0
     while True:
@@ -5523,6 +5543,18 @@ def _delivery_rounds(config: Config, log: Callable[[str], None]) -> None:
         time.sleep(_round_pause(config, report, idle_rounds))
 
 
+def _record_delivery_failure(why: str) -> None:
+    """Leave why a delivery process could not work where the next call finds it: a line in its log
+    and history-delivery.failed, in the folder it was started in (the state folder: the
+    configuration that names it may be what failed)."""
+    with suppress(OSError):
+        _append_pieces(
+            DELIVERY_LOG_NAME, [f"{_iso_utc(_utc_now())} pid {os.getpid()}: cannot work: {why}"], sync=False
+        )
+    with suppress(OSError):
+        write_atomic(DELIVERY_FAILED_NAME, [why.encode("utf-8")], durable=False)
+
+
 def deliver_in_background() -> None:
     """The delivery process of one state folder, started detached by a call that left marks
     waiting (_start_deliverer): one at a time (a lock of its own), paced like every sender,
@@ -5532,8 +5564,8 @@ def deliver_in_background() -> None:
         with _state_file_lock(config, DELIVERER_LOCK_NAME, wait=False) as mine:
             if mine:
                 _delivery_rounds(config, _delivery_log(config))
-    except (SessionManagerError, OSError):
-        return
+    except (SessionManagerError, OSError) as error:
+        _record_delivery_failure(_cut(str(error), TEXT_CAP))
 
 
 def _active_rows(

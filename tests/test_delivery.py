@@ -399,6 +399,35 @@ def test_a_relative_agents_root_still_reaches_the_delivery_process(
     assert deliverer_starts(root) == 1
 
 
+@pytest.mark.parametrize(
+    ("breaks", "said"),
+    [
+        ({"ARIA_AGENTS_DIR": "/nonexistent/agents"}, "ARIA_AGENTS_DIR"),
+        ({"SESSION_HISTORY_PACE": "many/often"}, "SESSION_HISTORY_PACE"),
+    ],
+)
+def test_a_delivery_process_that_cannot_work_says_why_and_the_next_answer_reports_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, breaks: dict[str, str], said: str
+) -> None:
+    """Issue 26 M3: it started in the state folder with a configuration it could not use, and
+    exited without a word while the answer said delivery "continues in the background"."""
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("SESSION_MANAGER_STATE_DIR", str(state))
+    stale = stale_tree(root, 1, 6)
+    with monkeypatch.context() as started:  # the process as _start_deliverer starts it
+        started.chdir(state)
+        for name, value in breaks.items():
+            started.setenv(name, value)
+        sm.deliver_in_background()
+    (line,) = (state / "history-delivery.log").read_text().splitlines()
+    assert "cannot work" in line and said in line
+    answer = sm.prune_sessions()  # the service is down: its marks wait
+    assert answer["pruned_count"] == len(stale) and answer["history_pending"] == len(stale)
+    assert "the last delivery process could not work" in answer["history_delivery"]
+    assert said in answer["history_delivery"] and "sync_pending" in answer["history_delivery"]
+
+
 @pytest.mark.parametrize("sends", [1, 3, 5])
 def test_each_send_is_on_disk_before_it_goes(root: Path, monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
     """A sender killed mid-turn once forgot its sends (its pace was saved at the end of the turn
