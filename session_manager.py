@@ -159,6 +159,10 @@ AUDIT_LOG_NAME = "audit.jsonl"
 HISTORY_OUTBOX_NAME = "history-outbox.jsonl"
 HISTORY_ABANDONED_NAME = "history-abandoned.jsonl"
 HISTORY_PACE_NAME = "history-pace.json"
+# history-pace.json holds at most the largest window's count of send times (Pace._state): its
+# size, and the most a read takes in, follows from that.
+PACE_BYTES_PER_SEND = 24
+PACE_FILE_SLACK = 64 << 10
 DELIVERY_LOG_NAME = "history-delivery.log"
 DELIVERY_FAILED_NAME = "history-delivery.failed"
 DELIVERER_LOCK_NAME = "history-deliverer"
@@ -4506,6 +4510,7 @@ class HistoryReport:
         "gave_up",
         "outbox_busy",
         "outcomes",
+        "pace_trouble",
         "still_pending",
     )
 
@@ -4519,6 +4524,7 @@ class HistoryReport:
         self.outbox_busy = False
         self.background = False  # whether the delivery process goes on with what waits
         self.background_failure: str | None = None  # why the last delivery process could not work
+        self.pace_trouble: str | None = None  # history-pace.json unreadable or unwritable (Pace)
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -4540,6 +4546,8 @@ class HistoryReport:
                     f"; the last delivery process could not work ({self.background_failure}): "
                     "run sync_pending to deliver now"
                 )
+        if self.pace_trouble is not None:
+            result["history_pace_error"] = self.pace_trouble
         if self.delivered:
             result["history_pending_delivered"] = len(self.delivered)
         if self.gave_up:
@@ -4734,32 +4742,55 @@ class Pace:
         self.limits, self.sent, self.blocked_until = limits, sorted(sent), blocked_until
         self.lock = threading.Lock()
         self.path: str | None = None  # history-pace.json, for a pace read from it (see load)
+        self.trouble: str | None = None  # why the file could not be read or written, for the answer
 
     @classmethod
     def load(cls, config: Config) -> Pace:
+        """The pace as history-pace.json keeps it, read whole (its size follows from the windows,
+        see _state); one that cannot be read starts afresh, and says so (``trouble``)."""
+        path, trouble = os.path.join(config.state_dir, HISTORY_PACE_NAME), None
+        cap = PACE_FILE_SLACK + PACE_BYTES_PER_SEND * max(count for count, _ in config.history_pace)
         try:
-            with open(
-                _open_regular(os.path.join(config.state_dir, HISTORY_PACE_NAME), False), "rb"
-            ) as handle:
-                state = _loads_strict(handle.read(1 << 20))
+            with open(_open_regular(path, False), "rb") as handle:
+                raw = handle.read(cap + 1)
+            if len(raw) > cap:
+                raise ValueError(f"over {cap} bytes")
+            state = _loads_strict(raw)
             sent = [float(moment) for moment in state["sent"]]
             blocked_until = float(state["blocked_until"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except FileNotFoundError:
             sent, blocked_until = [], 0.0
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            sent, blocked_until = [], 0.0
+            why = getattr(error, "strerror", None) or _cut(str(error) or type(error).__name__)
+            trouble = (
+                f"{HISTORY_PACE_NAME} in the state folder could not be read ({why}); the pace started afresh"
+            )
         pace = cls(config.history_pace, *_times_up_to_now(sent, blocked_until))
-        pace.path = _state_path(config, HISTORY_PACE_NAME)
+        pace.path, pace.trouble = _state_path(config, HISTORY_PACE_NAME), trouble
         return pace
 
     def save(self) -> None:
-        """The turn's last save, durable."""
+        """The turn's last save, durable; one that fails is said (``trouble``): the next turn would
+        not know this one's sends."""
         if self.path is not None:
-            write_atomic(self.path, self._state())
+            try:
+                write_atomic(self.path, self._state())
+            except (OSError, SessionManagerError) as error:
+                why = getattr(error, "strerror", None) or _cut(str(error))
+                self.trouble = (
+                    f"{HISTORY_PACE_NAME} in the state folder could not be written ({why}); remove "
+                    "whatever is in its place, or calls and the delivery process may exceed the pace"
+                )
 
     def _state(self) -> bytes:
+        """The sends that any window still counts: within the longest window, and no more than the
+        largest count (the older ones can no longer fill a window), in milliseconds."""
         longest = max(seconds for _, seconds in self.limits)
+        most = max(count for count, _ in self.limits)
         now = time.time()
-        state = {"sent": [m for m in self.sent if m > now - longest], "blocked_until": self.blocked_until}
-        return json.dumps(state).encode("ascii")
+        sent = [round(m, 3) for m in self.sent if m > now - longest][-most:]
+        return json.dumps({"sent": sent, "blocked_until": self.blocked_until}).encode("ascii")
 
     def _record_send(self) -> None:
         """Each send on disk before it goes: a sender killed mid-turn once forgot its sends, and the
@@ -5354,7 +5385,7 @@ def _settle_outbox_file(
 
 
 def _paced_delivery(
-    config: Config, batch: list[Mark], deadline: float, read_timeout: float
+    config: Config, batch: list[Mark], deadline: float, read_timeout: float, report: HistoryReport
 ) -> dict[int, HistoryOutcome | Exception]:
     """Deliver a batch under the pace of every sender, kept in history-pace.json across turns."""
     if not batch:
@@ -5363,8 +5394,8 @@ def _paced_delivery(
     try:
         return _deliver_marks(config, batch, deadline, pace, read_timeout)
     finally:
-        with suppress(OSError, SessionManagerError):
-            pace.save()
+        pace.save()
+        report.pace_trouble = pace.trouble
 
 
 def _history_step(
@@ -5390,9 +5421,8 @@ def _history_step(
             own = {mark.outbox_id for mark in marks if mark.outbox_id}
             waiting, never_happened = _pending_marks(config, now, own)
         batch = marks + waiting
-        results = _paced_delivery(
-            config, batch, deadline, DELIVERY_READ_TIMEOUT if background else HISTORY_READ_TIMEOUT
-        )
+        read_timeout = DELIVERY_READ_TIMEOUT if background else HISTORY_READ_TIMEOUT
+        results = _paced_delivery(config, batch, deadline, read_timeout, report)
         report.delivered += [
             {**_pending_item(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
         ]
@@ -5529,6 +5559,7 @@ def _delivery_rounds(config: Config, log: Callable[[str], None]) -> None:
             f"delivered {len(report.delivered)}, gave up {len(report.gave_up)}, {waiting} wait"
             + (f"; {error['error']}" if error else "")
             + ("; another process held the turn" if report.outbox_busy else "")
+            + (f"; {report.pace_trouble}" if report.pace_trouble else "")
         )
         if not waiting and not report.outbox_busy:
             log("the outbox is empty: stopping")
@@ -6796,6 +6827,7 @@ OCCASIONAL_ANSWER_KEYS = (
     "history_pending_delivered",
     "history_gave_up",
     "history_error",
+    "history_pace_error",
     "gateway_path",
     "not_listed",
     "remaining",

@@ -378,6 +378,68 @@ def test_a_pace_read_back_never_waits_longer_than_its_longest_window_or_retry_af
     assert pace.opens_at(time.time()) - now <= waits_at_most + 1
 
 
+def test_a_pace_file_as_large_as_its_windows_need_is_read_whole(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 L2: 100,000 sends in one window (1.9 MB) were read cut at 1 MiB, the file taken
+    for corrupt and the pace reset: the next sender went at once into a full window."""
+    monkeypatch.setenv("SESSION_HISTORY_PACE", "100000/3600")
+    config = sm.Config.from_environment()
+    pace = sm.Pace(config.history_pace, [time.time() - 60 + n / 10_000 for n in range(100_000)], 0.0)
+    state = root / ".session-manager"
+    pace.path = str(state / "history-pace.json")
+    state.mkdir()
+    pace.save()
+    assert (state / "history-pace.json").stat().st_size > 1 << 20 and pace.trouble is None
+    loaded = sm.Pace.load(config)
+    assert loaded.trouble is None and loaded.opens_at(time.time()) > time.time() + 3000  # the window is full
+
+
+@pytest.mark.parametrize(
+    ("windows", "sends", "kept"),
+    [
+        ("20/5,60/60,1500/3600", 5000, 1500),  # no more than the largest count is kept
+        ("5/1", 5000, 5),
+        ("100000/1", 50, 50),
+    ],
+)
+def test_a_pace_file_keeps_only_what_a_window_can_still_count(
+    root: Path, monkeypatch: pytest.MonkeyPatch, windows: str, sends: int, kept: int
+) -> None:
+    monkeypatch.setenv("SESSION_HISTORY_PACE", windows)
+    config = sm.Config.from_environment()
+    pace = sm.Pace(config.history_pace, [time.time() - 0.9 + n / 10**6 for n in range(sends)], 0.0)
+    (root / ".session-manager").mkdir()
+    pace.path = str(root / ".session-manager" / "history-pace.json")
+    pace.save()
+    assert len(json.loads(Path(pace.path).read_text())["sent"]) == kept
+
+
+@pytest.mark.parametrize(
+    ("in_its_place", "said"),
+    [
+        ("folder", "could not be written"),  # every save failed, and nothing said so
+        ("garbage", "could not be read"),
+    ],
+)
+def test_a_pace_file_that_cannot_be_read_or_written_is_said_in_the_answer(
+    root: Path, service: Any, monkeypatch: pytest.MonkeyPatch, in_its_place: str, said: str
+) -> None:
+    stale = stale_tree(root, 1, 4)
+    served = service(limiter={"on": False})
+    sync_now(served)
+    aim_the_skill(monkeypatch, served, "100/1", background=False)
+    pace = root / ".session-manager" / "history-pace.json"
+    pace.parent.mkdir(exist_ok=True)
+    if in_its_place == "folder":
+        pace.mkdir()
+    else:
+        pace.write_text('{"sent": [1, 2')
+    answer = sm.prune_sessions()
+    assert answer["pruned_count"] == len(stale) and answer["history"] == {"marked": len(stale)}
+    assert said in answer["history_pace_error"] and "history-pace.json" in answer["history_pace_error"]
+
+
 @pytest.mark.parametrize("agents_dir", ["agents", "./agents/../agents"])
 def test_a_relative_agents_root_still_reaches_the_delivery_process(
     root: Path, service: Any, monkeypatch: pytest.MonkeyPatch, agents_dir: str
