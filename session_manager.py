@@ -692,6 +692,15 @@ class Config(NamedTuple):
             ),
         )
 
+    @property
+    def service_id(self) -> str:
+        """Which history service a mark is for: a digest of ARIA_API_URL, ARIA_API_KEY and
+        ARIA_AGENTS_DIR, kept with each queued mark (the key itself is never written to disk)."""
+        import hashlib
+
+        seen = "\0".join([self.api_url, self.api_key or "", self.agents_root]).encode("utf-8")
+        return hashlib.sha256(b"aria-sessionmanager service\0" + seen).hexdigest()[:16]
+
 
 # --- Argument checks ----------------------------------------------------------------------------
 
@@ -3141,6 +3150,8 @@ class Mark:
         "outbox_id",
         "queued_at",
         "row_ids",
+        "service",
+        "service_id",
         "session_id",
         "status",
         "txn",
@@ -3172,6 +3183,10 @@ class Mark:
         self.confirmed = confirmed
         # When its deliveries began to fail for real (no answer, a rejection); a wait is no failure.
         self.failing_since = failing_since
+        # The service it is for (Config.service_id), and that service's URL as answers show it; set
+        # when it is queued. None for a mark queued by a release that did not record it.
+        self.service_id: str | None = None
+        self.service: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -3186,6 +3201,8 @@ class Mark:
             "txn": self.txn,
             "confirmed": self.confirmed,
             "failing_since": self.failing_since,
+            "service": self.service,
+            "service_id": self.service_id,
         }
 
     @classmethod
@@ -3201,6 +3218,8 @@ class Mark:
             (record.get("last_error"), str, True),
             (record.get("txn"), str, True),
             (record.get("failing_since"), str, True),
+            (record.get("service"), str, True),
+            (record.get("service_id"), str, True),
         )
         row_ids = record.get("row_ids")
         attempts = record.get("attempts", 0)
@@ -3216,7 +3235,7 @@ class Mark:
             or type(record.get("confirmed", True)) is not bool
         ):
             raise ValueError("not a history mark")
-        return cls(
+        mark = cls(
             record["session_id"],
             record.get("agent"),
             status,
@@ -3229,6 +3248,13 @@ class Mark:
             record.get("confirmed", True),
             record.get("failing_since"),
         )
+        mark.service, mark.service_id = record.get("service"), record.get("service_id")
+        return mark
+
+    def is_for(self, config: Config) -> bool:
+        """Whether this call's configuration may send it: the service it was queued for (a mark
+        sent elsewhere would find no row there and be finished as if its row were gone)."""
+        return self.service_id is None or self.service_id == config.service_id
 
 
 def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
@@ -3310,10 +3336,11 @@ def _queue_marks(config: Config, marks: list[Mark]) -> None:
     So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
     them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
     """
-    moment = _iso_utc(_utc_now())
+    moment, shown = _iso_utc(_utc_now()), _shown_url(config.api_url)
     for mark in marks:
         mark.outbox_id = mark.outbox_id or _new_id()
         mark.queued_at = mark.queued_at or moment
+        mark.service_id, mark.service = mark.service_id or config.service_id, mark.service or shown
     try:
         with _state_file_lock(config, HISTORY_OUTBOX_NAME):
             records = (json.dumps(mark.as_record()) for mark in marks)  # streamed: a prune may queue 60,000
@@ -4506,6 +4533,7 @@ class HistoryReport:
         "background_failure",
         "configuration_error",
         "delivered",
+        "elsewhere",
         "failure",
         "gave_up",
         "outbox_busy",
@@ -4525,6 +4553,10 @@ class HistoryReport:
         self.background = False  # whether the delivery process goes on with what waits
         self.background_failure: str | None = None  # why the last delivery process could not work
         self.pace_trouble: str | None = None  # history-pace.json unreadable or unwritable (Pace)
+        self.elsewhere: tuple[list[str], int] = (
+            [],
+            0,
+        )  # marks queued for another service: its URLs, how many
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -4548,6 +4580,8 @@ class HistoryReport:
                 )
         if self.pace_trouble is not None:
             result["history_pace_error"] = self.pace_trouble
+        if self.elsewhere[1]:
+            result["history_other_service"] = self.other_service()
         if self.delivered:
             result["history_pending_delivered"] = len(self.delivered)
         if self.gave_up:
@@ -4556,6 +4590,17 @@ class HistoryReport:
         if error is not None:
             result["history_error"] = error
         return result
+
+    def other_service(self) -> str:
+        """What waits in the outbox for another configuration of the service, in words."""
+        services, count = self.elsewhere
+        return _cut(
+            f"{count} marks were queued for another history service configuration ({', '.join(services)}: "
+            "ARIA_API_URL, ARIA_API_KEY or ARIA_AGENTS_DIR differ); they wait for a call configured as "
+            'they were. If that configuration was a mistake, now fixed, sync_pending with "reassign": '
+            "true sends them with this one",
+            MESSAGE_CAP,
+        )
 
     def error(self) -> dict[str, str] | None:
         """What went wrong with the history step as a whole, if anything: the answer's history_error."""
@@ -5254,18 +5299,27 @@ def _held_session_ids(config: Config, agent: str) -> set[str] | PartlyHeld | Non
         return None
 
 
-def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[Mark], list[Mark]]:
-    """Outbox marks to deliver now, and unconfirmed ones whose deletion never reached the index.
+def _pending_marks(
+    config: Config, now: datetime, own: set[str], reassign: bool = False
+) -> tuple[list[Mark], list[Mark], list[Mark]]:
+    """Outbox marks to deliver now, unconfirmed ones whose deletion never reached the index, and
+    those queued for another service (Mark.is_for), which wait for a call configured for it (or,
+    ``reassign``, are taken over by this configuration: the other one was a mistake, now fixed).
 
     An unconfirmed mark within its grace belongs to a call still running, and is left alone.
     """
     deliver: list[Mark] = []
     dropped: list[Mark] = []
+    elsewhere: list[Mark] = []
     unconfirmed: dict[str, list[Mark]] = {}
     for mark in _read_outbox(config):
         if mark.outbox_id in own:
             continue
-        if mark.confirmed or mark.agent is None:
+        if reassign and not mark.is_for(config):
+            mark.service_id, mark.service = config.service_id, _shown_url(config.api_url)
+        if not mark.is_for(config):
+            elsewhere.append(mark)
+        elif mark.confirmed or mark.agent is None:
             deliver.append(mark)
         elif now - (_parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
             unconfirmed.setdefault(mark.agent, []).append(mark)
@@ -5279,7 +5333,7 @@ def _pending_marks(config: Config, now: datetime, own: set[str]) -> tuple[list[M
                 continue  # it may be a cron run that the reading left out: asked again next time
             took_effect = (mark.session_id in present) == mark.status.held_when_done
             (deliver if took_effect else dropped).append(mark)
-    return deliver, dropped
+    return deliver, dropped, elsewhere
 
 
 def _settle_outbox(
@@ -5399,7 +5453,12 @@ def _paced_delivery(
 
 
 def _history_step(
-    config: Config, marks: list[Mark], include_pending: bool, report: HistoryReport, background: bool
+    config: Config,
+    marks: list[Mark],
+    include_pending: bool,
+    report: HistoryReport,
+    background: bool,
+    reassign: bool = False,
 ) -> None:
     """mark_history's work, which any failure may interrupt: the marks were queued before. Only
     the holder of the delivery turn sends (so one pace holds for every sender): a call waits for
@@ -5419,7 +5478,8 @@ def _history_step(
         if include_pending:
             _drop_superseded_marks(config, marks)
             own = {mark.outbox_id for mark in marks if mark.outbox_id}
-            waiting, never_happened = _pending_marks(config, now, own)
+            waiting, never_happened, elsewhere = _pending_marks(config, now, own, reassign)
+            report.elsewhere = sorted({str(mark.service) for mark in elsewhere}), len(elsewhere)
         batch = marks + waiting
         read_timeout = DELIVERY_READ_TIMEOUT if background else HISTORY_READ_TIMEOUT
         results = _paced_delivery(config, batch, deadline, read_timeout, report)
@@ -5494,7 +5554,12 @@ def _deliverer_failure(config: Config) -> str | None:
 
 
 def mark_history(
-    config: Config, marks: list[Mark], *, include_pending: bool = True, background: bool = False
+    config: Config,
+    marks: list[Mark],
+    *,
+    include_pending: bool = True,
+    background: bool = False,
+    reassign: bool = False,
 ) -> HistoryReport:
     """Deliver this call's marks and drain the outbox, paced, within one time budget; whatever
     still waits is left to the delivery process, started here (``background``: this is it).
@@ -5502,12 +5567,13 @@ def mark_history(
     A mark that cannot be delivered now (its turn has not come, service down, timeout, 5xx, 429,
     or a rejected request that a configuration fix may cure) stays in the outbox; nothing is
     dropped silently: a mark that has failed for days goes to the abandoned file, reported.
+    ``reassign``: marks queued for another configuration of the service are sent with this one.
     """
     report = HistoryReport()
     if not marks and not include_pending:
         return report
     try:
-        _history_step(config, marks, include_pending, report, background)
+        _history_step(config, marks, include_pending, report, background, reassign)
     except Exception as error:  # the marks wait in the outbox, and the call's answer stands
         report.failure = (
             f"the history step failed ({type(error).__name__}: {error}); its marks wait in the outbox"
@@ -5561,8 +5627,8 @@ def _delivery_rounds(config: Config, log: Callable[[str], None]) -> None:
             + ("; another process held the turn" if report.outbox_busy else "")
             + (f"; {report.pace_trouble}" if report.pace_trouble else "")
         )
-        if not waiting and not report.outbox_busy:
-            log("the outbox is empty: stopping")
+        if waiting <= report.elsewhere[1] and not report.outbox_busy:
+            log("the outbox is empty: stopping" if not waiting else f"{report.other_service()}: stopping")
             return
         if report.delivered:
             progress, idle_rounds = time.monotonic(), 0
@@ -6605,11 +6671,13 @@ def cleanup_orphans(
     )
 
 
-def sync_pending(detail: str = "summary") -> dict[str, Any]:
-    """Deliver the history marks waiting in the outbox; report delivered, pending and given up."""
+def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, Any]:
+    """Deliver the history marks waiting in the outbox; report delivered, pending and given up.
+    ``reassign``: send those queued under another ARIA_API_URL/ARIA_API_KEY with this one."""
     full = _check_detail(detail)
+    _check_flag("reassign", reassign)
     config = Config.from_environment()
-    report = mark_history(config, [], include_pending=True)
+    report = mark_history(config, [], include_pending=True, reassign=reassign)
     message = (
         f"{len(report.delivered)} delivered, {len(report.still_pending)} still pending, "
         f"{len(report.gave_up)} given up"
@@ -6627,6 +6695,8 @@ def sync_pending(detail: str = "summary") -> dict[str, Any]:
     }
     if report.error() is not None:
         result["history_error"] = report.error()
+    if report.elsewhere[1]:
+        result["history_other_service"] = report.other_service()
     hint = "the counts in the message are exact; the outbox keeps what is still pending"
     return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
@@ -6828,6 +6898,7 @@ OCCASIONAL_ANSWER_KEYS = (
     "history_gave_up",
     "history_error",
     "history_pace_error",
+    "history_other_service",
     "gateway_path",
     "not_listed",
     "remaining",

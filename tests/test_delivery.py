@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from helpers import REPO, add_transcript, ago, run_cli, write_index
+from history_service import HistoryService
 
 import session_manager as sm
 
@@ -488,6 +489,55 @@ def test_a_delivery_process_that_cannot_work_says_why_and_the_next_answer_report
     assert answer["pruned_count"] == len(stale) and answer["history_pending"] == len(stale)
     assert "the last delivery process could not work" in answer["history_delivery"]
     assert said in answer["history_delivery"] and "sync_pending" in answer["history_delivery"]
+
+
+@pytest.mark.parametrize(
+    ("next_call", "sent_there"),
+    [
+        ({}, True),  # the same configuration: delivered
+        ({"ARIA_API_KEY": "another-key"}, False),
+        ({"ARIA_API_URL": "the other service"}, False),  # it has rows for them too: never touched
+    ],
+)
+def test_a_mark_goes_only_to_the_service_it_was_queued_for(
+    root: Path,
+    history: HistoryService,
+    monkeypatch: pytest.MonkeyPatch,
+    next_call: dict[str, str],
+    sent_there: bool,
+) -> None:
+    """Issue 26 M1: marks queued for service A were sent by a call configured for B, found no row
+    there and were finished as "no history row"; A's rows stayed active for good."""
+    stale = stale_tree(root, 1, 4)
+    other = HistoryService().start()
+    try:
+        for service in (history, other):
+            for session_id in stale:
+                service.add_row(session_id, agent="agent-0", legacy=True)
+        monkeypatch.setenv("ARIA_API_KEY", "the-key")
+        history.faults.status = 500  # failing when the prune queues its marks
+        queued = sm.prune_sessions()
+        assert queued["history_pending"] == len(stale)
+        history.faults.status = None
+        for name, value in next_call.items():
+            monkeypatch.setenv(name, other.url if value == "the other service" else value)
+        answer = sm.sync_pending()
+
+        ended = {s for s in stale if history.row_of(s)["status"] == "ended"}
+        assert ended == (set(stale) if sent_there else set())
+        assert all(other.row_of(s)["status"] == "active" for s in stale) and other.patches == []
+        if not sent_there:
+            assert len(answer["still_pending"]) == len(stale)
+            assert f"{len(stale)} marks were queued for another" in answer["history_other_service"]
+            assert (
+                "the-key"
+                not in json.dumps(answer) + (root / ".session-manager/history-outbox.jsonl").read_text()
+            )
+            now_here = other if "ARIA_API_URL" in next_call else history
+            assert len(sm.sync_pending(reassign=True)["delivered"]) == len(stale)  # the operator's word
+            assert all(now_here.row_of(s)["status"] == "ended" for s in stale)
+    finally:
+        other.stop()
 
 
 @pytest.mark.parametrize("sends", [1, 3, 5])

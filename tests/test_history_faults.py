@@ -115,7 +115,9 @@ def test_closed_port_stops_at_the_first_refusal(
     assert result["history"] == {"queued": STALE} and took < 1.5
     assert all("refused" in o["reason"] for o in result["history_by_session"].values())
     monkeypatch.setenv("ARIA_API_URL", history.url)
-    synced = sm.sync_pending()
+    waiting = sm.sync_pending()  # queued for the other URL: never sent here unasked (issue 26 M1)
+    assert waiting["delivered"] == [] and '"reassign": true' in waiting["history_other_service"]
+    synced = sm.sync_pending(reassign=True)  # the operator says the other URL was the mistake
     assert len(synced["delivered"]) == STALE
     assert Counter(o["outcome"] for o in synced["delivered"]) == {
         "marked": WITH_ROWS,
@@ -136,7 +138,8 @@ def test_wrong_key_is_a_loud_configuration_error_until_fixed(
     assert [m for m, _ in history.requests] == ["GET"], "a rejected key is not retried"
     assert "a-wrong-key" not in json.dumps(result)
     monkeypatch.setenv("ARIA_API_KEY", "the-right-key")
-    synced = sm.sync_pending()
+    assert sm.sync_pending()["delivered"] == []  # queued under the wrong key: never sent unasked
+    synced = sm.sync_pending(reassign=True)
     assert len(synced["delivered"]) == STALE and "the-right-key" not in json.dumps(synced)
     assert all(history.row_of(sid)["status"] == "ended" for sid in agent)
 
