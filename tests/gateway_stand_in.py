@@ -184,6 +184,14 @@ class StandInGateway:
         error = {"code": code, "message": message, **extra}
         socket.send(json.dumps({"type": "res", "id": ident, "ok": False, "error": error}))
 
+    def connections_left_open(self, within: float = 10.0) -> int:
+        """How many connections are still open once the clients had ``within`` seconds to close
+        them (the server's side of a close ends a moment after the client's)."""
+        deadline = time.monotonic() + within
+        while self.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.open_connections
+
     def sent(self, method: str) -> list[dict[str, Any]]:
         with self.lock:
             return [parameters for name, parameters in self.requests if name == method]

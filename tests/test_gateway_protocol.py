@@ -59,7 +59,7 @@ def gateway(
     with stand_in_gateway(Plan(rows={"ops": rows}, paths={"ops": str(database)})) as served:
         monkeypatch.setenv("OPENCLAW_GATEWAY_URL", served.url)
         yield served
-    assert served.open_connections == 0  # every call closed its connection
+    assert served.connections_left_open() == 0  # every call closed its connection
 
 
 def deleted_keys(gateway: StandInGateway) -> list[str]:
