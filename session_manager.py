@@ -6262,6 +6262,7 @@ class Search(NamedTuple):
     store: AgentStore | None = None
     session: Session | None = None
     leftovers: tuple[Leftovers, ...] = ()
+    unlisted: tuple[str, ...] = ()  # what the reading of the stores searched left out, and why
 
     def where(self) -> str:
         """The stores searched, in words."""
@@ -6290,7 +6291,10 @@ def _find_session(config: Config, reference: str, agent: str | None) -> Search:
         names = _some_names([store.paths.agent for store, _ in found])
         raise InvalidArgument(f'session {reference!r} exists in agents {names}; pass "agent" to choose one')
     searched = None if len(scope) > 1 or (agent is None and not _is_key(reference)) else [scope[0].agent]
-    return Search(searched, *found[0]) if found else Search(searched, leftovers=tuple(leftovers))
+    if found:
+        return Search(searched, *found[0])
+    unlisted = tuple(sorted({store.unlisted for store in stores if store.unlisted is not None}))
+    return Search(searched, leftovers=tuple(leftovers), unlisted=unlisted)
 
 
 def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkStatus.ENDED) -> str:
@@ -6323,6 +6327,7 @@ def _deletion_answer(report: HistoryReport, deleted: str, message: str, **fields
         "history": outcome.as_dict() if outcome else None,
         "errors": fields["errors"],
     }
+    answer |= {"not_listed": fields["not_listed"]} if "not_listed" in fields else {}
     return report.annotate(answer)
 
 
@@ -6352,8 +6357,11 @@ def _nothing_found_answer(
         f"No session {reference} was found in {search.where()}, nor in the audit log: nothing was "
         "deleted. Check the id with list_sessions"
         + ("" if dry_run else f"; {_history_phrase(report.outcomes.get(reference))}")
+        + ("; but the stores were not read whole (see not_listed)" if search.unlisted else "")
     )
     nothing: dict[str, Any] = {"removed_keys": [], "archived_files": {}, "would_archive": []}
+    if search.unlisted:
+        nothing["not_listed"] = _cut("; ".join(search.unlisted), MESSAGE_CAP)
     return _deletion_answer(
         report,
         reference,

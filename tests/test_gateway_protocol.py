@@ -275,3 +275,11 @@ def test_rows_of_cron_runs_the_listing_left_out_are_unknown_and_the_rest_are_rec
     assert history.row_of("ops-s3")["status"] == "active"
     assert answer["rows_ended"] == 1 and answer["skipped"] == {"cron_runs_unlisted": 2}
     assert "cron runs not listed" in answer["not_listed"]
+
+
+def test_a_key_the_reading_may_have_left_out_is_not_found_with_the_reason(gateway: StandInGateway) -> None:
+    """A cron run's key, with no CLI to list runs: "not found" as far as the skill can see, and the
+    answer says the stores were not read whole."""
+    answer = sm.delete_session("agent:ops:cron:nightly:run:r7", agent="ops")
+    assert answer["found"] is False and "not read whole" in answer["message"]
+    assert "cron runs not listed" in answer["not_listed"]
