@@ -276,7 +276,8 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 # One request to the gateway, as another client would send it: a module loaded with --import into
-# the Node that runs the CLI (the way the skill's helper is), printing the answer as JSON.
+# the Node that runs the CLI, printing the answer as JSON (a test-only client: the skill speaks
+# the protocol from Python).
 REQUEST_SCRIPT = """
 import { realpathSync } from "node:fs";
 import { createRequire } from "node:module";
