@@ -6868,12 +6868,14 @@ ENVIRONMENT = {
     "SESSION_HISTORY_PACE": "marks sent at most, count/seconds per window (20/5,60/60,1500/3600)",
     "SESSION_HISTORY_BACKGROUND": "1: a detached process delivers what calls leave; 0: sync_pending does (1)",
     "SESSION_MANAGER_STATE_DIR": "audit log and history outbox (default <agents root>/.session-manager)",
-    "OPENCLAW_CLI": "OpenClaw's CLI, for agents with agent/openclaw-agent.sqlite (default openclaw)",
+    "OPENCLAW_CLI": "OpenClaw's CLI: lists the cron runs the gateway protocol hides, and stands in where "
+    "the protocol cannot serve (default openclaw)",
     "OPENCLAW_GATEWAY_URL": "the gateway the call's connection reaches, and the CLI's for its deletes "
     "(ws://host:port); else ws://127.0.0.1:$OPENCLAW_GATEWAY_PORT (18789), and the CLI's config",
     "OPENCLAW_GATEWAY_TOKEN": "the connection's token, and the CLI's for its deletes (in its environment, "
     "never on a command line); never printed",
-    "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call may take (60), plus 5 per key it deletes",
+    "OPENCLAW_TIMEOUT_SECONDS": "how long one CLI call or gateway request may take (60), plus 5 per key "
+    "a CLI call deletes",
     "OPENCLAW_DELETE_BUDGET_SECONDS": "how long a call starts deletes through the gateway connection (60)",
 }
 
