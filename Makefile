@@ -11,7 +11,7 @@ IN_VENV = PATH="$(abspath $(VENV))/bin:$$PATH"
 PYTEST_WORKERS ?= -n 4 --dist loadfile
 PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test lint bench bench-sqlite
+.PHONY: install demo test lint bench bench-sqlite skill.json
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ install: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(PY) -m compileall -q session_manager.py run_skill.py
 	$(IN_VENV) $(PY) examples/demo.py
+
+# skill.json (Aria's skill catalogue) from the functions and their PARAMETERS table;
+# tests/test_schema.py fails when the committed file differs.
+skill.json: $(VENV)/.installed
+	$(PY) run_skill.py session_manager --schema > skill.json
 
 bench: $(VENV)/.installed-test
 	$(IN_VENV) $(PY) bench/run.py

@@ -156,7 +156,7 @@ def _argument_type(function: Callable[..., Any], parameter: str) -> str:
     return " or ".join(_TYPE_WORDS.get(part.strip(), part.strip()) for part in annotation.split("|"))
 
 
-def _argument_lines(function: Callable[..., Any]) -> list[str]:
+def _argument_lines(function: Callable[..., Any], table: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for parameter, default in parameters(function):
         kind = _argument_type(function, parameter)
@@ -165,7 +165,35 @@ def _argument_lines(function: Callable[..., Any]) -> list[str]:
         else:
             shown = DEFAULT_NOTES.get(parameter) if default is None else None
             lines.append(f"      {parameter}: {kind}, default {shown or json.dumps(default)}")
+        meaning = table.get(parameter, {}).get("description")
+        lines += [f"        {meaning}"] if meaning else []
     return lines or ["      (no arguments)"]
+
+
+def tool_schema(name: str, function: Callable[..., Any], table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One function as a tool for a function-calling model: its first docstring line, and its
+    arguments as a JSON Schema object (each from the module's PARAMETERS, with the default)."""
+    properties: dict[str, Any] = {}
+    required = []
+    for parameter, default in parameters(function):
+        properties[parameter] = dict(table[parameter])
+        if default is REQUIRED:
+            required.append(parameter)
+        elif default is not None:
+            properties[parameter]["default"] = default
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    return {
+        "name": name,
+        "description": (function.__doc__ or "").strip().splitlines()[0],
+        "parameters": schema | ({"required": required} if required else {}),
+    }
+
+
+def skill_document(module: ModuleType) -> dict[str, Any]:
+    """skill.json: the module's SKILL_CARD, a tool per function, and the command that runs one."""
+    table = module.PARAMETERS
+    tools = [tool_schema(name, function, table) for name, function in module.FUNCTIONS.items()]
+    return {**module.SKILL_CARD, "tools": tools, "run": module.SKILL_RUN}
 
 
 def _environment_lines(module: ModuleType) -> list[str]:
@@ -178,6 +206,7 @@ def describe_functions(prefix: str, module: ModuleType) -> str:
     lines = [
         f"usage: {prefix} <function> '<json args>'",
         f"       {prefix} <function> --help",
+        f"       {prefix} --schema          (skill.json: every function as a JSON Schema tool)",
         "",
         "functions:",
     ]
@@ -185,7 +214,7 @@ def describe_functions(prefix: str, module: ModuleType) -> str:
         lines.append(f"  {name}")
         summary = (function.__doc__ or "").strip().splitlines()[0]
         lines.append(f"      {summary}")
-        lines += _argument_lines(function)
+        lines += _argument_lines(function, getattr(module, "PARAMETERS", {}))
     lines += [
         "",
         "The JSON may be omitted ({}), given as '-' to read it from stdin, or wrapped in a",
@@ -202,7 +231,8 @@ def describe_function(prefix: str, module: ModuleType, name: str) -> str:
     example, answer = getattr(module, "HELP", {}).get(name, ("{}", ()))
     lines = [f"usage: {prefix} {name} '<json args>'", ""]
     lines += [line.strip() for line in (function.__doc__ or "").strip().splitlines()]
-    lines += ["", "arguments:", *_argument_lines(function), "", "example:", f"  {prefix} {name} '{example}'"]
+    arguments = _argument_lines(function, getattr(module, "PARAMETERS", {}))
+    lines += ["", "arguments:", *arguments, "", "example:", f"  {prefix} {name} '{example}'"]
     if answer:
         occasional = [key for key in getattr(module, "OCCASIONAL_ANSWER_KEYS", ()) if key not in answer]
         lines += ["", "answer keys:", f"  {', '.join(answer)}"]
@@ -350,6 +380,9 @@ def run(argv: list[str], prefix: str | None = None) -> int:
         )
     if argv[1] in ("-h", "--help"):
         print(describe_functions(prefix, module))
+        return 0
+    if argv[1:] == ["--schema"]:
+        print(json.dumps(skill_document(module), indent=2, ensure_ascii=False))
         return 0
     name = argv[1]
     function = module.FUNCTIONS.get(name)

@@ -6536,12 +6536,12 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
 
 
 def list_deleted(
-    agent: str | None = None, limit: int = 50, offset: int = 0, detail: str = "summary"
+    agent: str | None = None, limit: int | str = 50, offset: int = 0, detail: str = "summary"
 ) -> dict[str, Any]:
     """Recorded deletions that can still be undone with restore_session, newest first, a page at a time."""
     if agent is not None:
         _check_agent_name(agent)
-    _check_count("limit", limit, 1, 10_000)
+    page = _check_limit(limit)  # "all" too, as for list_sessions (the PARAMETERS table has one limit)
     _check_count("offset", offset, 0, 10**9)
     full = _check_detail(detail)
     config = Config.from_environment()
@@ -6555,7 +6555,8 @@ def list_deleted(
     for deletion in deletions:  # newest first: a later deletion of the same session supersedes
         latest.setdefault((deletion.agent, deletion.session_id), deletion)
     deletions = [d for d in latest.values() if _took_effect(config, d, indexes)]
-    items = [_deletion_item(deletion, full) for deletion in deletions[offset : offset + limit]]
+    end = None if page is None else offset + page
+    items = [_deletion_item(deletion, full) for deletion in deletions[offset:end]]
     answer: dict[str, Any] = {"count": len(items), "total": len(deletions), "deleted": items}
     answer = _fit_answer(answer, ("deleted",), full, "page on with next_offset")
     count = answer["count"] = len(answer["deleted"])
@@ -6915,6 +6916,90 @@ OCCASIONAL_ANSWER_KEYS = (
     "error",
     "error_type",
 )
+
+#: Every argument of FUNCTIONS as JSON Schema, with what it means: run_skill's --help and --schema
+#: (skill.json's tools) read it; tests/test_schema.py proves that each function's checks accept
+#: and refuse exactly what it says.
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "agent": {
+        "type": ["string", "null"],
+        "pattern": AGENT_ID_PATTERN.pattern,
+        "description": 'One agent, by its id such as "main"; null or absent: every agent.',
+    },
+    "session_id": {
+        "type": "string",
+        "pattern": (
+            r"^(?:global|agent:[a-z0-9][a-z0-9_-]{0,63}:[^\u0000-\u001f]{1,512}"
+            r"|[a-zA-Z0-9][a-zA-Z0-9._-]{0,127})$"
+        ),
+        "description": 'A sessionId, or a full session key ("agent:<agent>:<rest>").',
+    },
+    "session_type": {
+        "type": ["string", "null"],
+        "pattern": "^[a-z0-9_-]{1,64}$",
+        "description": 'Only sessions of this type, such as "cron", "cron_run" or "subagent"; null: all.',
+    },
+    "limit": {
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": 10_000}, {"const": "all"}],
+        "description": 'How many items a page holds at most, or "all".',
+    },
+    "offset": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 10**9,
+        "description": "Where the page starts: the previous page's next_offset.",
+    },
+    "min_idle_minutes": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "description": "Only sessions idle at least this long (never-active sessions count as idle).",
+    },
+    "max_age_minutes": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "description": "Sessions idle longer than this are stale; null: $SESSION_STALE_MINUTES or 60.",
+    },
+    "stale_threshold_minutes": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "description": "Sessions idle longer than this count as stale; null: $SESSION_STALE_MINUTES or 60.",
+    },
+    "dry_run": {"type": "boolean", "description": "Say what would change, and change nothing."},
+    "force": {
+        "type": "boolean",
+        "description": "Delete a protected session too (never the running conversation); only when asked to.",
+    },
+    "archive_retention_days": {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMaximum": 100_000,
+        "description": "Archived transcripts older than this many days are deleted.",
+    },
+    "detail": {
+        "enum": list(DETAIL_LEVELS),
+        "description": '"summary": lists cut to keep the answer under 32 KiB; "full": every list whole.',
+    },
+    "reassign": {
+        "type": "boolean",
+        "description": "Send marks queued under another ARIA_API_URL/ARIA_API_KEY with this one "
+        "(only when the operator says the old configuration was a mistake).",
+    },
+}
+
+#: skill.json's head, in the format of Aria's skill catalogue (run_skill's --schema adds the tools
+#: and the command that runs one; {baseDir} is the skill's folder, as OpenClaw names it).
+SKILL_CARD: dict[str, Any] = {
+    "name": "aria-sessionmanager",
+    "version": SKILL_VERSION,
+    "description": "Two-layer session management: sessions leave the gateway's store (sessions.json or, "
+    "from OpenClaw 2026.8, its SQLite database through the gateway) with their transcripts archived, "
+    "then their history rows are marked ended; with undo where the store allows it.",
+    "author": "aria-sessionmanager developers",
+    "layer": 2,
+    "dependencies": [],
+    "focus_affinity": ["orchestrator"],
+}
+SKILL_RUN = "python3 {baseDir}/run_skill.py session_manager {{tool}} '{{args_json}}'"
 
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).
 HELP: dict[str, tuple[str, tuple[str, ...]]] = {

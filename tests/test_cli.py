@@ -213,7 +213,7 @@ BAD_INPUT = [
         "invalid_argument",
         '"session_id" is given twice',
     ),
-    ("limit zero", [SKILL, "list_deleted", '{"limit": 0}'], {}, 2, "invalid_argument", "between 1"),
+    ("limit zero", [SKILL, "list_deleted", '{"limit": 0}'], {}, 2, "invalid_argument", "from 1 to 10000"),
     (
         "negative retention",
         [SKILL, "cleanup_orphans", '{"archive_retention_days": -1}'],
