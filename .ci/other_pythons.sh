@@ -18,8 +18,8 @@ for version in 3.10 ${newest:+${newest%.*}}; do
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
   echo "== the suite on $("$venv/bin/python" --version)"
   echo "   (without tests/test_openclaw_end_to_end.py and tests/test_gateway_connection.py: the real"
-  echo "   gateway is a Node program, the same on every Python, and its 6 minutes ran once in 'make test';"
-  echo "   tests/test_gateway_cli.py and tests/test_gateway_link.py cover the skill's side on this Python)"
+  echo "   gateway is a Node program, the same on every Python, and its minutes ran once in 'make test';"
+  echo "   tests/test_gateway_protocol.py and tests/test_gateway_cli.py cover the skill's side on this Python)"
   "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --ignore=tests/test_openclaw_end_to_end.py \
     --ignore=tests/test_gateway_connection.py
   rm -rf "$(dirname "$venv")"
