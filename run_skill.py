@@ -357,6 +357,17 @@ def _usage_error(message: str, usage: str) -> UsageError:
     return UsageError(message, "invalid_argument")
 
 
+def _printed_help(argv: list[str], module: ModuleType, prefix: str) -> bool:
+    """Print the skill's help or its skill.json when the command line asks for one."""
+    if argv[1] in ("-h", "--help"):
+        print(describe_functions(prefix, module))
+        return True
+    if argv[1:] == ["--schema"]:
+        print(json.dumps(skill_document(module), indent=2, ensure_ascii=False))
+        return True
+    return False
+
+
 def run(argv: list[str], prefix: str | None = None) -> int:
     """Parse the command line, call the function, print its JSON; return the exit code.
 
@@ -378,11 +389,7 @@ def run(argv: list[str], prefix: str | None = None) -> int:
             f"name a function after the skill: one of {', '.join(module.FUNCTIONS)}",
             describe_functions(prefix, module),
         )
-    if argv[1] in ("-h", "--help"):
-        print(describe_functions(prefix, module))
-        return 0
-    if argv[1:] == ["--schema"]:
-        print(json.dumps(skill_document(module), indent=2, ensure_ascii=False))
+    if _printed_help(argv, module, prefix):
         return 0
     name = argv[1]
     function = module.FUNCTIONS.get(name)

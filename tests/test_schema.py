@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,13 @@ def test_the_checks_refuse_exactly_what_the_schema_forbids(everyone: Path, name:
         if refused == schema.is_valid(value):
             disagreements.append((value, "refused" if refused else "accepted"))
     assert disagreements == []
+
+
+def test_the_command_line_prints_skill_json() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), "session_manager", "--schema"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0 and json.loads(completed.stdout) == SCHEMA
