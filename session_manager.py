@@ -1784,11 +1784,17 @@ def _key_batches(keys: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
+#: What to do about a gateway that does not answer, on every path.
+START_THE_GATEWAY = (
+    "Start it (openclaw gateway run) or set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN "
+    "to the running one"
+)
+
+
 def _unreachable(text: str) -> GatewayUnavailable:
     reason = text.rstrip(". ")  # the CLI's own message may end with a full stop: never two
     return GatewayUnavailable(
-        f"the OpenClaw gateway did not delete anything: {reason}. Start it (openclaw gateway run) or "
-        "set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN to the running one; nothing was changed"
+        f"the OpenClaw gateway did not delete anything: {reason}. {START_THE_GATEWAY}; nothing was changed"
     )
 
 
@@ -1957,11 +1963,18 @@ def _gateway_url(config: Config) -> str | NoConnection:
 
 
 def _no_answer(url: str, why: str) -> NoConnection:
+    shown = _shown_url(url, "OPENCLAW_GATEWAY_URL")
     return NoConnection(
-        f"the OpenClaw gateway at {_shown_url(url, 'OPENCLAW_GATEWAY_URL')} did not answer ({why}). "
-        "Start it (openclaw gateway run) or set OPENCLAW_GATEWAY_URL and OPENCLAW_GATEWAY_TOKEN to the "
-        "running one",
-        Fallback.LISTING,
+        f"the OpenClaw gateway at {shown} did not answer ({why}). {START_THE_GATEWAY}", Fallback.LISTING
+    )
+
+
+def _other_protocol(version: Any) -> NoConnection:
+    """A gateway of another protocol version: the CLI of its own release speaks it."""
+    return NoConnection(
+        f"the gateway speaks protocol {_echo(version)}, this skill {GATEWAY_PROTOCOL}, so the "
+        "openclaw CLI is used",
+        Fallback.EVERYTHING,
     )
 
 
@@ -1973,11 +1986,7 @@ def _connection_refusal(reply: Reply) -> NoConnection:
             f"the gateway is not ready: {reply.words()}", Fallback.LISTING, reply.retry_after()
         )
     if code == "PROTOCOL_MISMATCH":
-        return NoConnection(
-            f"the gateway speaks protocol {_echo(reply.detail('expectedProtocol'))}, this skill "
-            f"{GATEWAY_PROTOCOL}, so the openclaw CLI is used",
-            Fallback.EVERYTHING,
-        )
+        return _other_protocol(reply.detail("expectedProtocol"))
     if code.startswith("PAIRING") or code.startswith("DEVICE") or code == "AUTH_SCOPE_MISMATCH":
         return NoConnection(
             f"the gateway asks for a paired device ({reply.words()}): pair one (openclaw devices) or run "
@@ -2077,13 +2086,8 @@ class GatewayClient:
         self.scopes = (
             {scope for scope in granted if isinstance(scope, str)} if isinstance(granted, list) else set()
         )
-        protocol = reply.payload.get("protocol")
-        if protocol != GATEWAY_PROTOCOL:
-            return NoConnection(
-                f"the gateway speaks protocol {_echo(protocol)}, this skill {GATEWAY_PROTOCOL}, so the "
-                "openclaw CLI is used",
-                Fallback.EVERYTHING,
-            )
+        if reply.payload.get("protocol") != GATEWAY_PROTOCOL:
+            return _other_protocol(reply.payload.get("protocol"))
         if GATEWAY_ADMIN_SCOPE not in self.scopes:
             return NoConnection(
                 f"the gateway granted this connection {sorted(self.scopes) or 'no scopes'}, and deleting "
@@ -3251,10 +3255,10 @@ class Mark:
         mark.service, mark.service_id = record.get("service"), record.get("service_id")
         return mark
 
-    def is_for(self, config: Config) -> bool:
-        """Whether this call's configuration may send it: the service it was queued for (a mark
-        sent elsewhere would find no row there and be finished as if its row were gone)."""
-        return self.service_id is None or self.service_id == config.service_id
+    def is_for(self, service_id: str) -> bool:
+        """Whether a call of this Config.service_id may send it: the service it was queued for (a
+        mark sent elsewhere would find no row there and be finished as if its row were gone)."""
+        return self.service_id is None or self.service_id == service_id
 
 
 def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
@@ -3336,11 +3340,11 @@ def _queue_marks(config: Config, marks: list[Mark]) -> None:
     So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
     them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
     """
-    moment, shown = _iso_utc(_utc_now()), _shown_url(config.api_url)
+    moment, service_id, shown = _iso_utc(_utc_now()), config.service_id, _shown_url(config.api_url)
     for mark in marks:
         mark.outbox_id = mark.outbox_id or _new_id()
         mark.queued_at = mark.queued_at or moment
-        mark.service_id, mark.service = mark.service_id or config.service_id, mark.service or shown
+        mark.service_id, mark.service = mark.service_id or service_id, mark.service or shown
     try:
         with _state_file_lock(config, HISTORY_OUTBOX_NAME):
             records = (json.dumps(mark.as_record()) for mark in marks)  # streamed: a prune may queue 60,000
@@ -3498,12 +3502,17 @@ class AgentStore(ABC):
     def held_session_ids(self) -> set[str] | PartlyHeld:
         """Every sessionId the store holds now (read anew); PartlyHeld when the reading left its
         cron runs out (their rows are then unknown, never gone)."""
-        held = {_session_id_of(key, entry) for key, entry in self.read_entries(False)[0].items()}
-        return held if self.unlisted is None else PartlyHeld(held, self.unlisted)
+        return self.holding(
+            {_session_id_of(key, entry) for key, entry in self.read_entries(False)[0].items()}
+        )
 
     def held(self) -> set[str] | PartlyHeld:
         """The sessionIds of the sessions read (read_agent), as held_session_ids gives them."""
-        return set(self.sessions) if self.unlisted is None else PartlyHeld(set(self.sessions), self.unlisted)
+        return self.holding(set(self.sessions))
+
+    def holding(self, ids: set[str]) -> set[str] | PartlyHeld:
+        """``ids`` as what the store holds: PartlyHeld when its reading left something out."""
+        return ids if self.unlisted is None else PartlyHeld(ids, self.unlisted)
 
     @abstractmethod
     def remove(
@@ -4432,6 +4441,16 @@ def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
     return {**context, "error": str(error), "error_type": error.error_type}
 
 
+def _not_listed(unlisted: dict[str, str]) -> dict[str, str]:
+    """``not_listed`` for an answer: what the stores' reading left out (AgentStore.unlisted), for
+    which agents, and why (an answer never drops sessions silently); empty when nothing was."""
+    if not unlisted:
+        return {}
+    why = {reason: sorted(a for a, r in unlisted.items() if r == reason) for reason in unlisted.values()}
+    said = "; ".join(f"{reason} (agent {_some_names(agents)})" for reason, agents in why.items())
+    return {"not_listed": _cut(said, MESSAGE_CAP)}
+
+
 class AgentWalk:
     """The selected agents, read one at a time, and the errors met on the way.
 
@@ -4477,16 +4496,8 @@ class AgentWalk:
         self.errors.append(_error_record(error, agent=agent))
 
     def not_listed(self) -> dict[str, str]:
-        """``not_listed`` for an answer: what the stores' reading left out, for which agents, and
-        why (an answer never drops sessions silently); empty when nothing was left out."""
-        if not self.unlisted:
-            return {}
-        why = {
-            reason: sorted(a for a, r in self.unlisted.items() if r == reason)
-            for reason in self.unlisted.values()
-        }
-        said = "; ".join(f"{reason} (agent {_some_names(agents)})" for reason, agents in why.items())
-        return {"not_listed": _cut(said, MESSAGE_CAP)}
+        """``not_listed`` for an answer (_not_listed) about the agents walked."""
+        return _not_listed(self.unlisted)
 
     def every_agent_failed(self) -> dict[str, str]:
         """``error`` and ``error_type`` for an answer when no agent could be worked on (the call
@@ -5312,12 +5323,13 @@ def _pending_marks(
     dropped: list[Mark] = []
     elsewhere: list[Mark] = []
     unconfirmed: dict[str, list[Mark]] = {}
+    service_id, shown = config.service_id, _shown_url(config.api_url)
     for mark in _read_outbox(config):
         if mark.outbox_id in own:
             continue
-        if reassign and not mark.is_for(config):
-            mark.service_id, mark.service = config.service_id, _shown_url(config.api_url)
-        if not mark.is_for(config):
+        if reassign and not mark.is_for(service_id):
+            mark.service_id, mark.service = service_id, shown
+        if not mark.is_for(service_id):
             elsewhere.append(mark)
         elif mark.confirmed or mark.agent is None:
             deliver.append(mark)
@@ -6262,7 +6274,7 @@ class Search(NamedTuple):
     store: AgentStore | None = None
     session: Session | None = None
     leftovers: tuple[Leftovers, ...] = ()
-    unlisted: tuple[str, ...] = ()  # what the reading of the stores searched left out, and why
+    unlisted: dict[str, str] | None = None  # per agent searched, what its reading left out and why
 
     def where(self) -> str:
         """The stores searched, in words."""
@@ -6293,7 +6305,7 @@ def _find_session(config: Config, reference: str, agent: str | None) -> Search:
     searched = None if len(scope) > 1 or (agent is None and not _is_key(reference)) else [scope[0].agent]
     if found:
         return Search(searched, *found[0])
-    unlisted = tuple(sorted({store.unlisted for store in stores if store.unlisted is not None}))
+    unlisted = {store.paths.agent: store.unlisted for store in stores if store.unlisted is not None}
     return Search(searched, leftovers=tuple(leftovers), unlisted=unlisted)
 
 
@@ -6360,8 +6372,7 @@ def _nothing_found_answer(
         + ("; but the stores were not read whole (see not_listed)" if search.unlisted else "")
     )
     nothing: dict[str, Any] = {"removed_keys": [], "archived_files": {}, "would_archive": []}
-    if search.unlisted:
-        nothing["not_listed"] = _cut("; ".join(search.unlisted), MESSAGE_CAP)
+    nothing |= _not_listed(search.unlisted or {})
     return _deletion_answer(
         report,
         reference,
@@ -6828,8 +6839,7 @@ def reconcile_history(
     if reconciliation.to_end and not dry_run:
         report = _end_vanished(config, reconciliation)
     answer = _reconcile_answer(len(rows), reconciliation, report, dry_run, unreadable=unreadable)
-    partly = sorted({holding.reason for holding in held.values() if isinstance(holding, PartlyHeld)})
-    answer |= {"not_listed": _cut("; ".join(partly), MESSAGE_CAP)} if partly else {}
+    answer |= _not_listed({name: h.reason for name, h in held.items() if isinstance(h, PartlyHeld)})
     growing = ("sessions", "by_agent", "by_type", "unreadable_agents", "history_gave_up")
     return _fit_answer(
         answer, growing, full, FULL_ON_REQUEST if dry_run else "the audit log records each row ended"
