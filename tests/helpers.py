@@ -90,6 +90,16 @@ def run_cli(
     return completed.returncode, document, completed.stderr
 
 
+def sqlite_era_agent(root: Path, agent: str) -> Path:
+    """An agent of the SQLite-era gateway under ``root``: its sessions folder and a database file
+    (which the skill never opens: its presence makes the agent SQLite-era); the database's path."""
+    (root / agent / "sessions").mkdir(parents=True, exist_ok=True)
+    (root / agent / "agent").mkdir(exist_ok=True)
+    database = root / agent / "agent" / "openclaw-agent.sqlite"
+    database.write_bytes(b"SQLite format 3\0")
+    return database
+
+
 def leftovers(root: Path) -> list[str]:
     """Temporary files and locks the skill must never leave behind."""
     return sorted(

@@ -8,7 +8,16 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import add_transcript, ago, gateway_json, leftovers, read_index, snapshot, write_index
+from helpers import (
+    add_transcript,
+    ago,
+    gateway_json,
+    leftovers,
+    read_index,
+    snapshot,
+    sqlite_era_agent,
+    write_index,
+)
 from trees import EXPECTED_AT_60
 
 import session_manager as sm
@@ -327,8 +336,7 @@ def test_sqlite_era_agent_without_its_cli_is_an_error_and_never_written(
     tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENCLAW_CLI", str(tree / "no-such-openclaw"))
-    (tree / "analyst/agent").mkdir()
-    (tree / "analyst/agent/openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
+    sqlite_era_agent(tree, "analyst")
     before = snapshot(tree)
     listing = sm.list_sessions()
     assert listing["agents"] == {"main": {"sessions": 6, "store": "json"}}

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import ago, run_cli, snapshot, write_index
+from helpers import ago, run_cli, snapshot, sqlite_era_agent, write_index
 from history_service import HistoryService
 
 import session_manager as sm
@@ -76,10 +76,7 @@ def sqlite_agent(
     skill has no websockets package, the one case where the CLI deletes (besides a protocol or a
     pairing that only the CLI has)."""
     write_index(root, "main", {"agent:main:cron:x": {"sessionId": "main-x", "updatedAt": ago(500)}})
-    (root / "ops/sessions").mkdir(parents=True)
-    (root / "ops/agent").mkdir()
-    store = root / "ops/agent/openclaw-agent.sqlite"
-    store.write_bytes(b"SQLite format 3\0")
+    store = sqlite_era_agent(root, "ops")
     cli = tmp_path / "openclaw"
     cli.write_text(STAND_IN.format(python=sys.executable, token=TOKEN))
     cli.chmod(0o755)
@@ -195,9 +192,7 @@ def test_a_prune_of_several_sqlite_era_agents_lists_once_and_deletes_in_one_call
     sqlite_agent: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Each CLI call starts Node anew (2-5 s): one listing and one delete serve every agent."""
-    (sqlite_agent / "qa/sessions").mkdir(parents=True)
-    (sqlite_agent / "qa/agent").mkdir()
-    (sqlite_agent / "qa/agent/openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
+    sqlite_era_agent(sqlite_agent, "qa")
     monkeypatch.setenv("FAKE_OPENCLAW", "deletes")
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
     result = sm.prune_sessions(max_age_minutes=60)
@@ -232,9 +227,7 @@ def test_a_cli_whose_gateway_keeps_another_state_folder_deletes_nothing(
 ) -> None:
     """Issue 26 H2: the CLI reads the stores under ARIA_AGENTS_DIR (its state folder is set to the
     one above it), but the gateway it deletes through serves another: no delete is sent."""
-    (sqlite_agent / "qa/sessions").mkdir(parents=True)
-    (sqlite_agent / "qa/agent").mkdir()
-    (sqlite_agent / "qa/agent/openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
+    sqlite_era_agent(sqlite_agent, "qa")
     monkeypatch.setenv("FAKE_OPENCLAW", "deletes")
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
     monkeypatch.setenv("FAKE_SERVED", str(tmp_path / "other-state/agents"))

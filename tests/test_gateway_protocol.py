@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from gateway_stand_in import TOKEN, Plan, StandInGateway, stand_in_gateway
-from helpers import ago, run_cli, write_index
+from helpers import ago, run_cli, sqlite_era_agent, write_index
 from history_service import HistoryService
 
 import session_manager as sm
@@ -46,10 +46,7 @@ def gateway(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, history: HistoryService
 ) -> Iterator[StandInGateway]:
     """ops in the SQLite era, its gateway the stand-in, a history row for each of its sessions."""
-    (root / "ops/sessions").mkdir(parents=True)
-    (root / "ops/agent").mkdir()
-    database = root / "ops/agent/openclaw-agent.sqlite"
-    database.write_bytes(b"SQLite format 3\0")
+    database = sqlite_era_agent(root, "ops")
     write_index(root, "main", {})
     rows = ops_rows()
     for row in rows:

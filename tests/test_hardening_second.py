@@ -19,7 +19,7 @@ from typing import Any
 
 import hostile
 import pytest
-from helpers import REPO, add_transcript, ago, read_index, run_cli, snapshot, write_index
+from helpers import REPO, add_transcript, ago, read_index, run_cli, snapshot, sqlite_era_agent, write_index
 from history_service import HistoryService
 
 import session_manager as sm
@@ -368,10 +368,7 @@ def detaching_cli(
 ) -> Path:
     """A SQLite-era agent whose CLI leaves children behind; the skill without websockets, so that
     its deletes go through the CLI too."""
-    (root / "ops/sessions").mkdir(parents=True)
-    (root / "ops/agent").mkdir()
-    store = root / "ops/agent/openclaw-agent.sqlite"
-    store.write_bytes(b"SQLite format 3\0")
+    store = sqlite_era_agent(root, "ops")
     monkeypatch.setenv("OPENCLAW_CLI", str(hostile.detaching_cli(tmp_path)))
     monkeypatch.setenv("FAKE_STORE", str(store))
     monkeypatch.setenv("OPENCLAW_TIMEOUT_SECONDS", "2")

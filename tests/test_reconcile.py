@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, ago, read_index, run_cli, snapshot, write_index
+from helpers import REPO, ago, read_index, run_cli, snapshot, sqlite_era_agent, write_index
 
 import session_manager as sm
 
@@ -106,9 +106,7 @@ def test_an_agent_whose_store_cannot_be_read_ends_none_of_its_rows(
     root: Path, service: Service, retention: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (root / "main" / "sessions" / "sessions.json").write_text("{ torn")
-    (root / "ops" / "sessions").mkdir(parents=True)
-    (root / "ops" / "agent").mkdir()
-    (root / "ops" / "agent" / "openclaw-agent.sqlite").write_bytes(b"SQLite format 3\0")
+    sqlite_era_agent(root, "ops")
     with service.rows.lock:
         service.rows.upsert(
             {
