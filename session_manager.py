@@ -131,8 +131,12 @@ OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
 # Defaults of the environment (README, Configuration) and the gateway's lock (§3). No number in the
 # environment may exceed ENVIRONMENT_NUMBER_MAX (115 days in seconds): beyond, timeouts overflow.
 ENVIRONMENT_NUMBER_MAX = 10_000_000
-DEFAULT_AGENTS_DIR = "/app/agents"
+DEFAULT_AGENTS_DIR = "/app/agents"  # Aria's container; elsewhere, where OpenClaw keeps its agents
+OPENCLAW_DEFAULT_STATE_DIR = "~/.openclaw"
 DEFAULT_API_URL = "http://aria-api:8000"
+# ARIA_API_URL=none: no history service. No mark is queued or sent, no delivery process starts.
+HISTORY_OFF = "none"
+HISTORY_OFF_TEXT = "the history layer is off (ARIA_API_URL=none): no history row is marked or queued"
 DEFAULT_STALE_MINUTES = 60
 DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
 LOCK_STALE_SECONDS = 30.0
@@ -599,12 +603,15 @@ def _normalise_api_url(url: str) -> str:
 
 
 def _api_url_from_environment() -> str:
-    """ARIA_API_URL as a base URL ending in /api; refused unless http(s) with a host."""
+    """ARIA_API_URL as a base URL ending in /api ("" for none: the history layer is off); refused
+    unless http(s) with a host."""
     url = os.environ.get("ARIA_API_URL", "").strip() or DEFAULT_API_URL
+    if url.lower() == HISTORY_OFF:
+        return ""
     if not _API_URL_PATTERN.match(url) or any(not " " < character <= "~" for character in url):
         raise ConfigurationError(
-            "ARIA_API_URL must be an http(s) URL such as http://aria-api:8000 (its value is not shown, "
-            "as it may hold credentials)"
+            "ARIA_API_URL must be an http(s) URL such as http://aria-api:8000, or none for no history "
+            "service (its value is not shown, as it may hold credentials)"
         )
     return _normalise_api_url(url)
 
@@ -633,6 +640,22 @@ def _state_dir_from_environment(root: str) -> str:
     return real
 
 
+def _agents_root_from_environment() -> str:
+    """ARIA_AGENTS_DIR; unset, Aria's /app/agents, else where OpenClaw keeps its agents
+    ($OPENCLAW_STATE_DIR/agents, else ~/.openclaw/agents)."""
+    root = os.environ.get("ARIA_AGENTS_DIR", "").strip()
+    if not root and not os.path.isdir(DEFAULT_AGENTS_DIR):
+        state = os.environ.get("OPENCLAW_STATE_DIR", "").strip() or OPENCLAW_DEFAULT_STATE_DIR
+        root = os.path.join(os.path.expanduser(state), "agents")
+    root = root or DEFAULT_AGENTS_DIR
+    if not os.path.isdir(root):
+        raise ConfigurationError(
+            f"agents root {_echo(root)} is not a directory; set ARIA_AGENTS_DIR to the folder "
+            "that holds <agent>/sessions/sessions.json (or <agent>/agent/openclaw-agent.sqlite)"
+        )
+    return root
+
+
 class Config(NamedTuple):
     """What the deployment's environment says; read once per call."""
 
@@ -656,13 +679,7 @@ class Config(NamedTuple):
     @classmethod
     def from_environment(cls) -> Config:
         """Read the variables of docs/FORMATS.md §6 (and the skill's own tuning knobs)."""
-        root = os.environ.get("ARIA_AGENTS_DIR") or DEFAULT_AGENTS_DIR
-        if not os.path.isdir(root):
-            raise ConfigurationError(
-                f"agents root {_echo(root)} is not a directory; set ARIA_AGENTS_DIR to the folder "
-                "that holds <agent>/sessions/sessions.json"
-            )
-        root = os.path.realpath(root)
+        root = os.path.realpath(_agents_root_from_environment())
         _require_packages()
         return cls(
             agents_root=root,
@@ -691,6 +708,11 @@ class Config(NamedTuple):
                 "OPENCLAW_DELETE_BUDGET_SECONDS", DEFAULT_GATEWAY_BUDGET_SECONDS, above_zero=True
             ),
         )
+
+    @property
+    def history_off(self) -> bool:
+        """Whether ARIA_API_URL says there is no history service."""
+        return not self.api_url
 
     @property
     def service_id(self) -> str:
@@ -3339,7 +3361,10 @@ def _queue_marks(config: Config, marks: list[Mark]) -> None:
 
     So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
     them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
+    Without a history layer (ARIA_API_URL=none) nothing is queued.
     """
+    if config.history_off:
+        return
     moment, service_id, shown = _iso_utc(_utc_now()), config.service_id, _shown_url(config.api_url)
     for mark in marks:
         mark.outbox_id = mark.outbox_id or _new_id()
@@ -3363,6 +3388,8 @@ def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]
     memory). A failure is left for later: the marks stay unconfirmed and, past the grace, the
     index decides (_pending_marks).
     """
+    if config.history_off:
+        return
     confirmed = {mark.outbox_id for mark in done}
     for mark in done:
         mark.confirmed = True
@@ -4522,7 +4549,8 @@ _UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 
 
 class HistoryOutcome(NamedTuple):
-    """What happened to one session's history rows: marked, no_history_row, queued or failed."""
+    """What happened to one session's history rows: marked, no_history_row, queued, failed, or off
+    (ARIA_API_URL=none)."""
 
     status: str
     reason: str | None = None
@@ -4531,6 +4559,11 @@ class HistoryOutcome(NamedTuple):
     @property
     def updated(self) -> bool:
         return self.status == "marked"
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing is left to do about it: marked, or no history layer to mark."""
+        return self.status in ("marked", "off")
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "reason": self.reason, "row_ids": list(self.row_ids)}
@@ -4547,6 +4580,7 @@ class HistoryReport:
         "elsewhere",
         "failure",
         "gave_up",
+        "off",
         "outbox_busy",
         "outcomes",
         "pace_trouble",
@@ -4561,6 +4595,7 @@ class HistoryReport:
         self.configuration_error: str | None = None
         self.failure: str | None = None  # the step broke off (its marks wait in the outbox)
         self.outbox_busy = False
+        self.off = False  # ARIA_API_URL=none: nothing was queued or sent
         self.background = False  # whether the delivery process goes on with what waits
         self.background_failure: str | None = None  # why the last delivery process could not work
         self.pace_trouble: str | None = None  # history-pace.json unreadable or unwritable (Pace)
@@ -4578,7 +4613,9 @@ class HistoryReport:
     def annotate(self, result: dict[str, Any]) -> dict[str, Any]:
         """Add the outbox figures (and a configuration error, loudly) to a function's result."""
         result["history_pending"] = len(self.still_pending)
-        if self.still_pending:
+        if self.off:
+            result["history_layer"] = HISTORY_OFF_TEXT
+        elif self.still_pending:
             result["history_delivery"] = (
                 "continues in the background, paced (history-delivery.log in the state folder)"
                 if self.background
@@ -4601,6 +4638,13 @@ class HistoryReport:
         if error is not None:
             result["history_error"] = error
         return result
+
+    def switched_off(self, marks: list[Mark], waiting: list[dict[str, Any]]) -> HistoryReport:
+        """The report of a call without a history layer: its marks are off, and what an earlier
+        configuration queued (``waiting``) stays in the outbox, counted."""
+        self.off, self.still_pending = True, waiting
+        self.outcomes.update((mark.session_id, HistoryOutcome("off", HISTORY_OFF_TEXT)) for mark in marks)
+        return self
 
     def other_service(self) -> str:
         """What waits in the outbox for another configuration of the service, in words."""
@@ -5310,6 +5354,14 @@ def _held_session_ids(config: Config, agent: str) -> set[str] | PartlyHeld | Non
         return None
 
 
+def _outbox_items(config: Config) -> list[dict[str, Any]]:
+    """What waits in the outbox, as answers list it; empty when it cannot be read."""
+    try:
+        return [_pending_item(mark) for mark in _read_outbox(config)]
+    except (SessionManagerError, OSError):
+        return []
+
+
 def _pending_marks(
     config: Config, now: datetime, own: set[str], reassign: bool = False
 ) -> tuple[list[Mark], list[Mark], list[Mark]]:
@@ -5582,6 +5634,8 @@ def mark_history(
     ``reassign``: marks queued for another configuration of the service are sent with this one.
     """
     report = HistoryReport()
+    if config.history_off:
+        return report.switched_off(marks, _outbox_items(config))
     if not marks and not include_pending:
         return report
     try:
@@ -5590,8 +5644,7 @@ def mark_history(
         report.failure = (
             f"the history step failed ({type(error).__name__}: {error}); its marks wait in the outbox"
         )
-        with suppress(SessionManagerError, OSError):
-            report.still_pending = [_pending_item(mark) for mark in _read_outbox(config)]
+        report.still_pending = _outbox_items(config)
         for mark in marks:
             report.outcomes.setdefault(mark.session_id, HistoryOutcome("queued", "the history step failed"))
     if report.still_pending and not background:
@@ -5671,7 +5724,7 @@ def deliver_in_background() -> None:
     try:
         config = Config.from_environment()
         with _state_file_lock(config, DELIVERER_LOCK_NAME, wait=False) as mine:
-            if mine:
+            if mine and not config.history_off:
                 _delivery_rounds(config, _delivery_log(config))
     except (SessionManagerError, OSError) as error:
         _record_delivery_failure(_cut(str(error), TEXT_CAP))
@@ -6049,6 +6102,8 @@ class SessionCounts:
 def _vanished_rows(config: Config, held: dict[str, Holding]) -> dict[str, Any]:
     """How many active history rows belong to sessions that no store holds (what reconcile_history
     would end), if the service answers within the call's history budget; else why it is unknown."""
+    if config.history_off:
+        return {"vanished_history_rows": None, "vanished_history_rows_unknown": HISTORY_OFF_TEXT}
     try:
         rows = _active_rows(config, config.history_budget, HISTORY_READ_TIMEOUT)
     except (HistoryUnavailable, HistoryRefused) as error:
@@ -6205,7 +6260,7 @@ def _prune_answer(
         "history": report.summary(),
         # By default only the exceptions an agent must act on; the counts above cover all.
         "history_by_session": {
-            sid: outcome.as_dict() for sid, outcome in report.outcomes.items() if full or not outcome.updated
+            sid: outcome.as_dict() for sid, outcome in report.outcomes.items() if full or not outcome.settled
         },
     }
     return report.annotate(answer)
@@ -6316,6 +6371,8 @@ def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkSta
         return f"PG marked {status.value}"
     if outcome.status == "no_history_row":
         return "no history row to mark"
+    if outcome.status == "off":
+        return "history layer off"
     if outcome.status == "queued":
         return f"PG mark queued for a later call ({outcome.reason})"
     return f"PG mark failed ({outcome.reason})"
@@ -6706,6 +6763,8 @@ def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, A
         message = "another process is delivering the outbox right now; nothing was sent by this call"
     if report.still_pending:
         message += "; delivery continues in the background" if report.background else ""
+    if report.off:
+        message = f"{HISTORY_OFF_TEXT}: nothing was sent, {len(report.still_pending)} marks wait in the outbox"
     result = {
         "delivered": report.delivered,
         "still_pending": report.still_pending,
@@ -6713,6 +6772,8 @@ def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, A
         "busy": report.outbox_busy,
         "message": message,
     }
+    if report.off:
+        result["history_layer"] = HISTORY_OFF_TEXT
     if report.error() is not None:
         result["history_error"] = report.error()
     if report.elsewhere[1]:
@@ -6818,6 +6879,11 @@ def reconcile_history(
     _check_flag("dry_run", dry_run)
     full = _check_detail(detail)
     config = Config.from_environment()
+    if config.history_off:
+        raise ConfigurationError(
+            f"reconcile_history ends rows of the history service, and {HISTORY_OFF_TEXT}; "
+            "set ARIA_API_URL to the service to reconcile it"
+        )
     scope = _selected_agents(config, agent)
     report = HistoryReport()
     try:
@@ -6868,8 +6934,10 @@ def run_function(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 #: The variables a deployment sets (README's table); run_skill's help lists them.
 ENVIRONMENT = {
-    "ARIA_AGENTS_DIR": "agents root: each folder with a sessions/ folder is an agent (default /app/agents)",
-    "ARIA_API_URL": "history service base URL, with or without /api (default http://aria-api:8000)",
+    "ARIA_AGENTS_DIR": "agents root: each folder with a sessions/ folder is an agent (default /app/agents; "
+    "where that is missing, $OPENCLAW_STATE_DIR/agents, else ~/.openclaw/agents)",
+    "ARIA_API_URL": "history service base URL, with or without /api (default http://aria-api:8000); "
+    "none: no history service (nothing is marked or queued)",
     "ARIA_API_KEY": "sent as X-API-Key to the history service; never printed",
     "ARIA_SESSION_ID": "the conversation running the skill: never deleted",
     "SESSION_STALE_MINUTES": "default staleness threshold in minutes (60)",
