@@ -6764,7 +6764,8 @@ def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, A
     if report.still_pending:
         message += "; delivery continues in the background" if report.background else ""
     if report.off:
-        message = f"{HISTORY_OFF_TEXT}: nothing was sent, {len(report.still_pending)} marks wait in the outbox"
+        waiting = len(report.still_pending)
+        message = f"{HISTORY_OFF_TEXT}: nothing was sent, {waiting} marks wait in the outbox"
     result = {
         "delivered": report.delivered,
         "still_pending": report.still_pending,

@@ -48,15 +48,16 @@ def test_without_aria_agents_dir_the_root_is_where_openclaw_keeps_its_agents(
         write_index(tmp_path / decoy, "other", STALE)
     write_index(tmp_path / where, "main", STALE)
     given = {name: value.format(tmp=tmp_path) for name, value in variables.items()}
-    exit_code, answer, _ = run_cli("session_manager", "list_sessions", env=environment_without_roots(
-        tmp_path / "home", **given
-    ))
+    exit_code, answer, _ = run_cli(
+        "session_manager", "list_sessions", env=environment_without_roots(tmp_path / "home", **given)
+    )
     assert (exit_code, list(answer["agents"])) == (0, ["main"])
 
 
 @pytest.mark.usefixtures("no_aria_container")
 def test_no_agents_root_anywhere_says_which_variable_to_set(tmp_path: Path) -> None:
-    exit_code, answer, _ = run_cli("session_manager", "list_sessions", env=environment_without_roots(tmp_path))
+    environment = environment_without_roots(tmp_path)
+    exit_code, answer, _ = run_cli("session_manager", "list_sessions", env=environment)
     assert (exit_code, answer["error_type"]) == (1, "configuration_error")
     assert ".openclaw/agents" in answer["error"] and "ARIA_AGENTS_DIR" in answer["error"]
 
