@@ -207,6 +207,8 @@ def describe_functions(prefix: str, module: ModuleType) -> str:
         f"usage: {prefix} <function> '<json args>'",
         f"       {prefix} <function> --help",
         f"       {prefix} --schema          (skill.json: every function as a JSON Schema tool)",
+        f"       {prefix} --install [FOLDER] (copy the skill there, byte-compiled; default: OpenClaw's",
+        "                                     $OPENCLAW_STATE_DIR/skills or ~/.openclaw/skills)",
         "",
         "functions:",
     ]
@@ -261,6 +263,135 @@ def general_help() -> str:
             f"skills: {', '.join(SKILLS)}",
         ]
     )
+
+
+# --- Installing the skill -------------------------------------------------------------------------
+
+#: What may sit in a skill's folder beside its files: compiled modules, OpenClaw's install record.
+FOLDER_EXTRAS = ("__pycache__", ".openclaw")
+COMPILED_FILES = ("session_manager.py", "run_skill.py")
+
+
+def default_install_folder(name: str) -> str:
+    """OpenClaw's folder of managed skills: $OPENCLAW_STATE_DIR/skills, else ~/.openclaw/skills."""
+    state = os.environ.get("OPENCLAW_STATE_DIR", "").strip() or "~/.openclaw"
+    return os.path.join(os.path.expanduser(state), "skills", name)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    numbers = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in numbers.group(0).split(".")) if numbers else ()
+
+
+def missing_packages(floors: dict[str, str]) -> list[str]:
+    """The packages this Python lacks, or has older than their floor, as pip requirements."""
+    from importlib import metadata
+
+    missing = []
+    for package, floor in floors.items():
+        try:
+            installed = _release(metadata.version(package))
+        except metadata.PackageNotFoundError:
+            installed = ()
+        if installed < _release(floor):
+            missing.append(f"{package}>={floor}")
+    return missing
+
+
+def _install_target(folder: str, files: tuple[str, ...], name: str) -> str:
+    """The real path of the folder to install into; refused when it is this checkout or holds
+    anything but the skill (an install never overwrites or mixes with someone else's files)."""
+    target = os.path.realpath(os.path.expanduser(folder))
+    if target == os.path.dirname(os.path.realpath(__file__)):
+        raise UsageError(
+            f"{folder} is the folder the skill is installed from; name another", "invalid_argument"
+        )
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise UsageError(
+            f"{folder} exists and is not a folder; name a folder of the skill's own", "invalid_argument"
+        )
+    strangers = (
+        sorted(set(os.listdir(target)) - set(files) - set(FOLDER_EXTRAS)) if os.path.isdir(target) else []
+    )
+    if strangers:
+        raise UsageError(
+            f"{folder} holds files that are not the skill's ({', '.join(strangers[:5])}); install into a "
+            f"folder of its own, such as {default_install_folder(name)}",
+            "invalid_argument",
+        )
+    return target
+
+
+def _write_replacing(path: str, content: bytes) -> None:
+    """Write a file whole, then put it in place in one rename: a call running meanwhile reads the
+    old file or the new one, never a part."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(content)
+    os.replace(temporary, path)
+
+
+def _compile(path: str) -> str:
+    """Byte-compile an installed module where it lies, checked by the source's hash, not its time:
+    valid after a copy that resets times (openclaw skills install), never stale after an edit."""
+    import py_compile
+
+    mode = py_compile.PycInvalidationMode.CHECKED_HASH
+    return str(py_compile.compile(path, doraise=True, invalidation_mode=mode))
+
+
+def _other_python3() -> str | None:
+    """Why the skill's commands (``python3`` on PATH) would not run the Python that installs it,
+    if they would not: its packages were checked, and its modules compiled, for this one."""
+    import shutil
+
+    found = shutil.which("python3")
+    if found and os.path.dirname(os.path.abspath(found)) == os.path.dirname(os.path.abspath(sys.executable)):
+        return None
+    return (
+        f"python3 on PATH is {found or 'missing'}, not {sys.executable}, which this install checked and "
+        "compiled for: run the install with the python3 that runs the skill, or put its folder first on "
+        "the gateway's PATH"
+    )
+
+
+def install_skill(module: ModuleType, folder: str | None) -> dict[str, Any]:
+    """Put the skill's files (and nothing else) into ``folder``, byte-compiled for this Python,
+    with skill.json's command naming the folder; refused, changing nothing, if this Python lacks a
+    package the skill needs."""
+    name, files = module.SKILL_CARD["name"], module.SKILL_FILES
+    missing = missing_packages(module.PACKAGES)
+    if missing:
+        raise module.ConfigurationError(
+            f"{sys.executable} lacks {', '.join(missing)}, which the skill needs; install them for it "
+            f"({sys.executable} -m pip install {' '.join(repr(m) for m in missing)}, or in a venv whose "
+            "python3 runs the skill), then install again. Nothing was installed"
+        )
+    target = _install_target(folder or default_install_folder(name), files, name)
+    os.makedirs(target, exist_ok=True)
+    source = os.path.dirname(os.path.realpath(__file__))
+    document = skill_document(module)
+    document["run"] = document["run"].replace("{baseDir}", target)
+    for file in files:
+        if file == "skill.json":
+            content = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        else:
+            with open(os.path.join(source, file), "rb") as handle:
+                content = handle.read()
+        _write_replacing(os.path.join(target, file), content)
+    compiled = [_compile(os.path.join(target, file)) for file in COMPILED_FILES]
+    other_python = _other_python3()
+    return {
+        "installed": target,
+        "files": list(files),
+        "compiled": [os.path.relpath(path, target) for path in compiled],
+        "python": sys.executable,
+        "run": document["run"],
+        **({"warning": other_python} if other_python else {}),
+        "message": f"{name} is installed in {target} for {sys.executable}; give it its variables "
+        "(README, Installing) and try: "
+        + document["run"].replace("{{tool}}", "list_sessions").replace("'{{args_json}}'", "'{\"limit\": 5}'"),
+    }
 
 
 #: Variables whose values never reach stdout (session_manager.SECRET_VARIABLES, the same names,
@@ -357,15 +488,22 @@ def _usage_error(message: str, usage: str) -> UsageError:
     return UsageError(message, "invalid_argument")
 
 
-def _printed_help(argv: list[str], module: ModuleType, prefix: str) -> bool:
-    """Print the skill's help or its skill.json when the command line asks for one."""
+def _skill_option(argv: list[str], module: ModuleType, prefix: str) -> int | None:
+    """Print the skill's help or its skill.json, or install it, when the command line asks; the
+    exit code, or None for a function call."""
     if argv[1] in ("-h", "--help"):
         print(describe_functions(prefix, module))
-        return True
+        return 0
     if argv[1:] == ["--schema"]:
         print(json.dumps(skill_document(module), indent=2, ensure_ascii=False))
-        return True
-    return False
+        return 0
+    if argv[1] == "--install" and len(argv) <= 3:
+        try:
+            _emit(install_skill(module, argv[2] if len(argv) == 3 else None))
+        except module.SessionManagerError as error:
+            return _error(str(error), error.error_type, error.exit_code)
+        return 0
+    return None
 
 
 def run(argv: list[str], prefix: str | None = None) -> int:
@@ -389,8 +527,9 @@ def run(argv: list[str], prefix: str | None = None) -> int:
             f"name a function after the skill: one of {', '.join(module.FUNCTIONS)}",
             describe_functions(prefix, module),
         )
-    if _printed_help(argv, module, prefix):
-        return 0
+    option = _skill_option(argv, module, prefix)
+    if option is not None:
+        return option
     name = argv[1]
     function = module.FUNCTIONS.get(name)
     if function is None:

@@ -6606,7 +6606,7 @@ def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str
 def list_deleted(
     agent: str | None = None, limit: int | str = 50, offset: int = 0, detail: str = "summary"
 ) -> dict[str, Any]:
-    """Recorded deletions that can still be undone with restore_session, newest first, a page at a time."""
+    """Recorded deletions, newest first, a page at a time; restore_session undoes those of sessions.json."""
     if agent is not None:
         _check_agent_name(agent)
     page = _check_limit(limit)  # "all" too, as for list_sessions (the PARAMETERS table has one limit)
@@ -7079,6 +7079,10 @@ SKILL_CARD: dict[str, Any] = {
     "focus_affinity": ["orchestrator"],
 }
 SKILL_RUN = "python3 {baseDir}/run_skill.py session_manager {{tool}} '{{args_json}}'"
+#: The skill's folder: what `run_skill.py session_manager --install` puts there, and nothing else.
+SKILL_FILES = ("SKILL.md", "run_skill.py", "session_manager.py", "skill.json")
+#: The Python packages the skill needs, each with the oldest release it works with (pyproject.toml).
+PACKAGES = {"httpx": "0.23", "python-dateutil": "2.8", "websockets": "15"}
 
 #: For each function: one example call and the keys of its answer (run_skill's per-function help).
 HELP: dict[str, tuple[str, tuple[str, ...]]] = {
