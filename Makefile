@@ -13,8 +13,14 @@ PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install demo test lint bench bench-sqlite skill.json
 
+# A venv of its own, so that a system Python that refuses pip installs (PEP 668) is never asked;
+# where its venv module itself is missing (Debian's python3 without python3-venv), say what to do.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: '$(PYTHON) -m venv $(VENV)' failed, so nothing was installed. This checkout installs" >&2; \
+	  echo "  into a venv of its own and never into the system Python. Install the venv module" >&2; \
+	  echo "  (Debian/Ubuntu: apt-get install python3-venv) or name another Python 3.10+:" >&2; \
+	  echo "  make $(MAKECMDGOALS) PYTHON=/path/to/python3" >&2; exit 1; }
 
 # Reinstalled when pyproject.toml changes.
 $(VENV)/.installed-test: pyproject.toml | $(PY)
@@ -28,9 +34,11 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 install: $(VENV)/.installed-test
 	$(PY) -m compileall -q session_manager.py run_skill.py
 
+DEMO_OUTPUT ?= demo-output
+
 demo: $(VENV)/.installed
 	$(PY) -m compileall -q session_manager.py run_skill.py
-	$(IN_VENV) $(PY) examples/demo.py
+	$(IN_VENV) $(PY) examples/demo.py $(DEMO_OUTPUT)
 
 # skill.json (Aria's skill catalogue) from the functions and their PARAMETERS table;
 # tests/test_schema.py fails when the committed file differs.

@@ -107,6 +107,7 @@ def openclaw_cache() -> Path:
 LONGEST_FIRST = (
     "test_openclaw_end_to_end.py",
     "test_gateway_connection.py",
+    "test_walkthrough.py",
     "test_delivery.py",
     "test_hardening_second.py",
 )

@@ -190,3 +190,43 @@ def test_the_cards_example_numbers_are_the_demo_trees(
     exit_code, answer, _ = run_cli("session_manager", function, json.dumps(arguments))
     example = card_example(function)
     assert exit_code == 0 and {f: example[f] for f in fields} == {f: answer[f] for f in fields}
+
+
+# --- make demo on a system Python ----------------------------------------------------------------
+
+REFUSING_PIP = """#!/bin/sh
+for word in "$@"; do
+  if [ "$word" = pip ]; then echo "error: externally-managed-environment" >&2; exit 1; fi
+done
+exec "{python}" "$@"
+"""
+WITHOUT_VENV = """#!/bin/sh
+echo "The virtual environment was not created successfully because ensurepip is not available." >&2
+exit 1
+"""
+
+
+def make_demo(tmp_path: Path, python_script: str) -> subprocess.CompletedProcess[str]:
+    python = tmp_path / "python3"
+    python.write_text(python_script.format(python=sys.executable))
+    python.chmod(0o755)
+    variables = [f"PYTHON={python}", f"VENV={tmp_path / 'venv'}", f"DEMO_OUTPUT={tmp_path / 'out'}"]
+    return subprocess.run(
+        ["make", "--no-print-directory", "demo", *variables],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_make_demo_runs_on_a_python_that_refuses_pip_installs(tmp_path: Path) -> None:
+    completed = make_demo(tmp_path, REFUSING_PIP)
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "out" / "3-prune_sessions.json").is_file()
+
+
+def test_make_demo_without_the_venv_module_says_what_to_install(tmp_path: Path) -> None:
+    completed = make_demo(tmp_path, WITHOUT_VENV)
+    assert completed.returncode != 0 and "apt-get install python3-venv" in completed.stderr
+    assert not (tmp_path / "venv").exists() and not (tmp_path / "out").exists()

@@ -1,6 +1,8 @@
-"""SKILL.md as OpenClaw reads it (issue 28, item 1), with the real OpenClaw 2026.9.6 (no gateway
-needed): `openclaw skills install <folder> --global` into a fresh HOME, `openclaw skills info`
-gating it on its requirements, and the card's first command run from where it was installed.
+"""SKILL.md as OpenClaw reads it (issue 28, items 1 and 3), with the real OpenClaw 2026.9.6 (no
+gateway needed): the folder `run_skill.py session_manager --install` builds, installed with
+`openclaw skills install <folder> --global` into a fresh HOME (which copies it and resets its
+times), `openclaw skills info` gating it on its requirements, its compiled module used where it
+landed, and the card's first command run from there.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from cached_install import run_step
-from helpers import REPO, ago, closed_port, write_index
+from helpers import REPO, ago, write_index
 from openclaw_gateway import write_cli
 
 SKILL_FILES = ("SKILL.md", "session_manager.py", "run_skill.py", "skill.json")
@@ -32,10 +33,9 @@ def test_openclaw_installs_the_skill_gates_it_on_its_variables_and_its_first_com
     openclaw_cache: Path, tmp_path: Path
 ) -> None:
     cli = write_cli(openclaw_cache, tmp_path / "openclaw")
-    folder = tmp_path / "aria-sessionmanager"
-    folder.mkdir()
-    for name in SKILL_FILES:
-        shutil.copy(REPO / name, folder / name)
+    folder = tmp_path / "build" / "aria-sessionmanager"
+    build = [sys.executable, str(REPO / "run_skill.py"), "session_manager", "--install", str(folder)]
+    run_step("run_skill.py --install", build, timeout=120)
     (tmp_path / "home").mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("ARIA_", "OPENCLAW_"))}
     env |= {"HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
@@ -43,12 +43,12 @@ def test_openclaw_installs_the_skill_gates_it_on_its_variables_and_its_first_com
     run_step("openclaw skills install", install, env=env, timeout=300)
 
     unset = skill_info(cli, env)
-    assert unset["eligible"] is False and unset["missing"]["env"] == ["ARIA_AGENTS_DIR"]
+    assert unset["eligible"] is False and unset["missing"]["env"] == ["ARIA_API_URL"]
     assert unset["emoji"] == "🧹" and unset["requirements"]["bins"] == ["python3"]
     assert unset["always"] is False  # `always` in the openclaw block would turn the gating off
     root = tmp_path / "agents"
     write_index(root, "main", {"agent:main:cron:nightly": {"sessionId": "nightly-1", "updatedAt": ago(90)}})
-    env |= {"ARIA_AGENTS_DIR": str(root), "ARIA_API_URL": f"http://127.0.0.1:{closed_port()}"}
+    env |= {"ARIA_AGENTS_DIR": str(root), "ARIA_API_URL": "none"}
     ready = skill_info(cli, env)
     assert ready["eligible"] is True
 
@@ -64,3 +64,16 @@ def test_openclaw_installs_the_skill_gates_it_on_its_variables_and_its_first_com
     )
     assert completed.returncode == 0, completed.stdout
     assert json.loads(completed.stdout)["session_count"] == 1
+    loaded = subprocess.run(
+        [sys.executable, "-v", *command[1:]],
+        capture_output=True,
+        text=True,
+        env=env | {"PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=60,
+    )
+    origins = [
+        line
+        for line in loaded.stderr.splitlines()
+        if "code object from" in line and "session_manager" in line
+    ]
+    assert len(origins) == 1 and str(installed / "__pycache__") in origins[0]
