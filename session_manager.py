@@ -122,9 +122,6 @@ CRON_RUNS_UNLISTED = (
     "cron runs not listed: the gateway's protocol hides them (sessions.list leaves out :run: keys); a "
     "prune reads them with the openclaw CLI, and the gateway's own retention removes finished runs after 24 h"
 )
-# How a removal the gateway refused says so (its own message follows).
-GATEWAY_REFUSED = "the gateway refused: "
-SESSION_CHANGED = "changed since it was listed: kept"
 # The keys of one delete call, in bytes: well under what Linux takes on one command line (2 MiB).
 OPENCLAW_KEY_BYTES_PER_CALL = 64 * 1024
 
@@ -263,7 +260,7 @@ class SessionManagerError(Exception):
         self.path = path
 
 
-class InvalidArgument(SessionManagerError, ValueError):
+class InvalidArgument(SessionManagerError):
     """An argument has the wrong name, type or value."""
 
     error_type = "invalid_argument"
@@ -307,7 +304,7 @@ class StoreNotLive(SessionManagerError):
     error_type = "store_not_live"
 
 
-class StoreWriteFailed(SessionManagerError, OSError):
+class StoreWriteFailed(SessionManagerError):
     """Writing sessions.json failed (disk full, read-only folder); the old index is intact."""
 
     error_type = "store_write_failed"
@@ -327,7 +324,7 @@ class GatewayUnavailable(SessionManagerError):
         self.maybe_changed = maybe_changed
 
 
-class LockTimeout(SessionManagerError, TimeoutError):
+class LockTimeout(SessionManagerError):
     """The gateway's lock on sessions.json stayed held by a live process for too long."""
 
     error_type = "lock_timeout"
@@ -1571,9 +1568,7 @@ def rewrite_index(
         if document.changed:
             try:
                 write_atomic(target, document.chunks(), before_replace=held.confirm)
-            except SessionManagerError:  # the lock was taken over (LockTimeout is an OSError too)
-                raise
-            except OSError as error:
+            except OSError as error:  # not a LockTimeout (the lock taken over): that is no OSError
                 raise StoreWriteFailed(
                     f"could not write {target}: {error.strerror or error}; the index was left as it was"
                 ) from None
@@ -3418,6 +3413,16 @@ def _note_delivered(config: Config, mark: Mark) -> None:
 # --- Deleting -----------------------------------------------------------------------------------
 
 
+class Skip(Enum):
+    """Why a planned removal did not happen; the value is how answers say it (a detail may follow)."""
+
+    ALREADY_GONE = "already gone"
+    CHANGED_SINCE_READ = "changed since it was read"
+    CHANGED_SINCE_LISTED = "changed since it was listed: kept"
+    GATEWAY_REFUSED = "the gateway refused"  # its own message follows
+    NO_ANSWER = "no answer from the gateway, so it may or may not be gone"  # the failure follows
+
+
 class Removal:
     """What one deletion did to one session on the filesystem."""
 
@@ -3429,7 +3434,8 @@ class Removal:
         "not_started",
         "removed_keys",
         "session",
-        "skipped",
+        "skip",
+        "skip_detail",
     )
 
     def __init__(self, session: Session, removed_keys: list[str] | None = None) -> None:
@@ -3438,9 +3444,20 @@ class Removal:
         self.removed_keys: list[str] = removed_keys or []
         self.archived: dict[str, str] = {}
         self.kept_transcripts: list[str] = []
-        self.skipped: str | None = None
+        self.skip: Skip | None = None
+        self.skip_detail: str | None = None
         self.errors: list[str] = []
         self.not_started = False  # the call's time budget ran out first: the next call deletes it
+
+    def skip_because(self, reason: Skip, detail: str | None = None) -> None:
+        self.skip, self.skip_detail = reason, detail
+
+    @property
+    def skipped(self) -> str | None:
+        """Why it was not removed, as answers say it; None when nothing stopped it."""
+        if self.skip is None:
+            return None
+        return self.skip.value if self.skip_detail is None else f"{self.skip.value}: {self.skip_detail}"
 
 
 class Leftovers(NamedTuple):
@@ -3686,14 +3703,14 @@ def _commit_part(
     dies after the commit leaves them findable (Deletion.archives).
     """
     if not fresh.keys:  # another call (or the gateway) removed it first: nothing to record
-        removal.skipped = "already gone"
+        removal.skip_because(Skip.ALREADY_GONE)
         return None
     amended: dict[str, str] = {}
     if fingerprints is not None:
         texts = {key: document.value_text(key) for key in fresh.keys}
         amended = {key: text for key, text in texts.items() if hash(text) != fingerprints.get(key)}
         if only_if_unchanged and (set(fresh.keys) != set(removal.session.keys) or amended):
-            removal.skipped = "changed since it was read"
+            removal.skip_because(Skip.CHANGED_SINCE_READ)
             return None
     removal.removed_keys = list(fresh.keys)
     part: dict[str, Any] = {"keys": fresh.keys, "entries": amended}
@@ -3836,14 +3853,14 @@ def _gateway_outcome(paths: AgentPaths, removal: Removal, results: list[dict[str
     removal.archived = _gateway_archives(paths, results)
     refusals = [r for r in results if r.get("status") not in ("deleted", "not_found", "not_started")]
     if "changed" in statuses:
-        removal.skipped = SESSION_CHANGED
+        removal.skip_because(Skip.CHANGED_SINCE_LISTED)
     elif statuses and all(status == "not_started" for status in statuses):
         removal.not_started = True
     elif refusals:
         reason = _cli_message(refusals[0].get("error") or refusals[0].get("status"))
-        removal.skipped = GATEWAY_REFUSED + reason
+        removal.skip_because(Skip.GATEWAY_REFUSED, reason)
     elif not removal.removed_keys and all(status == "not_found" for status in statuses):
-        removal.skipped = "already gone"
+        removal.skip_because(Skip.ALREADY_GONE)
 
 
 def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
@@ -3896,7 +3913,7 @@ def _settle_gateway_part(
     archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
     _record_after_commit(config, [transaction.record("archived", archived)], known)
     for removal in unanswered:
-        removal.skipped = f"no answer from the gateway, so it may or may not be gone: {failure}"
+        removal.skip_because(Skip.NO_ANSWER, str(failure))
     return None
 
 
@@ -6492,7 +6509,7 @@ def _remove_one(store: AgentStore, session: Session, reason: str, force: bool) -
         _refuse_protected(fresh.protected, fresh.session_id, fresh.primary_key, force)
 
     (removal,) = store.remove([session], reason, only_if_unchanged=False, recheck=recheck)
-    if removal.skipped and not removal.removed_keys and removal.skipped.startswith(GATEWAY_REFUSED):
+    if removal.skip is Skip.GATEWAY_REFUSED and not removal.removed_keys:
         raise ProtectedSession(f"session {session.session_id} ({session.primary_key}): {removal.skipped}")
     return removal
 
@@ -6507,7 +6524,7 @@ def _session_deletion_answer(
         else _history_phrase(report.outcomes.get(session.session_id))
     )
     verb = "would be removed" if dry_run else "removed"
-    if removal.skipped == "already gone":
+    if removal.skip is Skip.ALREADY_GONE:
         verb = "was removed by another call in the meantime; nothing more was removed"
     elif removal.skipped:
         verb = f"was not removed ({removal.skipped})"

@@ -396,6 +396,17 @@ def test_api_key_never_appears_in_output(tree: Path) -> None:
         assert secret not in json.dumps(document) and secret not in stderr
 
 
+def test_no_error_of_the_skill_is_also_a_builtin_error() -> None:
+    """A handler of OSError or ValueError can never misfile one of the skill's errors (issue 29)."""
+    import session_manager as sm
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
+
+    builtin = (OSError, ValueError, TimeoutError, LookupError, ArithmeticError, RuntimeError)
+    assert [cls.__name__ for cls in subclasses(sm.SessionManagerError) if issubclass(cls, builtin)] == []
+
+
 def test_every_error_type_is_documented_in_the_readme_and_the_card() -> None:
     import session_manager as sm
 
