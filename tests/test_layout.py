@@ -4,6 +4,7 @@ line calls, no function is longer than a screen, and session_manager never impor
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 from helpers import REPO
@@ -189,3 +190,21 @@ def test_the_module_holds_no_javascript_and_sets_no_node_options() -> None:
     preloaded into the CLI's Node."""
     source = (REPO / "session_manager.py").read_text("utf-8")
     assert '"NODE_OPTIONS":' not in source and "--import=" not in source and "import {" not in source
+
+
+def test_the_tests_javascript_parses_without_openclaw(tmp_path: Path) -> None:
+    """Issue 29 item 7: the only JavaScript left is the tests' (a gateway-like writer, a one-request
+    client); Node's own parser checks both, with no OpenClaw installed."""
+    import shutil
+    import subprocess
+
+    from openclaw_gateway import REQUEST_SCRIPT
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not on PATH: the JavaScript of the tests cannot be parsed here")
+    client = tmp_path / "request.mjs"
+    client.write_text(REQUEST_SCRIPT)
+    for script in (REPO / "tests" / "gateway_writer.js", client):
+        completed = subprocess.run([node, "--check", str(script)], capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 0, completed.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,18 @@ def test_the_committed_skill_json_is_the_generated_one() -> None:
 def test_the_run_command_names_the_skills_folder_and_the_catalogues_placeholders() -> None:
     assert SCHEMA["run"] == "python3 {baseDir}/run_skill.py session_manager {{tool}} '{{args_json}}'"
     assert list(TOOLS) == list(sm.FUNCTIONS)
+
+
+def test_every_public_function_has_its_card_section_dispatcher_entry_help_and_checks() -> None:
+    card = re.findall(r"^### ([a-z_]+)$", (REPO / "SKILL.md").read_text("utf-8"), re.MULTILINE)
+    assert sorted(card) == sorted(sm.FUNCTIONS) == sorted(sm.HELP)
+    for name, function in sm.FUNCTIONS.items():
+        assert function.__module__ == "session_manager" and getattr(sm, name) is function
+        assert [
+            argument for argument, _ in run_skill.parameters(function) if argument not in sm.PARAMETERS
+        ] == []
+        example, answer_keys = sm.HELP[name]
+        assert isinstance(json.loads(example), dict) and answer_keys, name
 
 
 @pytest.mark.parametrize("name", list(sm.FUNCTIONS))
