@@ -120,11 +120,19 @@ def test_the_checkout_itself_is_refused() -> None:
     assert (exit_code, answer["error_type"]) == (2, "invalid_argument")
 
 
-def test_a_python_without_the_packages_is_told_which_and_nothing_is_installed(tmp_path: Path) -> None:
-    bare = tmp_path / "bare"
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Python with none of the skill's packages: a venv without pip or site-packages."""
+    bare = tmp_path_factory.mktemp("bare")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    return str(bare / "bin" / "python")
+
+
+def test_a_python_without_the_packages_is_told_which_and_nothing_is_installed(
+    tmp_path: Path, bare_python: str
+) -> None:
     folder = tmp_path / "aria-sessionmanager"
-    exit_code, answer = install(str(folder), python=str(bare / "bin" / "python"))
+    exit_code, answer = install(str(folder), python=bare_python)
     assert (exit_code, answer["error_type"]) == (1, "configuration_error")
     assert all(f"{package}>={floor}" in answer["error"] for package, floor in sm.PACKAGES.items())
     assert not folder.exists()
@@ -135,3 +143,17 @@ def test_the_packages_checked_are_pyprojects_dependencies() -> None:
     dependencies = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     declared = dict(line.strip().strip('",').split(">=") for line in dependencies.strip().splitlines())
     assert declared == sm.PACKAGES
+
+
+def test_an_installed_skill_run_by_a_python_without_its_packages_names_the_package(
+    tmp_path: Path, bare_python: str
+) -> None:
+    folder = tmp_path / "aria-sessionmanager"
+    install(str(folder))
+    write_index(tmp_path / "agents", "main", {})
+    env = {**os.environ, "ARIA_AGENTS_DIR": str(tmp_path / "agents"), "ARIA_API_URL": "none"}
+    command = [bare_python, str(folder / "run_skill.py"), "session_manager", "list_sessions"]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    answer = json.loads(completed.stdout)
+    assert (completed.returncode, answer["error_type"]) == (1, "configuration_error")
+    assert "python-dateutil" in answer["error"] or "httpx" in answer["error"]
