@@ -133,6 +133,7 @@ OPENCLAW_DEFAULT_STATE_DIR = "~/.openclaw"
 DEFAULT_API_URL = "http://aria-api:8000"
 # ARIA_API_URL=none: no history service. No mark is queued or sent, no delivery process starts.
 HISTORY_OFF = "none"
+MAYBE_SENT_MARKED = "its row was marked by an earlier delivery that stopped before recording it"
 HISTORY_OFF_TEXT = "the history layer is off (ARIA_API_URL=none): no history row is marked or queued"
 DEFAULT_STALE_MINUTES = 60
 DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
@@ -3168,6 +3169,7 @@ class Mark:
         "confirmed",
         "failing_since",
         "last_error",
+        "maybe_sent",
         "outbox_id",
         "queued_at",
         "row_ids",
@@ -3208,9 +3210,12 @@ class Mark:
         # when it is queued. None for a mark queued by a release that did not record it.
         self.service_id: str | None = None
         self.service: str | None = None
+        # Sent by a process that stopped before it recorded the answer (_note_sending): its rows
+        # are looked up again, and a row no longer waiting for the mark counts as marked.
+        self.maybe_sent = False
 
     def as_record(self) -> dict[str, Any]:
-        return {
+        return ({"maybe_sent": True} if self.maybe_sent else {}) | {
             "id": self.outbox_id or _new_id(),
             "session_id": self.session_id,
             "agent": self.agent,
@@ -3270,6 +3275,7 @@ class Mark:
             record.get("failing_since"),
         )
         mark.service, mark.service_id = record.get("service"), record.get("service_id")
+        mark.maybe_sent = record.get("maybe_sent") is True
         return mark
 
     def is_for(self, service_id: str) -> bool:
@@ -3282,18 +3288,23 @@ def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[d
     """The marks of the outbox's records, oldest first, and the records that are no mark at all.
 
     A confirmation record (see _confirm_marks) confirms the marks of its deletion and drops the
-    ones it names; a delivery record (_note_delivered) drops the mark it names. Both are folded
-    in here, and gone from the file after its next rewrite.
+    ones it names; a delivery record (_note_delivered) drops the mark it names; a sending record
+    (_note_sending) without its delivery makes the mark ``maybe_sent``. All are folded in here,
+    and gone from the file after its next rewrite.
     """
     marks, unreadable = [], []
     dropped: dict[str, set[str]] = {}
     delivered: set[str] = set()
+    sending: set[str] = set()
     for record in records:
         if isinstance(record.get("confirm"), str) and _is_text_list(record.get("dropped")):
             dropped.setdefault(record["confirm"], set()).update(record["dropped"])
             continue
         if isinstance(record.get("delivered"), str):
             delivered.add(record["delivered"])
+            continue
+        if isinstance(record.get("sending"), str):
+            sending.add(record["sending"])
             continue
         try:
             marks.append(Mark.from_record(record))
@@ -3305,6 +3316,9 @@ def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[d
             mark.confirmed = mark.confirmed or mark.txn in dropped
     if delivered:
         marks = [m for m in marks if m.outbox_id not in delivered]
+    for mark in marks:
+        if mark.outbox_id in sending:
+            mark.maybe_sent, mark.row_ids = True, None
     return marks, unreadable
 
 
@@ -3396,18 +3410,28 @@ def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]
         pass
 
 
-def _note_delivered(config: Config, mark: Mark) -> None:
-    """Record at once that a waiting mark was delivered (an appended record, folded in by
-    _marks_of_records): a delivery killed before it settles the outbox sends it no second time."""
+def _note_outbox(config: Config, mark: Mark, event: str) -> None:
+    """Append one event of a mark's delivery to the outbox; a failure is left to the settle."""
     if mark.outbox_id is None:
         return
     try:
         with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-            _append_lines(
-                _state_path(config, HISTORY_OUTBOX_NAME), [{"delivered": mark.outbox_id}], sync=False
-            )
+            _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [{event: mark.outbox_id}], sync=False)
     except (OSError, SessionManagerError):
         pass  # the settle at the end of the step records it too
+
+
+def _note_delivered(config: Config, mark: Mark) -> None:
+    """Record at once that a waiting mark was delivered (an appended record, folded in by
+    _marks_of_records): a delivery killed before it settles the outbox sends it no second time."""
+    _note_outbox(config, mark, "delivered")
+
+
+def _note_sending(config: Config, mark: Mark) -> None:
+    """Record, before its PATCH goes out, that a mark is being sent: a delivery killed while the
+    request was under way leaves its next sender to look at the row first, not to end it twice
+    (the service sets ended_at at each PATCH)."""
+    _note_outbox(config, mark, "sending")
 
 
 # --- Deleting -----------------------------------------------------------------------------------
@@ -5263,6 +5287,9 @@ def _lookup_rows(
                     "it is looked up again later"
                 )
                 continue
+            if mark.maybe_sent and lookup.complete:
+                outcomes[mark.session_id] = HistoryOutcome("marked", MAYBE_SENT_MARKED)
+                continue
             bound = _page_bound(len(wanted)) * HISTORY_PAGE_LIMIT
             where = "" if lookup.complete else f" among the newest {bound}"
             outcomes[mark.session_id] = HistoryOutcome(
@@ -5324,6 +5351,7 @@ def _look_up_and_patch(
                     todo.append(index)
 
             def deliver(index: int) -> None:
+                _note_sending(config, marks[index])
                 try:
                     results[index] = _patch_mark(client, marks[index])
                 except (HistoryUnavailable, HistoryRefused) as error:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from helpers import ago, read_index, write_index
+from helpers import ago, closed_port, read_index, write_index
 from history_service import HistoryService
 
 import session_manager as sm
@@ -110,3 +111,29 @@ def test_prune_marks_every_deleted_session(root: Path, history: HistoryService) 
     assert result["pruned_count"] == 20
     assert result["history"] == {"marked": 10, "no_history_row": 10}
     assert sorted(row for row, _ in history.patches) == sorted(rows.values())
+
+
+@pytest.mark.parametrize(
+    ("row_before", "patches"),
+    [
+        ("ended", 0),  # the PATCH under way when the delivery died had reached the service
+        ("active", 1),  # it had not: the row still waits for its mark
+    ],
+)
+def test_a_mark_a_killed_delivery_may_have_sent_is_looked_at_again_never_sent_twice(
+    tree: Path, history: HistoryService, monkeypatch: pytest.MonkeyPatch, row_before: str, patches: int
+) -> None:
+    row = history.add_row("run-9")
+    monkeypatch.setenv("ARIA_API_URL", f"http://127.0.0.1:{closed_port()}")
+    assert sm.delete_session("run-9")["history_pending"] == 1
+    # What a delivery process killed mid-PATCH leaves: the mark with its row, and its sending record.
+    outbox = tree / ".session-manager" / "history-outbox.jsonl"
+    records = [json.loads(line) for line in outbox.read_text().splitlines()]
+    mark = next(record for record in records if record.get("session_id") == "run-9")
+    mark |= {"row_ids": [row], "service_id": None}
+    outbox.write_text("".join(json.dumps(record) + "\n" for record in [*records, {"sending": mark["id"]}]))
+    history.row_of("run-9")["status"] = row_before
+    monkeypatch.setenv("ARIA_API_URL", history.url)
+    answer = sm.sync_pending()
+    assert [item["outcome"] for item in answer["delivered"]] == ["marked"]
+    assert (len(history.patches), history.row_of("run-9")["status"]) == (patches, "ended")
