@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import hostile
 import pytest
 from cached_install import RegistryUnreachable
 from helpers import closed_port
@@ -101,6 +103,21 @@ def openclaw_cache() -> Path:
         pytest.skip(f"the real OpenClaw gateway cannot be installed here: {error}")
 
 
+@pytest.fixture
+def service() -> Iterator[Callable[..., hostile.HostileService]]:
+    """Start HTTP services on 127.0.0.1 that misbehave as asked (tests/hostile.py); all stopped after."""
+    started: list[hostile.HostileService] = []
+
+    def start(handler: Any, listing: bool = False) -> hostile.HostileService:
+        made = hostile.ListingService(handler) if listing else hostile.HostileService(handler)
+        started.append(made)
+        return made
+
+    yield start
+    for made in started:
+        made.stop()
+
+
 # The longest modules start first, each on a worker of its own (make test runs whole modules per
 # worker): the run then lasts about as long as its longest module instead of ending with one that
 # started last. The real-gateway modules lead; they also start the OpenClaw install soonest.
@@ -109,7 +126,8 @@ LONGEST_FIRST = (
     "test_gateway_connection.py",
     "test_walkthrough.py",
     "test_delivery.py",
-    "test_hardening_second.py",
+    "test_history.py",
+    "test_answers.py",
 )
 
 

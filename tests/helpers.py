@@ -116,3 +116,108 @@ def interruptible() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+SKILL = "session_manager"
+HERE = Path(__file__).resolve().parent
+
+
+def fifo(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+
+
+def measured_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 150
+) -> tuple[int, Any, float, int]:
+    """The skill's command line in a wrapper that reports its peak memory: exit code, answer,
+    seconds, and the largest resident size (KiB) of the skill and of what it started."""
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "started = time.monotonic()\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "sys.stdout.write(done.stdout)\n"
+        "print(time.monotonic() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(done.returncode)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", wrapper, sys.executable, str(REPO / "run_skill.py"), SKILL, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+    *answer, figures = completed.stdout.strip().splitlines()
+    seconds, peak = figures.split()
+    return completed.returncode, json.loads("\n".join(answer)), float(seconds), int(peak)
+
+
+def one_stale_subagent(root: Path, session_id: str = "sub-1", agent: str = "main") -> None:
+    write_index(
+        root,
+        agent,
+        {f"agent:{agent}:subagent:{session_id}": {"sessionId": session_id, "updatedAt": ago(300)}},
+    )
+    add_transcript(root, agent, f"{session_id}.jsonl", age_minutes=300)
+
+
+def outbox(root: Path) -> list[dict[str, Any]]:
+    """The marks waiting in the outbox, as the skill reads them (confirmations folded in)."""
+    import session_manager as sm
+
+    assert os.environ["ARIA_AGENTS_DIR"] == str(root)
+    return [mark.as_record() for mark in sm._read_outbox(sm.Config.from_environment())]
+
+
+def paused_call(
+    function: str, arguments: str, step: str, seconds: float, tmp_path: Path
+) -> subprocess.Popen[str]:
+    """The skill in its own process, paused ``seconds`` at ``step`` (tests/skill_harness.py); returns
+    once it is paused there, so that the test can act as another process would meanwhile."""
+    marker = tmp_path / "paused"
+    env = {
+        "FAULT_STEP": step,
+        "FAULT_ACTION": "pause",
+        "FAULT_SLEEP": str(seconds),
+        "FAULT_MARKER": str(marker),
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "skill_harness.py"), "call", function, arguments],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process
+
+
+def run_raw(*args: str | bytes, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, bytes]:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), *args],
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=REPO,
+    )
+    return completed.returncode, completed.stdout
+
+
+def stale_agent(root: Path, agent: str = "main", count: int = 6) -> list[str]:
+    ids = [f"{agent}-old-{n}" for n in range(count)]
+    write_index(
+        root, agent, {f"agent:{agent}:cron:{sid}": {"sessionId": sid, "updatedAt": ago(300)} for sid in ids}
+    )
+    for sid in ids:
+        add_transcript(root, agent, f"{sid}.jsonl", age_minutes=300)
+    return ids
+
+
+def strict_json(text: str) -> Any:
+    """Parse as a strict consumer would: NaN and Infinity are not JSON."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)

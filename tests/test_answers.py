@@ -7,12 +7,21 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hostile
 import pytest
-from helpers import REPO, add_transcript, ago, closed_port, write_index
+from helpers import (
+    REPO,
+    add_transcript,
+    ago,
+    closed_port,
+    one_stale_subagent,
+    run_cli,
+    write_index,
+)
 
 import session_manager as sm
 
@@ -295,3 +304,104 @@ def test_fit_answer_shrinks_the_largest_list_until_the_answer_fits() -> None:
 def test_fit_answer_leaves_a_full_answer_whole() -> None:
     answer = {"big": list(range(5000))}
     assert sm._fit_answer(dict(answer), ("big",), True, "hint") == answer
+
+
+SKILL = "session_manager"
+
+
+BUDGET_BYTES = 32 * 1024
+
+
+def nested_page(target: str) -> bytes:
+    return b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize("world", ["hostile-page", "idna-host", "odd-cli-answer"])
+def test_an_error_after_the_commit_never_replaces_the_deletions_answer(
+    root: Path,
+    service: Callable[..., hostile.HostileService],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    world: str,
+) -> None:
+    one_stale_subagent(root)
+    env: dict[str, str] = {}
+    if world == "hostile-page":
+        env["ARIA_API_URL"] = service(nested_page, listing=True).url
+    elif world == "idna-host":
+        env["ARIA_API_URL"] = "http://" + "a" * 64 + ".invalid:1"
+    code, answer, _ = run_cli(SKILL, "delete_session", '{"session_id": "sub-1"}', env=env)
+    assert code == 0 and answer["removed_keys"] == ["agent:main:subagent:sub-1"], answer
+    assert answer["history"]["status"] == "queued"
+    assert sm.list_deleted()["total"] == 1
+
+
+def many_agents(root: Path, count: int, store: Callable[[int], dict[str, Any]]) -> None:
+    for n in range(count):
+        write_index(root, f"agent-{n:05d}", store(n))
+
+
+@pytest.mark.parametrize(
+    ("world", "call"),
+    [
+        ("10000-agents", ("list_sessions", {"agent": "nobody"})),
+        ("one-session-in-3000-agents", ("delete_session", {"session_id": "dup"})),
+        ("60kb-session-id", ("get_session_stats", {})),
+        ("60kb-session-id", ("delete_session", {"session_id": "agent:main:subagent:big"})),
+        ("50kb-model", ("get_session_stats", {})),
+        ("100kb-key", ("delete_session", {"session_id": "tg-1"})),
+        ("none", ("list_sessions", {"agent": "x" * 100_000})),
+        ("none", ("delete_session", {"session_id": "x" * 100_000})),
+        ("none", ("list_sessions", {"detail": "x" * 100_000})),
+        ("none", ("list_sessions", {"x" * 100_000: 1})),
+        ("none", ("no_such_function_" + "x" * 100_000, {})),
+    ],
+)
+def test_no_answer_passes_32_kib(root: Path, world: str, call: tuple[str, dict[str, Any]]) -> None:
+    big = "x" * 60_000
+    if world == "10000-agents":
+        many_agents(root, 10_000, lambda n: {})
+    elif world == "one-session-in-3000-agents":
+        for n in range(3_000):
+            name = f"agent-with-a-rather-long-name-{n:05d}"
+            write_index(root, name, {f"agent:{name}:subagent:d": {"sessionId": "dup", "updatedAt": ago(5)}})
+    elif world == "60kb-session-id":
+        write_index(root, "main", {"agent:main:subagent:big": {"sessionId": big, "updatedAt": ago(5)}})
+    elif world == "50kb-model":
+        model = {"name": "m", "notes": "n" * 50_000}
+        write_index(
+            root, "main", {"agent:main:subagent:m": {"sessionId": "m", "updatedAt": ago(5), "model": model}}
+        )
+    elif world == "100kb-key":
+        write_index(
+            root, "main", {"agent:main:telegram:" + "x" * 100_000: {"sessionId": "tg-1", "updatedAt": ago(5)}}
+        )
+    else:
+        write_index(root, "main", {})
+    function, arguments = call
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), SKILL, function, json.dumps(arguments)],
+        capture_output=True,
+        env=os.environ,
+        timeout=120,
+    )
+    assert json.loads(completed.stdout) and len(completed.stdout) <= BUDGET_BYTES
+
+
+def test_a_page_always_advances_however_large_a_session(root: Path) -> None:
+    store = {
+        f"agent:main:subagent:{n}": {"sessionId": f"{n}-" + "x" * 60_000, "updatedAt": ago(n)}
+        for n in range(3)
+    }
+    write_index(root, "main", store)
+    seen = []
+    for offset in range(3):
+        code, answer, _ = run_cli(SKILL, "list_sessions", json.dumps({"limit": 1, "offset": offset}))
+        assert (
+            code == 0
+            and answer["returned"] == 1
+            and answer["next_offset"] == (offset + 1 if offset < 2 else None)
+        )
+        assert len(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()) <= BUDGET_BYTES
+        seen.append(answer["sessions"][0]["id"])
+    assert len(set(seen)) == 3

@@ -11,7 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli, snapshot
+from helpers import (
+    REPO,
+    run_cli,
+    run_raw,
+    snapshot,
+    stale_agent,
+    strict_json,
+)
+
+import session_manager as sm
 
 SKILL = "session_manager"
 
@@ -398,7 +407,6 @@ def test_api_key_never_appears_in_output(tree: Path) -> None:
 
 def test_no_error_of_the_skill_is_also_a_builtin_error() -> None:
     """A handler of OSError or ValueError can never misfile one of the skill's errors (issue 29)."""
-    import session_manager as sm
 
     def subclasses(cls: type) -> list[type]:
         return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
@@ -408,7 +416,6 @@ def test_no_error_of_the_skill_is_also_a_builtin_error() -> None:
 
 
 def test_every_error_type_is_documented_in_the_readme_and_the_card() -> None:
-    import session_manager as sm
 
     def subclasses(cls: type) -> list[type]:
         return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
@@ -462,7 +469,6 @@ def test_each_function_has_its_own_help(function: str) -> None:
 def test_help_keys_are_the_keys_of_the_real_answers(tree: Path) -> None:
     """Both ways: every key the help names is in the answer, and every key of the answer is named
     by the help (as a key of that function, or as one that answers carry only at times)."""
-    import session_manager as sm
 
     examples = {
         "delete_session": {"session_id": "sub-1"},
@@ -521,3 +527,40 @@ def test_a_prune_in_which_every_agent_failed_fails_with_its_whole_answer(
     assert len(answer["errors"]) == len(broken) and "pruned_count" in answer
     if error_type:
         assert answer["error"].startswith("every agent failed (2); the first, ")
+
+
+# (argv after the skill, exit code, error_type)
+EDGES: list[tuple[list[str | bytes], int, str]] = [
+    (["list_sessions", "[" * 50_000], 2, "invalid_json"),
+    (["list_sessions", '{"agent": ' + "[" * 5000 + "]" * 5000 + "}"], 2, "invalid_json"),
+    (["list_sessions", '{"agent": "\\ud83d"}'], 2, "invalid_argument"),
+    (["delete_session", '{"session_id": "agent:main:x\\udc00"}'], 2, "invalid_argument"),
+    (["list_sessions", b'{"agent": "\xff\xfe"}'], 2, "invalid_argument"),
+    ([b"list_\xffsessions", "{}"], 2, "invalid_argument"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "error_type"), EDGES, ids=range(len(EDGES)))
+def test_odd_input_is_the_callers_mistake_in_strict_utf8_json(
+    root: Path, argv: list[str | bytes], code: int, error_type: str
+) -> None:
+    stale_agent(root)
+    before = snapshot(root)
+    exit_code, output = run_raw(SKILL, *argv)
+    answer = strict_json(output.decode("utf-8"))
+    assert (exit_code, answer["error_type"]) == (code, error_type)
+    assert snapshot(root) == before
+
+
+def test_arguments_from_a_closed_stdin_are_the_callers_mistake(root: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "run_skill.py"), SKILL, "list_sessions", "-"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=os.environ,
+        close_fds=True,
+        preexec_fn=lambda: os.close(0),
+    )
+    answer = json.loads(completed.stdout)
+    assert (completed.returncode, answer["error_type"]) == (2, "invalid_argument")

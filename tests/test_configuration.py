@@ -4,11 +4,27 @@ deployment with no history service at all."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import hostile
 import pytest
-from helpers import ago, closed_port, run_cli, write_index
+from helpers import (
+    REPO,
+    ago,
+    closed_port,
+    run_cli,
+    run_raw,
+    snapshot,
+    stale_agent,
+    strict_json,
+    write_index,
+)
+from history_service import HistoryService
 
 import session_manager as sm
 
@@ -134,3 +150,90 @@ def test_marks_queued_before_the_layer_was_turned_off_wait_counted_and_unsent(
     answer = sm.sync_pending()
     assert (answer["delivered"], len(answer["still_pending"])) == ([], 1)
     assert sm.get_session_stats()["pending_history_marks"] == 1
+
+
+SKILL = "session_manager"
+
+
+def test_a_missing_dateutil_is_refused_before_any_change(root: Path) -> None:
+    stale_agent(root)
+    before = snapshot(root)
+    script = (
+        "import sys; sys.modules['dateutil'] = None; sys.path.insert(0, sys.argv[1]); import run_skill;"
+        "sys.exit(run_skill.main(['session_manager', 'prune_sessions', '{}']))"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True)
+    answer = json.loads(completed.stdout)
+    assert (completed.returncode, answer["error_type"]) == (1, "configuration_error")
+    assert "pip install python-dateutil" in answer["error"]
+    assert snapshot(root) == before
+
+
+def test_an_api_key_with_a_trailing_carriage_return_is_sent_without_it(
+    root: Path, history: HistoryService
+) -> None:
+    ids = stale_agent(root)
+    for sid in ids:
+        history.add_row(sid)
+    history.api_key = "sk-the-key"
+    exit_code, answer, _ = run_cli(
+        SKILL,
+        "prune_sessions",
+        '{"max_age_minutes": 60}',
+        env={"ARIA_API_KEY": "sk-the-key\r\n", "ARIA_API_URL": history.url},
+    )
+    assert exit_code == 0 and answer["history"] == {"marked": len(ids)}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ARIA_API_KEY", "sk-secret\x01tail"),
+        ("ARIA_API_KEY", "sk-secret\nsecond-line"),
+        ("ARIA_API_KEY", "sk-sécret-key"),
+        ("ARIA_API_URL", "ftp://user:sk-secret@aria-api"),
+        ("ARIA_API_URL", "http://user:sk-secret@aria-api:port-not-a-number"),
+        ("ARIA_API_URL", "http://aria-api:8000/api\r?sk-secret"),
+    ],
+)
+def test_an_unusable_environment_value_fails_every_call_up_front_without_showing_it(
+    root: Path, variable: str, value: str
+) -> None:
+    stale_agent(root)
+    before = snapshot(root)
+    for function in ("prune_sessions", "list_sessions"):
+        exit_code, output = run_raw(SKILL, function, "{}", env={variable: value})
+        answer = strict_json(output.decode("utf-8"))
+        assert (exit_code, answer["error_type"]) == (1, "configuration_error")
+        assert variable in answer["error"] and b"sk-secret" not in output
+    assert snapshot(root) == before
+
+
+KEY = 'k3y"with\\quote-0123456789'
+
+
+@pytest.mark.parametrize("where", ["label", "label-cut-mid-key", "row-id-echo"])
+def test_no_secret_is_printed_in_any_form(
+    root: Path, service: Callable[..., hostile.HostileService], where: str
+) -> None:
+    label = "x" * 190 + KEY if where == "label-cut-mid-key" else f"about {KEY}"
+    write_index(
+        root, "main", {"agent:main:subagent:s": {"sessionId": "s", "updatedAt": ago(300), "label": label}}
+    )
+    listing = service(lambda target: hostile.pages_of([hostile.row("s", row_id=KEY)], target), listing=True)
+    env = {"ARIA_API_KEY": KEY, "ARIA_API_URL": listing.url}
+    printed = [
+        run_cli(SKILL, "list_sessions", "{}", env=env)[1],
+        run_cli(SKILL, "delete_session", '{"session_id": "s"}', env=env)[1],
+    ]
+    text = json.dumps(printed, ensure_ascii=False)
+    for form in (KEY, json.dumps(KEY)[1:-1], KEY[:8]):
+        assert form not in text and form not in json.dumps(printed)
+
+
+@pytest.mark.parametrize("variable", ["ARIA_API_KEY", "OPENCLAW_GATEWAY_TOKEN"])
+def test_a_secret_too_short_to_redact_is_refused(root: Path, variable: str) -> None:
+    code, answer, _ = run_cli(SKILL, "list_sessions", "{}", env={variable: "ab"})
+    assert (code, answer["error_type"]) == (1, "configuration_error") and "ab" not in answer["error"].split(
+        variable
+    )[1]

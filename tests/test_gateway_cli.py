@@ -13,9 +13,18 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import hostile
 import pytest
-from helpers import ago, run_cli, snapshot, sqlite_era_agent, write_index
+from helpers import (
+    ago,
+    measured_cli,
+    run_cli,
+    snapshot,
+    sqlite_era_agent,
+    write_index,
+)
 from history_service import HistoryService
 
 import session_manager as sm
@@ -261,3 +270,52 @@ def test_a_preload_that_prints_before_the_clis_answer_is_passed_over_or_named(
     else:
         (error,) = answer["errors"]
         assert error["agent"] == "ops" and said in error["error"]
+
+
+SKILL = "session_manager"
+
+
+@pytest.fixture
+def detaching_cli(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, without_websockets: None
+) -> Path:
+    """A SQLite-era agent whose CLI leaves children behind; the skill without websockets, so that
+    its deletes go through the CLI too."""
+    store = sqlite_era_agent(root, "ops")
+    monkeypatch.setenv("OPENCLAW_CLI", str(hostile.detaching_cli(tmp_path)))
+    monkeypatch.setenv("FAKE_STORE", str(store))
+    monkeypatch.setenv("OPENCLAW_TIMEOUT_SECONDS", "2")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("mode", "call", "expected"),
+    [
+        ("answers", ("list_sessions", {}), {"ops": {"sessions": 1, "store": "sqlite"}}),
+        ("hangs", ("list_sessions", {}), {"ops": {"sessions": 1, "store": "sqlite"}}),
+        ("answers", ("delete_session", {"session_id": "ops-a"}), ["agent:ops:subagent:a"]),
+        ("hangs", ("delete_session", {"session_id": "ops-a"}), ["agent:ops:subagent:a"]),
+    ],
+)
+def test_a_cli_that_leaves_a_child_holding_its_output_is_answered_in_time(
+    detaching_cli: Path, mode: str, call: tuple[str, dict[str, Any]], expected: Any
+) -> None:
+    function, arguments = call
+    code, answer, seconds, _ = measured_cli(function, json.dumps(arguments), env={"FAKE_OPENCLAW": mode})
+    assert code == 0 and seconds < 15  # before: 60 s, the child's life
+    assert (answer["agents"] if function == "list_sessions" else answer["removed_keys"]) == expected
+
+
+def test_a_cli_listing_too_large_to_hold_is_refused_in_bounded_memory(detaching_cli: Path) -> None:
+    code, answer, _, peak_kib = measured_cli(
+        "list_sessions", "{}", env={"FAKE_OPENCLAW": "huge", "OPENCLAW_TIMEOUT_SECONDS": "60"}
+    )
+    assert code == 0 and answer["errors"][0]["error_type"] == "gateway_unavailable"
+    assert "MiB" in answer["errors"][0]["error"] and peak_kib < 400_000  # before: 915 MB for 300 MB
+
+
+def test_an_odd_cli_answer_after_a_delete_keeps_the_deletions_answer(detaching_cli: Path) -> None:
+    code, answer, _ = run_cli(
+        SKILL, "delete_session", '{"session_id": "ops-a"}', env={"FAKE_OPENCLAW": "odd"}
+    )
+    assert code == 0 and answer["removed_keys"] == ["agent:ops:subagent:a"], answer

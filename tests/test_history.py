@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import hostile
 import pytest
-from helpers import ago, closed_port, read_index, write_index
+from helpers import (
+    ago,
+    closed_port,
+    measured_cli,
+    one_stale_subagent,
+    read_index,
+    run_cli,
+    write_index,
+)
 from history_service import HistoryService
 
 import session_manager as sm
@@ -137,3 +148,111 @@ def test_a_mark_a_killed_delivery_may_have_sent_is_looked_at_again_never_sent_tw
     answer = sm.sync_pending()
     assert [item["outcome"] for item in answer["delivered"]] == ["marked"]
     assert (len(history.patches), history.row_of("run-9")["status"]) == (patches, "ended")
+
+
+SKILL = "session_manager"
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        hostile.drip_body,
+        hostile.drip_headers,
+        hostile.processing_forever,
+        hostile.endless_chunks,
+        hostile.gzip_bomb,
+    ],
+    ids=["dripped-body", "dripped-headers", "102-forever", "endless-chunks", "gzip-bomb"],
+)
+def test_a_hostile_service_costs_a_delete_its_budget_and_no_memory(
+    root: Path, service: Callable[..., hostile.HostileService], handler: hostile.Handler
+) -> None:
+    one_stale_subagent(root)
+    hostile.bomb_body()  # made before the clock starts: the service answers at once
+    hostile_service = service(handler)
+    code, answer, seconds, peak_kib = measured_cli(
+        "delete_session", '{"session_id": "sub-1"}', env={"ARIA_API_URL": hostile_service.url}
+    )
+    assert (code, answer["removed_keys"], answer["history"]["status"]) == (
+        0,
+        ["agent:main:subagent:sub-1"],
+        "queued",
+    )
+    assert seconds < 20  # a 3 s budget plus its grace; before: 42 s to 74 s
+    assert peak_kib < 250_000  # before: 2.1 GB (bomb) to 7.2 GB (endless body)
+
+
+@pytest.mark.parametrize(
+    ("running", "arguments"),
+    [
+        (None, {"session_id": "m-live", "agent": "analyst"}),
+        ("agent:main:telegram:direct:7", {"session_id": "m-live", "agent": "analyst"}),
+    ],
+    ids=["main-session-named-in-another-agent", "running-conversation-by-its-key"],
+)
+def test_a_live_sessions_row_is_never_ended_by_a_delete_in_the_wrong_agent(
+    root: Path, history: HistoryService, monkeypatch: pytest.MonkeyPatch, running: str | None, arguments: Any
+) -> None:
+    write_index(root, "main", {"agent:main:main": {"sessionId": "m-live", "updatedAt": ago(1)}})
+    write_index(root, "analyst", {})
+    if running:
+        monkeypatch.setenv("ARIA_SESSION_ID", running)
+    live_row = history.add_row("m-live", agent="main")
+    code, answer, _ = run_cli(SKILL, "delete_session", json.dumps(arguments))
+    assert code == 0 and "agent analyst" in answer["message"]
+    assert history.row_of("m-live")["status"] == "active"
+    assert [row_id for row_id, _ in history.patches] == [] and live_row
+
+
+def test_a_row_that_moved_between_pages_is_marked_by_a_later_lookup(
+    root: Path, service: Callable[..., hostile.HostileService]
+) -> None:
+    one_stale_subagent(root, "target")
+    rows = [hostile.row(f"other-{n}") for n in range(150)] + [hostile.row("target")]
+    served = {"pages": 0}
+
+    def listing(target: str) -> bytes:
+        page = hostile.pages_of(rows, target)
+        served["pages"] += 1
+        if served["pages"] == 1:
+            del rows[:60]  # another client ends 60 rows of page 1 meanwhile: the target moves up
+        return page
+
+    listing_service = service(listing, listing=True)
+    env = {"ARIA_API_URL": listing_service.url}
+    first = run_cli(SKILL, "delete_session", '{"session_id": "target"}', env=env)[1]
+    assert first["history"]["status"] == "queued" and listing_service.patched == []
+    assert run_cli(SKILL, "sync_pending", "{}", env=env)[1]["delivered"][0]["outcome"] == "marked"
+    assert listing_service.patched == [rows[-1]["id"]]
+
+
+@pytest.mark.parametrize("listing", ["bad-id-first", "page-repeated-forever", "agent-filter-ignored"])
+def test_a_mark_reaches_exactly_the_sessions_own_rows(
+    root: Path, service: Callable[..., hostile.HostileService], listing: str
+) -> None:
+    one_stale_subagent(root)
+    good = hostile.row("sub-1")
+    if listing == "bad-id-first":
+        rows = [hostile.row("sub-1", row_id="not-a-uuid"), good]
+        answer_of: Callable[[str], bytes] = lambda target: hostile.pages_of(rows, target)  # noqa: E731
+        expected = [good["id"]]
+    elif listing == "page-repeated-forever":  # with a second session of the call never on it
+        store = read_index(root, "main")
+        write_index(
+            root,
+            "main",
+            {**store, "agent:main:subagent:sub-2": {"sessionId": "sub-2", "updatedAt": ago(300)}},
+        )
+        rows = [good, *(hostile.row(f"o-{n}") for n in range(99))]
+        answer_of = lambda target: json.dumps({"items": rows, "total": 10**9, "pages": 10**9}).encode()  # noqa: E731
+        expected = [good["id"]]
+    else:
+        rows = [hostile.row("sub-1", agent="analyst")]
+        answer_of = lambda target: hostile.pages_of(rows, target)  # noqa: E731
+        expected = []
+    listing_service = service(answer_of, listing=True)
+    code, answer, _ = run_cli(
+        SKILL, "prune_sessions", '{"max_age_minutes": 60}', env={"ARIA_API_URL": listing_service.url}
+    )
+    assert code == 0 and listing_service.patched == expected  # before: the repeated page, 50 times
+    assert answer["history"].get("marked", 0) == len(expected)

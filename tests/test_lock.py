@@ -15,7 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import add_transcript, ago, leftovers, read_index, write_index
+from helpers import (
+    add_transcript,
+    ago,
+    fifo,
+    leftovers,
+    one_stale_subagent,
+    paused_call,
+    read_index,
+    run_cli,
+    run_raw,
+    stale_agent,
+    strict_json,
+    write_index,
+)
 
 import session_manager as sm
 
@@ -300,3 +313,65 @@ def test_a_file_system_that_refuses_links_gets_its_lock_created_in_place(
     content = json.loads((agent / "sessions.json.lock").read_text())
     held.release()
     assert content["pid"] == os.getpid() and leftovers(agent) == []
+
+
+SKILL = "session_manager"
+
+
+def test_a_fifo_lock_older_than_30_seconds_is_broken_like_any_stale_lock(root: Path) -> None:
+    stale_agent(root)
+    lock = root / "main" / "sessions" / "sessions.json.lock"
+    fifo(lock)
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    exit_code, output = run_raw(SKILL, "prune_sessions", '{"max_age_minutes": 60}', timeout=30)
+    assert exit_code == 0 and strict_json(output.decode())["pruned_count"] == 6
+    assert not lock.exists()
+
+
+def test_a_lock_taken_over_during_a_stall_leaves_the_gateways_write(root: Path, tmp_path: Path) -> None:
+    one_stale_subagent(root)
+    process = paused_call("delete_session", '{"session_id": "sub-1"}', "locked", 2, tmp_path)
+    # The gateway judges the lock stale, takes it, and writes a new session into the index.
+    lock = root / "main" / "sessions" / "sessions.json.lock"
+    lock.unlink()
+    lock.write_text(json.dumps({"pid": os.getpid(), "createdAt": "2026-01-01T00:00:00.000Z"}))
+    gateways = {
+        **read_index(root, "main"),
+        "agent:main:subagent:new": {"sessionId": "new", "updatedAt": ago(0)},
+    }
+    write_index(root, "main", gateways)
+    lock.unlink()
+    output, _ = process.communicate(timeout=60)
+    answer = json.loads(output)
+    assert (process.returncode, answer["error_type"]) == (1, "lock_timeout") and "taken over" in answer[
+        "error"
+    ]
+    assert read_index(root, "main") == gateways
+    assert (root / "main" / "sessions" / "sub-1.jsonl").exists() and sm.list_deleted()["total"] == 0
+
+
+def test_a_held_lock_is_kept_fresh_so_the_gateway_never_judges_it_stale(root: Path, tmp_path: Path) -> None:
+    one_stale_subagent(root)
+    process = paused_call("delete_session", '{"session_id": "sub-1"}', "locked", 11, tmp_path)
+    lock = root / "main" / "sessions" / "sessions.json.lock"
+    first = json.loads(lock.read_text())["createdAt"]
+    time.sleep(10.5)
+    assert json.loads(lock.read_text())["createdAt"] > first
+    process.communicate(timeout=60)
+    assert process.returncode == 0 and read_index(root, "main") == {}
+
+
+@pytest.mark.parametrize("where", ["sessions.json.lock", ".sessions.json.0123456789ab.tmp"])
+def test_a_directory_in_place_of_a_lock_or_a_temporary_file(root: Path, where: str) -> None:
+    one_stale_subagent(root, "m-1", "main")
+    one_stale_subagent(root, "a-1", "analyst")
+    (root / "main" / "sessions" / where).mkdir()
+    os.utime(root / "main" / "sessions" / where, (time.time() - 60, time.time() - 60))  # "stale"
+    code, answer, _ = run_cli(SKILL, "prune_sessions", '{"max_age_minutes": 60}')
+    assert code == 0 and "a-1" in answer["deleted_ids"]
+    if where.endswith(".lock"):
+        assert [(e["agent"], e["error_type"]) for e in answer["errors"]] == [("main", "lock_timeout")]
+        assert "is a directory" in answer["errors"][0]["error"]
+    else:
+        assert answer["deleted_ids"] == ["m-1", "a-1"] or sorted(answer["deleted_ids"]) == ["a-1", "m-1"]
+    assert (root / "main" / "sessions" / where).is_dir()

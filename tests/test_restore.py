@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import add_transcript, ago, leftovers, read_index, snapshot, write_index
+from helpers import (
+    add_transcript,
+    ago,
+    leftovers,
+    read_index,
+    run_cli,
+    snapshot,
+    stale_agent,
+    write_index,
+)
 from history_service import HistoryService
 
 import session_manager as sm
@@ -241,3 +250,53 @@ def test_archive_never_overwrites_an_existing_archive(tree: Path) -> None:
     name = sm.archive_transcript(paths, "run-9.jsonl", moment)
     assert name != taken.name and taken.read_text() == "an older archive\n"
     assert (tree / "main/sessions" / name).read_text() == '{"file": "run-9.jsonl"}\n'
+
+
+SKILL = "session_manager"
+
+
+def test_a_delete_racing_a_prune_leaves_the_prunes_record_restorable(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale_agent(root, count=3)
+    original = sm.rewrite_index
+    racing = {"done": False}
+
+    def prune_gets_there_first(*args: Any, **kwargs: Any) -> Any:
+        if not racing["done"]:
+            racing["done"] = True
+            assert sm.prune_sessions(max_age_minutes=60)["pruned_count"] == 3
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sm, "rewrite_index", prune_gets_there_first)
+    result = sm.delete_session("main-old-1")
+    assert result["removed_keys"] == [] and "another call" in result["message"]
+    listed = {row["session_id"]: row for row in sm.list_deleted()["deleted"]}
+    assert listed["main-old-1"]["reason"] == "prune" and listed["main-old-1"]["keys"]
+    monkeypatch.setattr(sm, "rewrite_index", original)
+    assert sm.restore_session("main-old-1")["restored_keys"] == ["agent:main:cron:main-old-1"]
+
+
+def test_orphan_cleanup_waits_for_a_restore_in_progress(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stale_agent(root, count=2)
+    assert sm.prune_sessions(max_age_minutes=60)["pruned_count"] == 2
+    original = sm._rename_archives_back
+    seen: dict[str, Any] = {}
+
+    def cleanup_in_between(paths: sm.AgentPaths, deletion: sm.Deletion) -> Any:
+        renamed = original(paths, deletion)
+        # Another process's cleanup, while the archives are back and the keys are not yet.
+        seen["code"], seen["answer"], _ = run_cli(
+            SKILL, "cleanup_orphans", "{}", env={"SESSION_LOCK_TIMEOUT_SECONDS": "0.5"}
+        )
+        return renamed
+
+    monkeypatch.setattr(sm, "_rename_archives_back", cleanup_in_between)
+    restored = sm.restore_session("main-old-0")
+    assert restored["restored_transcripts"] == ["main-old-0.jsonl"]
+    assert seen["code"] == 0 and seen["answer"]["archived_orphans"] == []
+    assert [e["error_type"] for e in seen["answer"]["errors"]] == ["lock_timeout"]
+    monkeypatch.setattr(sm, "_rename_archives_back", original)
+    assert sm.cleanup_orphans()["archived_orphans"] == []
+    assert (root / "main" / "sessions" / "main-old-0.jsonl").exists()
+    assert "agent:main:cron:main-old-0" in read_index(root, "main")
