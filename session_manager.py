@@ -4589,25 +4589,34 @@ class AgentWalk:
 _UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-class HistoryOutcome(NamedTuple):
-    """What happened to one session's history rows: marked, no_history_row, queued, failed, or off
-    (ARIA_API_URL=none)."""
+class HistoryStatus(str, Enum):
+    """What happened to one session's history rows; the value is how answers say it."""
 
-    status: str
+    MARKED = "marked"
+    NO_HISTORY_ROW = "no_history_row"  # nothing to mark
+    QUEUED = "queued"  # waits in the outbox
+    FAILED = "failed"
+    OFF = "off"  # ARIA_API_URL=none
+
+
+class HistoryOutcome(NamedTuple):
+    """What happened to one session's history rows, and why (the reason), with the rows."""
+
+    status: HistoryStatus
     reason: str | None = None
     row_ids: tuple[str, ...] = ()
 
     @property
     def updated(self) -> bool:
-        return self.status == "marked"
+        return self.status is HistoryStatus.MARKED
 
     @property
     def settled(self) -> bool:
         """Whether nothing is left to do about it: marked, or no history layer to mark."""
-        return self.status in ("marked", "off")
+        return self.status in (HistoryStatus.MARKED, HistoryStatus.OFF)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "row_ids": list(self.row_ids)}
+        return {"status": self.status.value, "reason": self.reason, "row_ids": list(self.row_ids)}
 
 
 class HistoryReport:
@@ -4621,7 +4630,7 @@ class HistoryReport:
         "elsewhere",
         "failure",
         "gave_up",
-        "off",
+        "layer_off",
         "outbox_busy",
         "outcomes",
         "pace_trouble",
@@ -4636,7 +4645,7 @@ class HistoryReport:
         self.configuration_error: str | None = None
         self.failure: str | None = None  # the step broke off (its marks wait in the outbox)
         self.outbox_busy = False
-        self.off = False  # ARIA_API_URL=none: nothing was queued or sent
+        self.layer_off = False  # ARIA_API_URL=none: nothing was queued or sent
         self.background = False  # whether the delivery process goes on with what waits
         self.background_failure: str | None = None  # why the last delivery process could not work
         self.pace_trouble: str | None = None  # history-pace.json unreadable or unwritable (Pace)
@@ -4648,13 +4657,13 @@ class HistoryReport:
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for outcome in self.outcomes.values():
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
         return counts
 
     def annotate(self, result: dict[str, Any]) -> dict[str, Any]:
         """Add the outbox figures (and a configuration error, loudly) to a function's result."""
         result["history_pending"] = len(self.still_pending)
-        if self.off:
+        if self.layer_off:
             result["history_layer"] = HISTORY_OFF_TEXT
         elif self.still_pending:
             result["history_delivery"] = (
@@ -4683,8 +4692,10 @@ class HistoryReport:
     def switched_off(self, marks: list[Mark], waiting: list[dict[str, Any]]) -> HistoryReport:
         """The report of a call without a history layer: its marks are off, and what an earlier
         configuration queued (``waiting``) stays in the outbox, counted."""
-        self.off, self.still_pending = True, waiting
-        self.outcomes.update((mark.session_id, HistoryOutcome("off", HISTORY_OFF_TEXT)) for mark in marks)
+        self.layer_off, self.still_pending = True, waiting
+        self.outcomes.update(
+            (mark.session_id, HistoryOutcome(HistoryStatus.OFF, HISTORY_OFF_TEXT)) for mark in marks
+        )
         return self
 
     def other_service(self) -> str:
@@ -5288,12 +5299,13 @@ def _lookup_rows(
                 )
                 continue
             if mark.maybe_sent and lookup.complete:
-                outcomes[mark.session_id] = HistoryOutcome("marked", MAYBE_SENT_MARKED)
+                outcomes[mark.session_id] = HistoryOutcome(HistoryStatus.MARKED, MAYBE_SENT_MARKED)
                 continue
             bound = _page_bound(len(wanted)) * HISTORY_PAGE_LIMIT
             where = "" if lookup.complete else f" among the newest {bound}"
             outcomes[mark.session_id] = HistoryOutcome(
-                "no_history_row", f"no {row_status.value} row for this session in the history service{where}"
+                HistoryStatus.NO_HISTORY_ROW,
+                f"no {row_status.value} row for this session in the history service{where}",
             )
     return outcomes
 
@@ -5302,15 +5314,15 @@ def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
     row_ids = mark.row_ids or []
     for row_id in row_ids:
         if not _UUID_PATTERN.match(row_id):
-            return HistoryOutcome("failed", "a row id is not a UUID", ())
+            return HistoryOutcome(HistoryStatus.FAILED, "a row id is not a UUID", ())
         status, _ = client.request("PATCH", f"/sessions/{row_id}", {"status": mark.status.value})
         if status == 404:
             return HistoryOutcome(
-                "no_history_row", "the row is gone from the history service", tuple(row_ids)
+                HistoryStatus.NO_HISTORY_ROW, "the row is gone from the history service", tuple(row_ids)
             )
         if not 200 <= status < 300:
             raise _refusal(status, f"the mark of row {row_id}")
-    return HistoryOutcome("marked", None, tuple(row_ids))
+    return HistoryOutcome(HistoryStatus.MARKED, None, tuple(row_ids))
 
 
 def _agents_under_root(config: Config) -> set[str]:
@@ -5512,7 +5524,7 @@ def _record_results(
             if index < own:
                 report.outcomes[mark.session_id] = result
             else:
-                report.delivered.append({**_pending_item(mark), "outcome": result.status})
+                report.delivered.append({**_pending_item(mark), "outcome": result.status.value})
             if mark.outbox_id:
                 finished.add(mark.outbox_id)
             continue
@@ -5527,7 +5539,9 @@ def _record_results(
         mark.last_error = reason
         mark.queued_at = mark.queued_at or _iso_utc(now)
         if index < own:
-            report.outcomes[mark.session_id] = HistoryOutcome("queued", reason, tuple(mark.row_ids or ()))
+            report.outcomes[mark.session_id] = HistoryOutcome(
+                HistoryStatus.QUEUED, reason, tuple(mark.row_ids or ())
+            )
         requeue.append(mark)
     return finished, requeue
 
@@ -5578,7 +5592,8 @@ def _history_step(
         report.outbox_busy = include_pending and not delivering
         if not delivering:
             report.outcomes.update(
-                (m.session_id, HistoryOutcome("queued", "another process is delivering")) for m in marks
+                (m.session_id, HistoryOutcome(HistoryStatus.QUEUED, "another process is delivering"))
+                for m in marks
             )
             report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
             return
@@ -5691,7 +5706,9 @@ def mark_history(
         )
         report.still_pending = _outbox_items(config)
         for mark in marks:
-            report.outcomes.setdefault(mark.session_id, HistoryOutcome("queued", "the history step failed"))
+            report.outcomes.setdefault(
+                mark.session_id, HistoryOutcome(HistoryStatus.QUEUED, "the history step failed")
+            )
     if report.still_pending and not background:
         report.background_failure = _deliverer_failure(config)
         report.background = _start_deliverer(config)
@@ -6412,13 +6429,13 @@ def _find_session(config: Config, reference: str, agent: str | None) -> Search:
 def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkStatus.ENDED) -> str:
     if outcome is None:
         return "history not touched"
-    if outcome.status == "marked":
+    if outcome.status is HistoryStatus.MARKED:
         return f"PG marked {status.value}"
-    if outcome.status == "no_history_row":
+    if outcome.status is HistoryStatus.NO_HISTORY_ROW:
         return "no history row to mark"
-    if outcome.status == "off":
+    if outcome.status is HistoryStatus.OFF:
         return "history layer off"
-    if outcome.status == "queued":
+    if outcome.status is HistoryStatus.QUEUED:
         return f"PG mark queued for a later call ({outcome.reason})"
     return f"PG mark failed ({outcome.reason})"
 
@@ -6808,7 +6825,7 @@ def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, A
         message = "another process is delivering the outbox right now; nothing was sent by this call"
     if report.still_pending:
         message += "; delivery continues in the background" if report.background else ""
-    if report.off:
+    if report.layer_off:
         waiting = len(report.still_pending)
         message = f"{HISTORY_OFF_TEXT}: nothing was sent, {waiting} marks wait in the outbox"
     result = {
@@ -6818,7 +6835,7 @@ def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, A
         "busy": report.outbox_busy,
         "message": message,
     }
-    if report.off:
+    if report.layer_off:
         result["history_layer"] = HISTORY_OFF_TEXT
     if report.error() is not None:
         result["history_error"] = report.error()

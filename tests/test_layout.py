@@ -157,16 +157,28 @@ def test_a_store_is_made_only_where_its_kind_is_chosen() -> None:
     assert makers == {"open_store"}
 
 
-def test_every_protection_reason_and_mark_status_is_written_once() -> None:
-    """A reason or a status is a member of its enum; its text appears nowhere else in the module."""
+def test_every_reason_and_status_is_written_once() -> None:
+    """A protection reason, a mark status, a history outcome or a skip reason is a member of its
+    enum; its text appears nowhere else in the module (issue 29: closed sets are never prose)."""
     import session_manager
 
+    tree = syntax_tree("session_manager.py")
+    # The words an on/off variable accepts are another idea than the history layer being off.
+    switch = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_switch_from_environment"
+    )
+    words = {id(node) for node in ast.walk(switch)}
     texts = [
         node.value
-        for node in ast.walk(syntax_tree("session_manager.py"))
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in words
     ]
-    members = [*session_manager.Protection, *session_manager.MarkStatus]
+    members = [
+        *session_manager.Protection,
+        *session_manager.MarkStatus,
+        *session_manager.HistoryStatus,
+        *session_manager.Skip,
+    ]
     assert {member.value: texts.count(member.value) for member in members} == {m.value: 1 for m in members}
     assert set(session_manager.PROTECTION_MESSAGES) == set(session_manager.Protection)
 
