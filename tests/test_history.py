@@ -256,3 +256,11 @@ def test_a_mark_reaches_exactly_the_sessions_own_rows(
     )
     assert code == 0 and listing_service.patched == expected  # before: the repeated page, 50 times
     assert answer["history"].get("marked", 0) == len(expected)
+
+
+@pytest.mark.parametrize("status", list(sm.MarkStatus))
+def test_every_mark_status_says_which_rows_it_changes_and_whether_the_store_holds_its_session(
+    status: sm.MarkStatus,
+) -> None:
+    assert status.rows_to_change in sm.MarkStatus and status.rows_to_change is not status
+    assert isinstance(status.held_when_done, bool)

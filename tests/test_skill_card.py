@@ -58,3 +58,7 @@ def test_every_command_runs_the_dispatcher_from_the_skills_folder() -> None:
 
 def test_the_card_says_where_the_detail_is() -> None:
     assert "--help" in CARD.split("## Automatic Cleanup Rules", 1)[0]
+
+
+def test_every_protection_reason_is_on_the_card() -> None:
+    assert [reason.value for reason in sm.Protection if f"`{reason.value}`" not in CARD] == []
