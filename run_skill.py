@@ -298,11 +298,11 @@ def missing_packages(floors: dict[str, str]) -> list[str]:
     return missing
 
 
-def _install_target(folder: str, files: tuple[str, ...], name: str) -> str:
+def _install_target(folder: str, source: str, files: tuple[str, ...], name: str) -> str:
     """The real path of the folder to install into; refused when it is this checkout or holds
     anything but the skill (an install never overwrites or mixes with someone else's files)."""
     target = os.path.realpath(os.path.expanduser(folder))
-    if target == os.path.dirname(os.path.realpath(__file__)):
+    if target == source:
         raise UsageError(
             f"{folder} is the folder the skill is installed from; name another", "invalid_argument"
         )
@@ -367,9 +367,9 @@ def install_skill(module: ModuleType, folder: str | None) -> dict[str, Any]:
             f"({sys.executable} -m pip install {' '.join(repr(m) for m in missing)}, or in a venv whose "
             "python3 runs the skill), then install again. Nothing was installed"
         )
-    target = _install_target(folder or default_install_folder(name), files, name)
-    os.makedirs(target, exist_ok=True)
     source = os.path.dirname(os.path.realpath(__file__))
+    target = _install_target(folder or default_install_folder(name), source, files, name)
+    os.makedirs(target, exist_ok=True)
     document = skill_document(module)
     document["run"] = document["run"].replace("{baseDir}", target)
     for file in files:

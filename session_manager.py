@@ -4651,10 +4651,8 @@ class HistoryReport:
         self.background = False  # whether the delivery process goes on with what waits
         self.background_failure: str | None = None  # why the last delivery process could not work
         self.pace_trouble: str | None = None  # history-pace.json unreadable or unwritable (Pace)
-        self.elsewhere: tuple[list[str], int] = (
-            [],
-            0,
-        )  # marks queued for another service: its URLs, how many
+        # Marks queued for another service: its URLs, and how many.
+        self.elsewhere: tuple[list[str], int] = ([], 0)
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}

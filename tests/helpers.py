@@ -221,3 +221,18 @@ def strict_json(text: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     return json.loads(text, parse_constant=refuse)
+
+
+def session_manager_origins(command: list[str], env: dict[str, str]) -> list[str]:
+    """Run ``command`` (a Python, then its arguments) under ``python -v`` without writing bytecode;
+    the lines that say where session_manager's code came from (its .pyc, or its source)."""
+    verbose = [command[0], "-v", *command[1:]]
+    completed = subprocess.run(
+        verbose, capture_output=True, text=True, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=60
+    )
+    assert completed.returncode == 0, completed.stdout
+    return [
+        line
+        for line in completed.stderr.splitlines()
+        if "code object from" in line and "session_manager" in line
+    ]

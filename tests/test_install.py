@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, snapshot, write_index
+from helpers import REPO, session_manager_origins, snapshot, write_index
 
 import session_manager as sm
 
@@ -32,20 +32,9 @@ def install(*folder: str, env: dict[str, str] | None = None, python: str = sys.e
 
 
 def loaded_from(folder: Path, env: dict[str, str]) -> list[str]:
-    """The lines of `python -v` that say where session_manager's code came from, for one call."""
-    completed = subprocess.run(
-        [sys.executable, "-v", str(folder / "run_skill.py"), "session_manager", "list_sessions"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env, "PYTHONDONTWRITEBYTECODE": "1"},
-        timeout=60,
-    )
-    assert completed.returncode == 0, completed.stdout
-    return [
-        line
-        for line in completed.stderr.splitlines()
-        if "code object from" in line and "session_manager" in line
-    ]
+    """Where session_manager's code came from, for one call of the installed skill."""
+    command = [sys.executable, str(folder / "run_skill.py"), "session_manager", "list_sessions"]
+    return session_manager_origins(command, {**os.environ, **env})
 
 
 def test_the_folder_gets_the_skills_files_compiled_and_its_own_command(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cached_install import run_step
-from helpers import REPO, ago, write_index
+from helpers import REPO, ago, session_manager_origins, write_index
 from openclaw_gateway import write_cli
 
 SKILL_FILES = ("SKILL.md", "session_manager.py", "run_skill.py", "skill.json")
@@ -64,16 +64,5 @@ def test_openclaw_installs_the_skill_gates_it_on_its_variables_and_its_first_com
     )
     assert completed.returncode == 0, completed.stdout
     assert json.loads(completed.stdout)["session_count"] == 1
-    loaded = subprocess.run(
-        [sys.executable, "-v", *command[1:]],
-        capture_output=True,
-        text=True,
-        env=env | {"PYTHONDONTWRITEBYTECODE": "1"},
-        timeout=60,
-    )
-    origins = [
-        line
-        for line in loaded.stderr.splitlines()
-        if "code object from" in line and "session_manager" in line
-    ]
+    origins = session_manager_origins([sys.executable, *command[1:]], env)
     assert len(origins) == 1 and str(installed / "__pycache__") in origins[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, ago
+from helpers import REPO, ago, session_manager_origins
 from openclaw_gateway import TOKEN, free_port, write_cli, write_json_era_agents
 
 import session_manager as sm
@@ -183,14 +183,8 @@ def test_the_installed_folder_holds_the_skill_and_nothing_else(walkthrough: Walk
 def test_the_installed_module_is_loaded_from_its_pycache_without_writing_bytecode(
     walkthrough: Walkthrough,
 ) -> None:
-    command = ["python3", "-v", str(walkthrough.skill / "run_skill.py"), "session_manager", "--help"]
-    env = walkthrough.skill_env() | {"PYTHONDONTWRITEBYTECODE": "1"}
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=True)
-    origins = [
-        line
-        for line in completed.stderr.splitlines()
-        if "code object from" in line and "session_manager" in line
-    ]
+    command = ["python3", str(walkthrough.skill / "run_skill.py"), "session_manager", "--help"]
+    origins = session_manager_origins(command, walkthrough.skill_env())
     assert len(origins) == 1 and str(walkthrough.skill / "__pycache__" / "session_manager.") in origins[0]
 
 
