@@ -68,10 +68,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
-from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from functools import partial, wraps
 from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 
 # The gateway's files (§1-§4).
@@ -231,16 +229,16 @@ TEST_HOOKS = (
     "_new_id",
     "gateway_lock",
     "archive_transcript",
-    "append_audit",
-    "append_audit_stream",
-    "mark_history",
+    "AuditLog.append",
+    "AuditLog.append_stream",
+    "History.mark",
     "write_atomic",
     "parse_index_text",
     "rewrite_index",
-    "read_agent",
+    "AgentStore.read",
     "_renameat2",
     "_rename_archives_back",
-    "_active_rows",
+    "History.active_rows",
 )
 
 
@@ -721,6 +719,68 @@ class Config(NamedTuple):
         seen = "\0".join([self.api_url, self.api_key or "", self.agents_root]).encode("utf-8")
         return hashlib.sha256(b"aria-sessionmanager service\0" + seen).hexdigest()[:16]
 
+    def discover_agents(self) -> list[str]:
+        """Agent ids under the root: every directory that has a ``sessions`` folder inside the root."""
+        found = []
+        try:
+            entries = sorted(os.scandir(self.agents_root), key=lambda entry: entry.name)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot list agents root {self.agents_root}: {error.strerror}"
+            ) from None
+        for entry in entries:
+            if not AGENT_ID_PATTERN.match(entry.name):
+                continue
+            folder = os.path.realpath(os.path.join(entry.path, "sessions"))
+            if os.path.isdir(folder) and _is_inside(folder, self.agents_root):
+                found.append(entry.name)
+        return found
+
+    def agent_paths(self, agent: str) -> AgentPaths:
+        """Resolve an agent's sessions folder, refusing names or symlinks that lead out of the root."""
+        _check_agent_name(agent)
+        folder = os.path.realpath(os.path.join(self.agents_root, agent, "sessions"))
+        if not _is_inside(folder, self.agents_root):
+            raise UnsafePath(f"the sessions folder of agent {agent!r} leads outside the agents root")
+        if not os.path.isdir(folder):
+            raise UnknownAgent(
+                f"agent {agent!r} has no sessions folder under {self.agents_root}; "
+                f"known agents: {_some_names(self.discover_agents())}"
+            )
+        return AgentPaths(agent, folder, self.agents_root)
+
+    def selected_agents(self, agent: str | None) -> list[AgentPaths]:
+        if agent is not None:
+            return [self.agent_paths(agent)]
+        return [self.agent_paths(name) for name in self.discover_agents()]
+
+    def sqlite_database(self, agent: str) -> str:
+        """Where the SQLite-era gateway keeps an agent's sessions (§7); its presence makes the agent's
+        store a SqliteStore (open_store)."""
+        return os.path.join(self.agents_root, agent, SQLITE_DATABASE)
+
+    def gateway_endpoint(self) -> str | NoConnection:
+        """The gateway's URL (OPENCLAW_GATEWAY_URL, else the default port on 127.0.0.1); a
+        NoConnection for one the token must not travel to."""
+        url = self.gateway_url or f"ws://127.0.0.1:{os.environ.get('OPENCLAW_GATEWAY_PORT', '18789')}"
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("ws", "wss"):
+            return NoConnection(
+                f"OPENCLAW_GATEWAY_URL must be a ws:// or wss:// URL, not {_echo(url)}", Fallback.NOTHING
+            )
+        if scheme == "ws" and not _loopback_url(url):
+            return NoConnection(
+                "OPENCLAW_GATEWAY_URL is a ws:// URL to another host, where the token would travel in clear: "
+                "use wss:// (the gateway's gateway.tls) or run the skill beside the gateway",
+                Fallback.NOTHING,
+            )
+        return url
+
+    def refuse_running_conversation(self, reference: str) -> None:
+        """Refuse the conversation running this skill by the name it was given, before any store is read."""
+        if reference == self.running_session_id:
+            _refuse_protected(Protection.RUNNING_CONVERSATION, reference, None, force=False)
+
 
 # --- Argument checks ----------------------------------------------------------------------------
 
@@ -846,48 +906,6 @@ class AgentPaths:
         if not name or name in (".", "..") or "/" in name or "\0" in name:
             raise UnsafePath(f"{_echo(name)} is not a plain file name in {self.folder}")
         return os.path.join(self.folder, name)
-
-
-def _discover_agents(config: Config) -> list[str]:
-    """Agent ids under the root: every directory that has a ``sessions`` folder inside the root."""
-    found = []
-    try:
-        entries = sorted(os.scandir(config.agents_root), key=lambda entry: entry.name)
-    except OSError as error:
-        raise ConfigurationError(f"cannot list agents root {config.agents_root}: {error.strerror}") from None
-    for entry in entries:
-        if not AGENT_ID_PATTERN.match(entry.name):
-            continue
-        folder = os.path.realpath(os.path.join(entry.path, "sessions"))
-        if os.path.isdir(folder) and _is_inside(folder, config.agents_root):
-            found.append(entry.name)
-    return found
-
-
-def _agent_paths(config: Config, agent: str) -> AgentPaths:
-    """Resolve an agent's sessions folder, refusing names or symlinks that lead out of the root."""
-    _check_agent_name(agent)
-    folder = os.path.realpath(os.path.join(config.agents_root, agent, "sessions"))
-    if not _is_inside(folder, config.agents_root):
-        raise UnsafePath(f"the sessions folder of agent {agent!r} leads outside the agents root")
-    if not os.path.isdir(folder):
-        raise UnknownAgent(
-            f"agent {agent!r} has no sessions folder under {config.agents_root}; "
-            f"known agents: {_some_names(_discover_agents(config))}"
-        )
-    return AgentPaths(agent, folder, config.agents_root)
-
-
-def _selected_agents(config: Config, agent: str | None) -> list[AgentPaths]:
-    if agent is not None:
-        return [_agent_paths(config, agent)]
-    return [_agent_paths(config, name) for name in _discover_agents(config)]
-
-
-def _sqlite_database(config: Config, agent: str) -> str:
-    """Where the SQLite-era gateway keeps an agent's sessions (§7); its presence makes the agent's
-    store a SqliteStore (open_store)."""
-    return os.path.join(config.agents_root, agent, SQLITE_DATABASE)
 
 
 # --- The index: reading -------------------------------------------------------------------------
@@ -1579,17 +1597,186 @@ def rewrite_index(
 # --- The SQLite-era gateway: its CLI -------------------------------------------------------------
 
 
-def _openclaw_program(config: Config) -> str:
-    """The CLI's executable, found as the shell would find it; GatewayUnavailable when it is not."""
-    import shutil
+class OpenClawCli:
+    """OpenClaw's CLI, as the SQLite-era gateway's fallback: one process per step (§7)."""
 
-    program = shutil.which(config.openclaw_cli)
-    if program is None:
-        raise GatewayUnavailable(
-            f"the OpenClaw CLI {_echo(config.openclaw_cli)} is not installed or not executable; set "
-            "OPENCLAW_CLI to the gateway's openclaw command; nothing was changed"
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def program(self) -> str:
+        """The CLI's executable, found as the shell would find it; GatewayUnavailable when it is not."""
+        import shutil
+
+        program = shutil.which(self.config.openclaw_cli)
+        if program is None:
+            raise GatewayUnavailable(
+                f"the OpenClaw CLI {_echo(self.config.openclaw_cli)} is not installed or not executable; set "
+                "OPENCLAW_CLI to the gateway's openclaw command; nothing was changed"
+            )
+        return program
+
+    def run(
+        self, arguments: list[str], timeout: float, extra: dict[str, str] | None = None
+    ) -> tuple[int | None, Any]:
+        """Run the CLI with the caller's environment (and ``extra``): its exit code (None when it
+        printed its answer but had to be stopped) and its JSON answer (None if it printed none). Its
+        stderr is never read: it may hold paths, stacks or the token. Nothing it starts outlives the
+        call in its group. No secret goes in ``arguments``: any local user reads a command line."""
+        import subprocess
+
+        argv = [self.program(), *arguments]
+        try:
+            process = subprocess.Popen(
+                argv,
+                env={**os.environ, **extra} if extra else None,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, so that a stop reaches what it started
+            )
+        except OSError as error:
+            raise GatewayUnavailable(
+                f"the OpenClaw CLI {_echo(self.config.openclaw_cli)} could not be started "
+                f"({error.strerror or error}); set OPENCLAW_CLI to the gateway's openclaw command; "
+                "nothing was changed"
+            ) from None
+        with process:
+            try:
+                output, exited = _read_until_exit(process, timeout)
+            finally:
+                _stop_process_group(process)
+        document = _json_answer(output)
+        if not exited and not isinstance(document, dict):
+            raise GatewayUnavailable(
+                f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
+                "stopped; check the gateway (openclaw gateway status) or raise OPENCLAW_TIMEOUT_SECONDS",
+                maybe_changed="delete" in arguments[:2],
+            )
+        return (process.returncode if exited else None), document
+
+    def listing_by_agent(self, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:
+        """The listed sessions per agent; an agent the CLI did not read, or read elsewhere, gets an error."""
+        stores = {
+            str(store.get("agentId")): store.get("path")
+            for store in document.get("stores") or []
+            if isinstance(store, dict)
+        }
+        if len(agents) == 1 and "stores" not in document:  # --agent: the one store is "path"
+            stores[agents[0]] = document.get("path")
+        listing: dict[str, Any] = {}
+        for agent in agents:
+            path, expected = stores.get(agent), os.path.realpath(self.config.sqlite_database(agent))
+            if path is None:
+                listing[agent] = GatewayUnavailable(
+                    f"the OpenClaw CLI does not know agent {agent!r}: add it to the gateway's config "
+                    "(openclaw agents add, or agents.list in openclaw.json)"
+                )
+            elif not isinstance(path, str) or os.path.realpath(path) != expected:
+                listing[agent] = GatewayUnavailable(
+                    f"the OpenClaw CLI reads agent {agent!r} from another state folder than ARIA_AGENTS_DIR; "
+                    "run the skill with the gateway's HOME or OPENCLAW_STATE_DIR"
+                )
+            else:
+                listing[agent] = []
+        single = agents[0] if len(agents) == 1 else None  # --agent: every listed session is that agent's
+        for listed in document.get("sessions") or []:
+            if not isinstance(listed, dict):
+                continue
+            owner = single or str(listed.get("agentId"))
+            if isinstance(listing.get(owner), list):
+                listing[owner].append(listed)
+        return listing
+
+    def environment(self) -> dict[str, str]:
+        """What the CLI runs with: the state folder above ARIA_AGENTS_DIR (its stores and its config,
+        so that it reads and finds the gateway of this folder, not of its HOME), and the gateway's URL
+        and token as it reads them from its environment: never as --url and --token, which put the
+        token in /proc/<pid>/cmdline for any local user while the CLI runs."""
+        environment = {"OPENCLAW_STATE_DIR": os.path.dirname(os.path.abspath(self.config.agents_root))}
+        environment |= {"OPENCLAW_GATEWAY_URL": self.config.gateway_url} if self.config.gateway_url else {}
+        return environment | (
+            {"OPENCLAW_GATEWAY_TOKEN": self.config.gateway_token} if self.config.gateway_token else {}
         )
-    return program
+
+    def listing(self, agents: list[str]) -> dict[str, Any]:
+        """Every session of the SQLite-era agents, in one CLI call (§7): a list of listed sessions per
+        agent, or the GatewayUnavailable that keeps it from being read. Needs no running gateway."""
+        if not agents:
+            return {}
+        scope = ["--agent", agents[0]] if len(agents) == 1 else ["--all-agents"]
+        try:
+            code, document = self.run(
+                ["sessions", *scope, "--json", "--limit", "all"],
+                self.config.openclaw_timeout,
+                self.environment(),
+            )
+            listed = document.get("sessions") if isinstance(document, dict) else None
+            if code not in (0, None) or not isinstance(listed, list):
+                raise GatewayUnavailable(
+                    "openclaw sessions could not list the SQLite-era sessions: "
+                    + _cli_failure(document, code)
+                )
+        except GatewayUnavailable as error:
+            return dict.fromkeys(agents, error)
+        return self.listing_by_agent(agents, document)
+
+    def delete_batch(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """One ``openclaw sessions delete`` call: each key's result, in the CLI's words (§7)."""
+        timeout = self.config.openclaw_timeout + OPENCLAW_SECONDS_PER_KEY * len(keys)
+        arguments = ["sessions", "delete", *keys, "--yes", "--json"]
+        code, document = self.run(arguments, timeout, self.environment())
+        results = document.get("results") if isinstance(document, dict) else None
+        if not isinstance(results, list) or not results:
+            raise _unreachable(_cli_failure(document, code))
+        by_key = {
+            r["key"]: _delete_result(r)
+            for r in results
+            if isinstance(r, dict) and isinstance(r.get("key"), str)
+        }
+        refused = [r for r in by_key.values() if r["error"].startswith("unauthorized")]
+        if refused and len(refused) == len(by_key):
+            raise _unreachable("it refused the token (OPENCLAW_GATEWAY_TOKEN)")
+        return by_key
+
+    def check_served_store(self, agent: str, path: Any) -> None:
+        """GatewayUnavailable unless the gateway keeps the agent in the database under ARIA_AGENTS_DIR:
+        a gateway of another state folder must never delete in the name of this one."""
+        expected = self.config.sqlite_database(agent)
+        if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(expected):
+            raise GatewayUnavailable(
+                f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in {_echo(path)}, not in "
+                f"{_echo(expected)} under ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
+            )
+
+    def stores_it_reaches(self, agents: list[str]) -> dict[str, GatewayUnavailable]:
+        """Before the CLI deletes: ask the gateway it reaches (``openclaw gateway call sessions.list``)
+        where it keeps each agent, and return the agents it does not keep under ARIA_AGENTS_DIR, with
+        why. ``sessions delete`` says nothing of the store it deletes from (issue 26, H2)."""
+        unproven: dict[str, GatewayUnavailable] = {}
+        for agent in agents:
+            parameters = json.dumps({"agentId": agent, "limit": 1})
+            arguments = ["gateway", "call", "sessions.list", "--params", parameters, "--json"]
+            try:
+                code, document = self.run(arguments, self.config.openclaw_timeout, self.environment())
+                if code not in (0, None) or not isinstance(document, dict):
+                    raise _unreachable(_cli_failure(document, code))
+                self.check_served_store(agent, document.get("path"))
+            except GatewayUnavailable as error:
+                unproven[agent] = error
+        return unproven
+
+    def delete(self, keys: list[str]) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
+        """Delete keys through the running gateway, which archives their transcripts itself.
+
+        Returns each answered key's result, and the failure that stopped the rest, if any.
+        """
+        answered: dict[str, dict[str, Any]] = {}
+        for batch in _key_batches(keys):
+            try:
+                answered.update(self.delete_batch(batch))
+            except GatewayUnavailable as error:
+                return answered, error
+        return answered, None
 
 
 def _cli_message(text: Any) -> str:
@@ -1667,46 +1854,6 @@ def _json_answer(output: bytes) -> Any:
     return None
 
 
-def _run_openclaw(
-    config: Config, arguments: list[str], timeout: float, extra: dict[str, str] | None = None
-) -> tuple[int | None, Any]:
-    """Run the CLI with the caller's environment (and ``extra``): its exit code (None when it
-    printed its answer but had to be stopped) and its JSON answer (None if it printed none). Its
-    stderr is never read: it may hold paths, stacks or the token. Nothing it starts outlives the
-    call in its group. No secret goes in ``arguments``: any local user reads a command line."""
-    import subprocess
-
-    argv = [_openclaw_program(config), *arguments]
-    try:
-        process = subprocess.Popen(
-            argv,
-            env={**os.environ, **extra} if extra else None,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, so that a stop reaches what it started
-        )
-    except OSError as error:
-        raise GatewayUnavailable(
-            f"the OpenClaw CLI {_echo(config.openclaw_cli)} could not be started "
-            f"({error.strerror or error}); set OPENCLAW_CLI to the gateway's openclaw command; "
-            "nothing was changed"
-        ) from None
-    with process:
-        try:
-            output, exited = _read_until_exit(process, timeout)
-        finally:
-            _stop_process_group(process)
-    document = _json_answer(output)
-    if not exited and not isinstance(document, dict):
-        raise GatewayUnavailable(
-            f"openclaw {' '.join(arguments[:2])} did not finish within {timeout:g} s and was "
-            "stopped; check the gateway (openclaw gateway status) or raise OPENCLAW_TIMEOUT_SECONDS",
-            maybe_changed="delete" in arguments[:2],
-        )
-    return (process.returncode if exited else None), document
-
-
 def _cli_failure(document: Any, code: int | None) -> str:
     """What a failed CLI call said, from its JSON ``error`` (stderr is never read)."""
     error = document.get("error") if isinstance(document, dict) else None
@@ -1718,73 +1865,6 @@ def _cli_failure(document: Any, code: int | None) -> str:
         f"it exited with code {code} and no JSON answer (if something prints on its stdout before "
         "it, such as a preload in NODE_OPTIONS, run the skill without it)"
     )
-
-
-def _listing_by_agent(config: Config, agents: list[str], document: dict[str, Any]) -> dict[str, Any]:
-    """The listed sessions per agent; an agent the CLI did not read, or read elsewhere, gets an error."""
-    stores = {
-        str(store.get("agentId")): store.get("path")
-        for store in document.get("stores") or []
-        if isinstance(store, dict)
-    }
-    if len(agents) == 1 and "stores" not in document:  # --agent: the one store is "path"
-        stores[agents[0]] = document.get("path")
-    listing: dict[str, Any] = {}
-    for agent in agents:
-        path, expected = stores.get(agent), os.path.realpath(_sqlite_database(config, agent))
-        if path is None:
-            listing[agent] = GatewayUnavailable(
-                f"the OpenClaw CLI does not know agent {agent!r}: add it to the gateway's config "
-                "(openclaw agents add, or agents.list in openclaw.json)"
-            )
-        elif not isinstance(path, str) or os.path.realpath(path) != expected:
-            listing[agent] = GatewayUnavailable(
-                f"the OpenClaw CLI reads agent {agent!r} from another state folder than ARIA_AGENTS_DIR; "
-                "run the skill with the gateway's HOME or OPENCLAW_STATE_DIR"
-            )
-        else:
-            listing[agent] = []
-    single = agents[0] if len(agents) == 1 else None  # --agent: every listed session is that agent's
-    for listed in document.get("sessions") or []:
-        if not isinstance(listed, dict):
-            continue
-        owner = single or str(listed.get("agentId"))
-        if isinstance(listing.get(owner), list):
-            listing[owner].append(listed)
-    return listing
-
-
-def _gateway_environment(config: Config) -> dict[str, str]:
-    """What the CLI runs with: the state folder above ARIA_AGENTS_DIR (its stores and its config,
-    so that it reads and finds the gateway of this folder, not of its HOME), and the gateway's URL
-    and token as it reads them from its environment: never as --url and --token, which put the
-    token in /proc/<pid>/cmdline for any local user while the CLI runs."""
-    environment = {"OPENCLAW_STATE_DIR": os.path.dirname(os.path.abspath(config.agents_root))}
-    environment |= {"OPENCLAW_GATEWAY_URL": config.gateway_url} if config.gateway_url else {}
-    return environment | ({"OPENCLAW_GATEWAY_TOKEN": config.gateway_token} if config.gateway_token else {})
-
-
-def gateway_listing(config: Config, agents: list[str]) -> dict[str, Any]:
-    """Every session of the SQLite-era agents, in one CLI call (§7): a list of listed sessions per
-    agent, or the GatewayUnavailable that keeps it from being read. Needs no running gateway."""
-    if not agents:
-        return {}
-    scope = ["--agent", agents[0]] if len(agents) == 1 else ["--all-agents"]
-    try:
-        code, document = _run_openclaw(
-            config,
-            ["sessions", *scope, "--json", "--limit", "all"],
-            config.openclaw_timeout,
-            _gateway_environment(config),
-        )
-        listed = document.get("sessions") if isinstance(document, dict) else None
-        if code not in (0, None) or not isinstance(listed, list):
-            raise GatewayUnavailable(
-                "openclaw sessions could not list the SQLite-era sessions: " + _cli_failure(document, code)
-            )
-    except GatewayUnavailable as error:
-        return dict.fromkeys(agents, error)
-    return _listing_by_agent(config, agents, document)
 
 
 def _key_batches(keys: list[str]) -> Iterator[list[str]]:
@@ -1830,54 +1910,6 @@ def _delete_result(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _delete_batch(config: Config, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """One ``openclaw sessions delete`` call: each key's result, in the CLI's words (§7)."""
-    timeout = config.openclaw_timeout + OPENCLAW_SECONDS_PER_KEY * len(keys)
-    arguments = ["sessions", "delete", *keys, "--yes", "--json"]
-    code, document = _run_openclaw(config, arguments, timeout, _gateway_environment(config))
-    results = document.get("results") if isinstance(document, dict) else None
-    if not isinstance(results, list) or not results:
-        raise _unreachable(_cli_failure(document, code))
-    by_key = {
-        r["key"]: _delete_result(r) for r in results if isinstance(r, dict) and isinstance(r.get("key"), str)
-    }
-    refused = [r for r in by_key.values() if r["error"].startswith("unauthorized")]
-    if refused and len(refused) == len(by_key):
-        raise _unreachable("it refused the token (OPENCLAW_GATEWAY_TOKEN)")
-    return by_key
-
-
-def _check_served_store(config: Config, agent: str, path: Any) -> None:
-    """GatewayUnavailable unless the gateway keeps the agent in the database under ARIA_AGENTS_DIR:
-    a gateway of another state folder must never delete in the name of this one."""
-    expected = _sqlite_database(config, agent)
-    if not isinstance(path, str) or os.path.realpath(path) != os.path.realpath(expected):
-        raise GatewayUnavailable(
-            f"the gateway at OPENCLAW_GATEWAY_URL keeps agent {agent!r} in {_echo(path)}, not in "
-            f"{_echo(expected)} under ARIA_AGENTS_DIR; point the skill at the gateway of this folder"
-        )
-
-
-def _stores_the_cli_reaches(config: Config, agents: list[str]) -> dict[str, GatewayUnavailable]:
-    """Before the CLI deletes: ask the gateway it reaches (``openclaw gateway call sessions.list``)
-    where it keeps each agent, and return the agents it does not keep under ARIA_AGENTS_DIR, with
-    why. ``sessions delete`` says nothing of the store it deletes from (issue 26, H2)."""
-    unproven: dict[str, GatewayUnavailable] = {}
-    for agent in agents:
-        parameters = json.dumps({"agentId": agent, "limit": 1})
-        arguments = ["gateway", "call", "sessions.list", "--params", parameters, "--json"]
-        try:
-            code, document = _run_openclaw(
-                config, arguments, config.openclaw_timeout, _gateway_environment(config)
-            )
-            if code not in (0, None) or not isinstance(document, dict):
-                raise _unreachable(_cli_failure(document, code))
-            _check_served_store(config, agent, document.get("path"))
-        except GatewayUnavailable as error:
-            unproven[agent] = error
-    return unproven
-
-
 class DeleteRequest(NamedTuple):
     """One key to delete, with the session as the listing showed it (the gateway checks both)."""
 
@@ -1885,22 +1917,6 @@ class DeleteRequest(NamedTuple):
     agent: str
     session_id: str
     updated_at: int | None
-
-
-def gateway_delete(
-    config: Config, keys: list[str]
-) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
-    """Delete keys through the running gateway, which archives their transcripts itself.
-
-    Returns each answered key's result, and the failure that stopped the rest, if any.
-    """
-    answered: dict[str, dict[str, Any]] = {}
-    for batch in _key_batches(keys):
-        try:
-            answered.update(_delete_batch(config, batch))
-        except GatewayUnavailable as error:
-            return answered, error
-    return answered, None
 
 
 # --- The SQLite-era gateway: its protocol, one connection per call --------------------------------
@@ -1960,24 +1976,6 @@ def _loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _gateway_url(config: Config) -> str | NoConnection:
-    """The gateway's URL (OPENCLAW_GATEWAY_URL, else the default port on 127.0.0.1); a
-    NoConnection for one the token must not travel to."""
-    url = config.gateway_url or f"ws://127.0.0.1:{os.environ.get('OPENCLAW_GATEWAY_PORT', '18789')}"
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in ("ws", "wss"):
-        return NoConnection(
-            f"OPENCLAW_GATEWAY_URL must be a ws:// or wss:// URL, not {_echo(url)}", Fallback.NOTHING
-        )
-    if scheme == "ws" and not _loopback_url(url):
-        return NoConnection(
-            "OPENCLAW_GATEWAY_URL is a ws:// URL to another host, where the token would travel in clear: "
-            "use wss:// (the gateway's gateway.tls) or run the skill beside the gateway",
-            Fallback.NOTHING,
-        )
-    return url
 
 
 def _no_answer(url: str, why: str) -> NoConnection:
@@ -2043,7 +2041,7 @@ class GatewayClient:
         """The connection, authenticated; or why there is none and what the CLI may do instead. A
         gateway that is starting says so and when to try again: it is tried until the call's
         OPENCLAW_TIMEOUT_SECONDS."""
-        url = _gateway_url(config)
+        url = config.gateway_endpoint()
         if isinstance(url, NoConnection):
             return url
         try:
@@ -2233,7 +2231,7 @@ class GatewayClient:
             sessions = reply.payload.get("sessions")
             if reply.error is not None or not isinstance(sessions, list):
                 raise GatewayUnavailable(f"the gateway could not list agent {agent!r}: {reply.words()}")
-            _check_served_store(config, agent, reply.payload.get("path"))
+            OpenClawCli(config).check_served_store(agent, reply.payload.get("path"))
             rows += [row for row in sessions if isinstance(row, dict) and isinstance(row.get("key"), str)]
             following = reply.payload.get("nextOffset")
             if reply.payload.get("hasMore") is not True:
@@ -2277,17 +2275,42 @@ class GatewayClient:
             self.held.close()
 
 
-class GatewayCall:
-    """How this call reaches the SQLite-era gateway: its one connection, opened when first needed,
-    or why there is none (then the CLI does what NoConnection.fallback allows)."""
+class Call:
+    """One public function's call: its configuration, read once, and its one connection to the
+    SQLite-era gateway, opened when first needed, or why there is none (then the CLI does what
+    NoConnection.fallback allows). The delivery process's rounds are calls that never connect
+    (``connects``): the CLI serves them, as it did before the protocol."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config, connects: bool = True) -> None:
+        self.config = config
+        self.connects = connects
         self.connection: GatewayClient | NoConnection | None = None
 
-    def connect(self, config: Config) -> GatewayClient | NoConnection:
+    @classmethod
+    @contextmanager
+    def begin(cls, connects: bool = True) -> Iterator[Call]:
+        """A public function's call: the configuration from the environment, and the connection
+        closed when the call ends."""
+        call = cls(Config.from_environment(), connects)
+        try:
+            yield call
+        finally:
+            call.close()
+
+    def gateway(self) -> GatewayClient | NoConnection | None:
+        """The call's connection to the gateway, or why there is none (None: this call never connects)."""
+        if not self.connects:
+            return None
         if self.connection is None:
-            self.connection = GatewayClient.open(config)
+            self.connection = GatewayClient.open(self.config)
         return self.connection
+
+    def answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The answer, with the path that reached the SQLite-era gateway (``gateway_path``), if one did."""
+        path = self.path()
+        if path is not None:
+            answer["gateway_path"] = path
+        return answer
 
     def path(self) -> str | None:
         """The path taken, in words (None: the gateway was not needed)."""
@@ -2305,15 +2328,6 @@ class GatewayCall:
             self.connection.close()
 
 
-_GATEWAY_CALL: ContextVar[GatewayCall | None] = ContextVar("gateway_call", default=None)
-
-
-def _gateway_connection(config: Config) -> GatewayClient | NoConnection | None:
-    """The call's connection to the gateway, or why there is none (None outside a public call)."""
-    call = _GATEWAY_CALL.get()
-    return None if call is None else call.connect(config)
-
-
 class SqliteListing(NamedTuple):
     """The SQLite-era agents' sessions (gateway_listing's shape per agent), whether the call's
     connection listed them, and per agent what the listing leaves out and why."""
@@ -2321,60 +2335,6 @@ class SqliteListing(NamedTuple):
     by_agent: dict[str, Any]
     connected: bool
     unlisted: dict[str, str]
-
-
-def _add_cron_runs(config: Config, listing: dict[str, Any]) -> dict[str, str]:
-    """Add to each listed agent the cron runs that only the CLI's store listing shows (§7); the
-    agents whose runs could not be read, with why."""
-    listed = [agent for agent, rows in listing.items() if isinstance(rows, list)]
-    unlisted: dict[str, str] = {}
-    for agent, found in gateway_listing(config, listed).items() if listed else ():
-        if isinstance(found, GatewayUnavailable):
-            unlisted[agent] = (
-                f"cron runs not listed: the gateway's protocol hides them, the CLI failed: {found}"
-            )
-            continue
-        keys = {row["key"] for row in listing[agent]}
-        runs = [r for r in found if isinstance(r.get("key"), str) and CRON_RUN_KEY.match(r["key"])]
-        listing[agent] += [run for run in runs if run["key"] not in keys]
-    return unlisted
-
-
-def _sqlite_listing(config: Config, agents: list[str], complete: bool) -> SqliteListing:
-    """Every session of these agents: over the call's connection, with the cron runs the gateway's
-    protocol hides read by the CLI when ``complete`` (a change needs them; a listing starts no
-    Node); else through the CLI, where the connection failed for a reason it may stand in for."""
-    connection = _gateway_connection(config)
-    if isinstance(connection, GatewayClient):
-        listing = connection.listing(config, agents)
-        unlisted = _add_cron_runs(config, listing) if complete else dict.fromkeys(agents, CRON_RUNS_UNLISTED)
-        return SqliteListing(listing, True, unlisted)
-    if connection is not None and connection.fallback is Fallback.NOTHING:
-        return SqliteListing(dict.fromkeys(agents, connection.error()), False, {})
-    return SqliteListing(gateway_listing(config, agents), False, {})
-
-
-def one_gateway_connection(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """A public function's call holds at most one gateway connection, closed when it returns; its
-    answer says which path reached the SQLite-era gateway (``gateway_path``), when one was needed."""
-
-    @wraps(function)
-    def call(*arguments: Any, **options: Any) -> dict[str, Any]:
-        if _GATEWAY_CALL.get() is not None:
-            return function(*arguments, **options)
-        state = GatewayCall()
-        token = _GATEWAY_CALL.set(state)
-        try:
-            answer = function(*arguments, **options)
-        finally:
-            _GATEWAY_CALL.reset(token)
-            state.close()
-        path = state.path()
-        if path is not None and isinstance(answer, dict):
-            answer["gateway_path"] = path
-        return answer
-
-    return call
 
 
 # --- Sessions: types, protection, grouping, transcripts -----------------------------------------
@@ -2666,50 +2626,6 @@ def _transcript_lock_held(paths: AgentPaths, transcript: str) -> bool:
     return holder is not None and not holder.stale
 
 
-def _transcript_protection(
-    config: Config, paths: AgentPaths, referenced: set[str], name: str
-) -> Protection | None:
-    """Why a transcript must stay where it is, or None: the rule of every path that archives or
-    unlinks one, asked just before it does (its lock is read then, not from an earlier listing).
-    ``force`` never lifts it."""
-    if config.running_session_id and _transcript_owner(name) == config.running_session_id:
-        return Protection.RUNNING_CONVERSATION
-    if name in referenced:
-        return Protection.REFERENCED_BY_A_KEY
-    if _transcript_lock_held(paths, name):
-        return Protection.TRANSCRIPT_LOCKED
-    return None
-
-
-def _protection_of(
-    config: Config,
-    session: Session,
-    listing: FolderListing,
-    paths: AgentPaths,
-    gateway_owned: tuple[str, ...] = (),
-) -> Protection | None:
-    """Why a session must not be pruned, or None. A session is protected when any key is.
-
-    ``gateway_owned``: session types the agent's gateway removes itself (AgentStore.gateway_owned).
-    """
-    running = config.running_session_id
-    if running and (running == session.session_id or running in session.keys):
-        return Protection.RUNNING_CONVERSATION
-    types = session.key_types()
-    for session_type in types:
-        if session_type in PROTECTED_TYPES:
-            return PROTECTED_TYPES[session_type]
-    if any(session_type in gateway_owned for session_type in types):
-        return Protection.GATEWAY_OWNED
-    if session.agent == MAIN_AGENT and any(t not in PRUNABLE_MAIN_AGENT_TYPES for t in types):
-        return Protection.MAIN_AGENT_CONVERSATION
-    if listing.locks:
-        for name in session.transcripts:
-            if name in listing.locks and _transcript_lock_held(paths, name):
-                return Protection.TRANSCRIPT_LOCKED
-    return None
-
-
 def _refuse_protected(protection: Protection | None, session_id: str, key: str | None, force: bool) -> None:
     """ProtectedSession with the protection's message, unless there is none or ``force`` lifts it."""
     if protection is None or (force and protection in LIFTED_BY_FORCE):
@@ -2722,12 +2638,6 @@ def _refuse_protected(protection: Protection | None, session_id: str, key: str |
         else ", not even with force"
     )
     raise ProtectedSession(f"{who} {PROTECTION_MESSAGES[protection]}{remedy}")
-
-
-def _refuse_running_conversation(config: Config, reference: str) -> None:
-    """Refuse the conversation running this skill by the name it was given, before any store is read."""
-    if reference == config.running_session_id:
-        _refuse_protected(Protection.RUNNING_CONVERSATION, reference, None, force=False)
 
 
 # --- Transcripts: archives ----------------------------------------------------------------------
@@ -2814,51 +2724,75 @@ _renameat2: Any = None
 # --- The skill's own files: locked appends and rewrites -----------------------------------------
 
 
-def _state_path(config: Config, name: str) -> str:
-    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
-    return os.path.join(config.state_dir, name)
+class StateFolder:
+    """The skill's own files in SESSION_MANAGER_STATE_DIR: their paths, locks and whole rewrites."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def path(self, name: str) -> str:
+        os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        return os.path.join(self.config.state_dir, name)
+
+    @contextmanager
+    def lock(self, name: str, wait: bool = True, patience: float | None = None) -> Iterator[bool]:
+        """Serialise the skill's own processes on one of its state files (the gateway never reads them).
+
+        Yields True once held; with ``wait=False``, yields False at once when another process holds it,
+        and with ``patience`` seconds, False once they have passed. Otherwise a wait lasts at most
+        SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
+        """
+        import fcntl
+
+        # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
+        path = self.path(name + ".flock")
+        descriptor = _open_state_file(path, os.O_WRONLY)
+        try:
+            deadline = time.monotonic() + (self.config.lock_timeout if patience is None else patience)
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait or (patience is not None and time.monotonic() >= deadline):
+                        yield False
+                        return
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(
+                            f"{path} is held by another session manager call; gave up after "
+                            f"{self.config.lock_timeout:g} s. Try again shortly",
+                            path,
+                        ) from None
+                    time.sleep(LOCK_RETRY_STEP_SECONDS)
+            yield True
+        finally:
+            os.close(descriptor)
+
+    def rewrite(
+        self,
+        name: str,
+        change: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]] | None, Outcome]],
+    ) -> Outcome:
+        """Rewrite one of the skill's logs: under its lock, sweep what a crashed rewrite left, re-read
+        the records, and write what ``change`` makes of them atomically (None: leave the file as it
+        is). Returns what ``change`` says about the change."""
+        path = self.path(name)
+        with self.lock(name):
+            _remove_files(self.config.state_dir, _abandoned_temporaries(self.config.state_dir, name))
+            changed, outcome = change(_read_json_lines(path))
+            if changed is not None:
+                write_atomic(path, "".join(json.dumps(record) + "\n" for record in changed).encode("utf-8"))
+        return outcome
+
+    def transcripts_turn(self, agent: str) -> AbstractContextManager[bool]:
+        """The skill's own lock on an agent's transcripts: a restore renames archives back before its
+        keys return, and an orphan cleanup in between would take them for orphans."""
+        return self.lock(f"agent-{agent}.transcripts")
 
 
 def _open_state_file(path: str, flags: int) -> int:
     """Open (creating) one of the skill's own files; anything but a regular file is refused at once."""
     return _open_checked(path, flags | os.O_CREAT | os.O_NOFOLLOW)
-
-
-@contextmanager
-def _state_file_lock(
-    config: Config, name: str, wait: bool = True, patience: float | None = None
-) -> Iterator[bool]:
-    """Serialise the skill's own processes on one of its state files (the gateway never reads them).
-
-    Yields True once held; with ``wait=False``, yields False at once when another process holds it,
-    and with ``patience`` seconds, False once they have passed. Otherwise a wait lasts at most
-    SESSION_LOCK_TIMEOUT_SECONDS, then LockTimeout.
-    """
-    import fcntl
-
-    # A permanent file: unlinking a flock file while another process waits on it breaks the lock.
-    path = _state_path(config, name + ".flock")
-    descriptor = _open_state_file(path, os.O_WRONLY)
-    try:
-        deadline = time.monotonic() + (config.lock_timeout if patience is None else patience)
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait or (patience is not None and time.monotonic() >= deadline):
-                    yield False
-                    return
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"{path} is held by another session manager call; gave up after "
-                        f"{config.lock_timeout:g} s. Try again shortly",
-                        path,
-                    ) from None
-                time.sleep(LOCK_RETRY_STEP_SECONDS)
-        yield True
-    finally:
-        os.close(descriptor)
 
 
 def _append_pieces(path: str, pieces: Iterable[str], sync: bool, separate: bool = False) -> None:
@@ -2925,24 +2859,147 @@ def _read_json_lines(path: str) -> list[dict[str, Any]]:
 Outcome = TypeVar("Outcome")
 
 
-def _rewrite_state_file(
-    config: Config,
-    name: str,
-    change: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]] | None, Outcome]],
-) -> Outcome:
-    """Rewrite one of the skill's logs: under its lock, sweep what a crashed rewrite left, re-read
-    the records, and write what ``change`` makes of them atomically (None: leave the file as it
-    is). Returns what ``change`` says about the change."""
-    path = _state_path(config, name)
-    with _state_file_lock(config, name):
-        _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, name))
-        changed, outcome = change(_read_json_lines(path))
-        if changed is not None:
-            write_atomic(path, "".join(json.dumps(record) + "\n" for record in changed).encode("utf-8"))
-    return outcome
-
-
 # --- The audit log ------------------------------------------------------------------------------
+
+
+class AuditLog:
+    """The audit log: what every deletion, archive and restore did, appended and flushed in order."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def append_stream(self, pieces: Iterable[str], sync: bool = False, separate: bool = False) -> None:
+        """Append one record given in pieces (or, ``separate``, several) to the audit log."""
+        try:
+            with StateFolder(self.config).lock(AUDIT_LOG_NAME):
+                _append_pieces(StateFolder(self.config).path(AUDIT_LOG_NAME), pieces, sync, separate)
+        except OSError as error:
+            raise StoreWriteFailed(
+                f"cannot write the audit log in {self.config.state_dir}: {error.strerror or error}; "
+                "no session was deleted without its record (set SESSION_MANAGER_STATE_DIR to move it)"
+            ) from None
+
+    def append(self, records: list[dict[str, Any]], sync: bool = False) -> None:
+        """Append records to the audit log; ``sync`` flushes them (and all before) to disk."""
+        if records:
+            pieces = [json.dumps(record) for record in records]
+            self.append_stream(pieces, sync, separate=True)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every readable record of the audit log, oldest first."""
+        return _read_json_lines(os.path.join(self.config.state_dir, AUDIT_LOG_NAME))
+
+    def trim(self, older_than: datetime) -> int:
+        """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
+        if not os.path.exists(os.path.join(self.config.state_dir, AUDIT_LOG_NAME)):
+            return 0
+
+        def trim(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, int]:
+            expired = {
+                r.get("txn") for r in records if (_parse_timestamp(r.get("time")) or older_than) < older_than
+            }
+            kept = [record for record in records if record.get("txn") not in expired]
+            dropped = len(records) - len(kept)
+            return (kept if dropped else None), dropped
+
+        return StateFolder(self.config).rewrite(AUDIT_LOG_NAME, trim)
+
+    def deletions(self) -> list[Deletion]:
+        """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
+        deletions: dict[tuple[str, str], Deletion] = {}
+        for record in self.read():
+            event, txn = record.get("event"), record.get("txn")
+            for session_id, part in _audit_parts(record):
+                slot = (str(txn), session_id)
+                deletion = deletions.get(slot)
+                if deletion is None:
+                    deletion = deletions[slot] = Deletion(
+                        str(txn),
+                        str(record.get("agent")),
+                        session_id,
+                        str(record.get("reason")),
+                        str(record.get("time")),
+                    )
+                if event == "intent":
+                    deletion.entries.update(part.get("entries", {}))
+                    deletion.planned = list(part.get("transcripts", []))
+                elif event == "commit":
+                    deletion.committed = True
+                    deletion.keys = list(part.get("keys", []))
+                    deletion.store = part.get("store", JSON_STORE)
+                    deletion.entries.update(part.get("entries", {}))
+                    deletion.promised = dict(part.get("archives", {}))
+                elif event == "archived":
+                    deletion.committed = True
+                    deletion.transcripts.update(part.get("transcripts", {}))
+                    deletion.recorded_archives |= record.get("time") == deletion.time  # not a late one
+                elif event == "restored":
+                    deletion.restored = True
+        # A commit that removed nothing (a delete that lost a race) is no deletion to list or restore.
+        return [d for d in deletions.values() if d.committed and (d.keys or d.archives())]
+
+    def record_after_commit(
+        self, records: list[dict[str, Any]], removals: list[Removal], sync: bool = False
+    ) -> None:
+        """Append the audit records of a deletion that has happened: a failure (a full disk, a file-size
+        limit, the log's lock) is reported with the deletion, on its first removal, never in its place."""
+        try:
+            self.append(records, sync)
+        except SessionManagerError as error:
+            done = [removal for removal in removals if removal.removed_keys] or removals
+            if done:
+                done[0].errors.append(
+                    _cut(f"the deletion happened but the audit log could not record it: {error}")
+                )
+
+    def record_late_archives(self, agent: str, archived: dict[str, str], reason: str) -> None:
+        """Record archives made after the fact (orphans, leftovers of a crashed run).
+
+        An archive that a recorded deletion planned but never made is added to that deletion, so that
+        restore_session brings back its keys and this transcript together.
+        """
+        if not archived:
+            return
+        owners: dict[str, Deletion] = {}
+        for deletion in self.deletions():
+            if deletion.agent == agent and not deletion.restored:
+                for name in deletion.planned:
+                    if name not in deletion.transcripts:
+                        owners[name] = deletion
+        records: list[dict[str, Any]] = []
+        moment = _utc_now()
+        for name, archive in archived.items():
+            owner = owners.get(name)
+            if owner is not None:
+                transaction = AuditTransaction.begin(agent, owner.reason, owner.txn, moment)
+                session_id = owner.session_id
+            else:
+                transaction = AuditTransaction.begin(agent, reason, moment=moment)
+                session_id = _transcript_owner(name)
+            records.append(transaction.record("archived", {session_id: {"transcripts": {name: archive}}}))
+        self.append(records)
+
+    def latest_deletion(self, reference: str) -> Deletion:
+        for deletion in reversed(self.deletions()):
+            if deletion.restored:
+                continue
+            if deletion.session_id == reference or reference in deletion.keys or deletion.txn == reference:
+                return deletion
+        raise NothingToRestore(
+            f"no deletion of {_echo(reference)} is recorded in the audit log (or it was restored already); "
+            "list_deleted shows what can be restored"
+        )
+
+    def record_restore(self, deletion: Deletion, keys: list[str]) -> list[str]:
+        """The audit record of a restore that happened; a failure is returned, for the answer's errors."""
+        restored = {deletion.session_id: {"keys": keys}}
+        try:
+            self.append(
+                [AuditTransaction.begin(deletion.agent, None, deletion.txn).record("restored", restored)]
+            )
+        except SessionManagerError as error:
+            return [_cut(f"the restore happened but the audit log could not record it: {error}", MESSAGE_CAP)]
+        return []
 
 
 class AuditTransaction(NamedTuple):
@@ -2983,48 +3040,6 @@ class AuditTransaction(NamedTuple):
         if self.reason is not None:
             record["reason"] = self.reason
         return {**record, "time": self.time, "event": event, "sessions": sessions}
-
-
-def append_audit_stream(
-    config: Config, pieces: Iterable[str], sync: bool = False, separate: bool = False
-) -> None:
-    """Append one record given in pieces (or, ``separate``, several) to the audit log."""
-    try:
-        with _state_file_lock(config, AUDIT_LOG_NAME):
-            _append_pieces(_state_path(config, AUDIT_LOG_NAME), pieces, sync, separate)
-    except OSError as error:
-        raise StoreWriteFailed(
-            f"cannot write the audit log in {config.state_dir}: {error.strerror or error}; "
-            "no session was deleted without its record (set SESSION_MANAGER_STATE_DIR to move it)"
-        ) from None
-
-
-def append_audit(config: Config, records: list[dict[str, Any]], sync: bool = False) -> None:
-    """Append records to the audit log; ``sync`` flushes them (and all before) to disk."""
-    if records:
-        pieces = [json.dumps(record) for record in records]
-        append_audit_stream(config, pieces, sync, separate=True)
-
-
-def _read_audit(config: Config) -> list[dict[str, Any]]:
-    """Every readable record of the audit log, oldest first."""
-    return _read_json_lines(os.path.join(config.state_dir, AUDIT_LOG_NAME))
-
-
-def _trim_audit(config: Config, older_than: datetime) -> int:
-    """Drop the records of deletions made before ``older_than``; returns how many were dropped."""
-    if not os.path.exists(os.path.join(config.state_dir, AUDIT_LOG_NAME)):
-        return 0
-
-    def trim(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, int]:
-        expired = {
-            r.get("txn") for r in records if (_parse_timestamp(r.get("time")) or older_than) < older_than
-        }
-        kept = [record for record in records if record.get("txn") not in expired]
-        dropped = len(records) - len(kept)
-        return (kept if dropped else None), dropped
-
-    return _rewrite_state_file(config, AUDIT_LOG_NAME, trim)
 
 
 _AUDIT_PART_SHAPES: dict[str, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
@@ -3096,40 +3111,11 @@ class Deletion:
         as its commit named them (some may never have been made) with any archived later."""
         return dict(self.transcripts) if self.recorded_archives else {**self.promised, **self.transcripts}
 
-
-def _recorded_deletions(config: Config) -> list[Deletion]:
-    """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
-    deletions: dict[tuple[str, str], Deletion] = {}
-    for record in _read_audit(config):
-        event, txn = record.get("event"), record.get("txn")
-        for session_id, part in _audit_parts(record):
-            slot = (str(txn), session_id)
-            deletion = deletions.get(slot)
-            if deletion is None:
-                deletion = deletions[slot] = Deletion(
-                    str(txn),
-                    str(record.get("agent")),
-                    session_id,
-                    str(record.get("reason")),
-                    str(record.get("time")),
-                )
-            if event == "intent":
-                deletion.entries.update(part.get("entries", {}))
-                deletion.planned = list(part.get("transcripts", []))
-            elif event == "commit":
-                deletion.committed = True
-                deletion.keys = list(part.get("keys", []))
-                deletion.store = part.get("store", JSON_STORE)
-                deletion.entries.update(part.get("entries", {}))
-                deletion.promised = dict(part.get("archives", {}))
-            elif event == "archived":
-                deletion.committed = True
-                deletion.transcripts.update(part.get("transcripts", {}))
-                deletion.recorded_archives |= record.get("time") == deletion.time  # not a late one
-            elif event == "restored":
-                deletion.restored = True
-    # A commit that removed nothing (a delete that lost a race) is no deletion to list or restore.
-    return [d for d in deletions.values() if d.committed and (d.keys or d.archives())]
+    def took_effect(self, config: Config, indexes: dict[str, dict[str, Any]]) -> bool:
+        """Whether a recorded deletion happened, as the kind of store it was made in tells; one made in
+        a kind this version does not know stays listed (it is never dropped unseen)."""
+        kind = STORE_KINDS.get(self.store)
+        return kind is None or kind.took_effect(config, self, indexes)
 
 
 # --- The history outbox: marks waiting for the history service ----------------------------------
@@ -3324,116 +3310,8 @@ def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[d
     return marks, unreadable
 
 
-def _read_outbox(config: Config) -> list[Mark]:
-    """Marks waiting in the outbox, oldest first."""
-    return _marks_of_records(_read_json_lines(os.path.join(config.state_dir, HISTORY_OUTBOX_NAME)))[0]
-
-
-def _pending_mark_count(config: Config) -> int:
-    """How many history marks wait in the outbox."""
-    return len(_read_outbox(config))
-
-
-def _abandon(config: Config, records: list[dict[str, Any]]) -> None:
-    """Keep what leaves the outbox undelivered in the abandoned file, for an operator to look at."""
-    if records:
-        _append_lines(_state_path(config, HISTORY_ABANDONED_NAME), records)
-
-
 #: A change of the outbox: from the marks waiting, those to keep and those to give up on.
 OutboxChange = Callable[[list[Mark]], tuple[list[Mark], list[Mark]]]
-
-
-def _rewrite_outbox(config: Config, change: OutboxChange) -> list[Mark]:
-    """Change the outbox under its lock; returns the marks given up on, which go to the abandoned file.
-
-    A record that is no mark (edited by hand, say) goes to the abandoned file too, not lost.
-    """
-
-    def rewrite(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, list[Mark]]:
-        marks, unreadable = _marks_of_records(records)
-        before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
-        kept, given_up = change(marks)
-        moment = _iso_utc(_utc_now())
-        _abandon(config, [{**mark.as_record(), "abandoned_at": moment} for mark in given_up])
-        _abandon(
-            config,
-            [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
-        )
-        after = [mark.as_record() for mark in kept]
-        folded = len(records) > len(marks) + len(unreadable)  # confirmations and deliveries, now in
-        return (after if unreadable or folded or after != before else None), given_up
-
-    return _rewrite_state_file(config, HISTORY_OUTBOX_NAME, rewrite)
-
-
-def _queue_marks(config: Config, marks: list[Mark]) -> None:
-    """Append a deletion's marks to the outbox, flushed, before its index is written.
-
-    So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
-    them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
-    Without a history layer (ARIA_API_URL=none) nothing is queued.
-    """
-    if config.history_off:
-        return
-    moment, service_id, shown = _iso_utc(_utc_now()), config.service_id, _shown_url(config.api_url)
-    for mark in marks:
-        mark.outbox_id = mark.outbox_id or _new_id()
-        mark.queued_at = mark.queued_at or moment
-        mark.service_id, mark.service = mark.service_id or service_id, mark.service or shown
-    try:
-        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-            records = (json.dumps(mark.as_record()) for mark in marks)  # streamed: a prune may queue 60,000
-            _append_pieces(_state_path(config, HISTORY_OUTBOX_NAME), records, sync=True, separate=True)
-    except OSError as error:
-        raise StoreWriteFailed(
-            f"cannot queue history marks in {config.state_dir}: {error.strerror or error}; nothing was "
-            "deleted (set SESSION_MANAGER_STATE_DIR to a writable folder)"
-        ) from None
-
-
-def _confirm_marks(config: Config, txn: str, marks: list[Mark], done: list[Mark]) -> None:
-    """After the index is written: confirm the marks of sessions it removed, drop the others.
-
-    One small appended record does it (the outbox is not rewritten while the index may still be in
-    memory). A failure is left for later: the marks stay unconfirmed and, past the grace, the
-    index decides (_pending_marks).
-    """
-    if config.history_off:
-        return
-    confirmed = {mark.outbox_id for mark in done}
-    for mark in done:
-        mark.confirmed = True
-    record = {"confirm": txn, "dropped": [m.outbox_id for m in marks if m.outbox_id not in confirmed]}
-    try:
-        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-            _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [record])
-    except (OSError, SessionManagerError):
-        pass
-
-
-def _note_outbox(config: Config, mark: Mark, event: str) -> None:
-    """Append one event of a mark's delivery to the outbox; a failure is left to the settle."""
-    if mark.outbox_id is None:
-        return
-    try:
-        with _state_file_lock(config, HISTORY_OUTBOX_NAME):
-            _append_lines(_state_path(config, HISTORY_OUTBOX_NAME), [{event: mark.outbox_id}], sync=False)
-    except (OSError, SessionManagerError):
-        pass  # the settle at the end of the step records it too
-
-
-def _note_delivered(config: Config, mark: Mark) -> None:
-    """Record at once that a waiting mark was delivered (an appended record, folded in by
-    _marks_of_records): a delivery killed before it settles the outbox sends it no second time."""
-    _note_outbox(config, mark, "delivered")
-
-
-def _note_sending(config: Config, mark: Mark) -> None:
-    """Record, before its PATCH goes out, that a mark is being sent: a delivery killed while the
-    request was under way leaves its next sender to look at the row first, not to end it twice
-    (the service sets ended_at at each PATCH)."""
-    _note_outbox(config, mark, "sending")
 
 
 # --- Deleting -----------------------------------------------------------------------------------
@@ -3541,8 +3419,9 @@ class AgentStore(ABC):
     #: Session types that the gateway of this kind removes itself and will not let the skill delete.
     gateway_owned: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: Config, paths: AgentPaths) -> None:
-        self.config = config
+    def __init__(self, call: Call, paths: AgentPaths) -> None:
+        self.call = call
+        self.config = call.config
         self.paths = paths
         self.entries: dict[str, Any] = {}
         self.document: IndexDocument | None = None
@@ -3551,7 +3430,23 @@ class AgentStore(ABC):
         self.unlisted: str | None = None  # what reading the store left out, and why (None: nothing)
 
     @classmethod
-    def prepare(cls, config: Config, stores: list[AgentStore], complete: bool) -> None:
+    def open(cls, call: Call, paths: AgentPaths) -> AgentStore:
+        """The agent's store, of the kind its gateway keeps: the one place that chooses the kind."""
+        if os.path.exists(call.config.sqlite_database(paths.agent)):
+            return SqliteStore(call, paths)
+        return JsonStore(call, paths)
+
+    @classmethod
+    def open_all(cls, call: Call, every: list[AgentPaths], complete: bool) -> list[AgentStore]:
+        """The stores of these agents, each kind having read ahead at once for all its agents of the
+        call (AgentStore.prepare)."""
+        stores = [AgentStore.open(call, paths) for paths in every]
+        for kind in STORE_KINDS.values():
+            kind.prepare(call, stores, complete)
+        return stores
+
+    @classmethod
+    def prepare(cls, call: Call, stores: list[AgentStore], complete: bool) -> None:
         """Read ahead, once for all of a call's stores of this kind, what reading each one needs
         (by default nothing: each store reads its own). ``complete``: the call changes sessions or
         judges history rows by what the stores hold, so nothing may be left out that can be read."""
@@ -3567,7 +3462,41 @@ class AgentStore(ABC):
 
     def protection_of(self, session: Session) -> Protection | None:
         """Why a session of this store must stay (_protection_of, with the gateway's own types)."""
-        return _protection_of(self.config, session, self.listing, self.paths, self.gateway_owned)
+        return self.protection_by_rules(session, self.gateway_owned)
+
+    def protection_by_rules(self, session: Session, gateway_owned: tuple[str, ...]) -> Protection | None:
+        """Why a session must not be pruned, or None. A session is protected when any key is.
+
+        ``gateway_owned``: session types the agent's gateway removes itself (AgentStore.gateway_owned).
+        """
+        running = self.config.running_session_id
+        if running and (running == session.session_id or running in session.keys):
+            return Protection.RUNNING_CONVERSATION
+        types = session.key_types()
+        for session_type in types:
+            if session_type in PROTECTED_TYPES:
+                return PROTECTED_TYPES[session_type]
+        if any(session_type in gateway_owned for session_type in types):
+            return Protection.GATEWAY_OWNED
+        if session.agent == MAIN_AGENT and any(t not in PRUNABLE_MAIN_AGENT_TYPES for t in types):
+            return Protection.MAIN_AGENT_CONVERSATION
+        if self.listing.locks:
+            for name in session.transcripts:
+                if name in self.listing.locks and _transcript_lock_held(self.paths, name):
+                    return Protection.TRANSCRIPT_LOCKED
+        return None
+
+    def transcript_protection(self, referenced: set[str], name: str) -> Protection | None:
+        """Why a transcript must stay where it is, or None: the rule of every path that archives or
+        unlinks one, asked just before it does (its lock is read then, not from an earlier listing).
+        ``force`` never lifts it."""
+        if self.config.running_session_id and _transcript_owner(name) == self.config.running_session_id:
+            return Protection.RUNNING_CONVERSATION
+        if name in referenced:
+            return Protection.REFERENCED_BY_A_KEY
+        if _transcript_lock_held(self.paths, name):
+            return Protection.TRANSCRIPT_LOCKED
+        return None
 
     def held_session_ids(self) -> set[str] | PartlyHeld:
         """Every sessionId the store holds now (read anew); PartlyHeld when the reading left its
@@ -3605,7 +3534,7 @@ class AgentStore(ABC):
     @classmethod
     @abstractmethod
     def finish_removals(
-        cls, config: Config, parts: list[RemovalPart]
+        cls, call: Call, parts: list[RemovalPart]
     ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
         """Finish the waiting parts of one call: the removals, and the failure of each agent that got none."""
 
@@ -3643,6 +3572,110 @@ class AgentStore(ABC):
         self.entries.clear()
         if self.document is not None:
             self.document.release()
+
+    def expire_archives(
+        self, now: datetime, retention_days: float, dry_run: bool, made_by: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Delete the agent's archived transcripts older than the retention (with ``made_by``, only
+        the ``.<made_by>.`` ones: "deleted" or "reset")."""
+        items = []
+        for name in sorted(self.listing.archives):
+            match = ARCHIVE_PATTERN.search(name)
+            if match is None or (made_by is not None and match.group(1) != made_by):
+                continue
+            made = _stamp_time(name)
+            if made is None or (now - made).total_seconds() < retention_days * 86400:
+                continue
+            if not dry_run:
+                try:
+                    os.unlink(self.paths.file(name))
+                except FileNotFoundError:
+                    continue
+            age = round((now - made).total_seconds() / 86400, 1)
+            items.append({"agent": self.paths.agent, "file": name, "age_days": age})
+        return items
+
+    def leftover_transcripts(self, session_id: str) -> Leftovers:
+        """``<id>.jsonl`` and ``<id>-topic-*.jsonl`` files of a session absent from the index.
+
+        The rule of every path that archives: a transcript that any key still points to (by sessionFile
+        or by its sessionId), that a live run holds, or that belongs to the running conversation is kept.
+        """
+        leftover = Session(self.paths.agent, session_id, [], {})
+        _attach_transcripts(self.paths, {session_id: leftover}, self.listing)
+        referenced = _referenced_transcripts(self.paths, self.entries, self.listing)
+        result = Leftovers(self.paths, [], {})
+        for name in leftover.transcripts:
+            reason = self.transcript_protection(referenced, name)
+            if reason:
+                result.kept[name] = reason
+            else:
+                result.free.append(name)
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        return {"sessions": len(self.sessions), "store": self.kind}
+
+    def disk_usage(self) -> dict[str, Any]:
+        referenced = _referenced_transcripts(self.paths, self.entries, self.listing)
+        listing = self.listing
+        orphans = [name for name in listing.transcripts if name not in referenced]
+        return {
+            "index_bytes": listing.index_bytes,
+            "transcript_files": len(listing.transcripts),
+            "transcript_bytes": sum(_size(entry) for entry in listing.transcripts.values()),
+            "archive_files": len(listing.archives),
+            "archive_bytes": sum(_size(entry) for entry in listing.archives.values()),
+            "orphaned_transcripts": len(orphans),
+            "orphaned_bytes": sum(_size(listing.transcripts[name]) for name in orphans),
+        }
+
+    def stale_sessions(
+        self, session_type: str | None, now: datetime, threshold: float
+    ) -> tuple[int, list[Session], list[dict[str, Any]]]:
+        """How many sessions of the type an agent has, its stale unprotected ones, and answer items for
+        its stale protected ones."""
+        chosen = [s for s in self.sessions.values() if session_type is None or session_type in s.key_types()]
+        stale = [s for s in chosen if s.is_stale(now, threshold)]
+        protected = [
+            {"id": s.session_id, "agentId": s.agent, "key": _short(s.primary_key), "reason": s.protected}
+            for s in stale
+            if s.protected
+        ]
+        return len(chosen), [s for s in stale if not s.protected], protected
+
+    def session_of(self, reference: str) -> Session | None:
+        """The session a store holds under this sessionId or key, if any."""
+        if _is_key(reference):
+            if reference not in self.entries:
+                return None
+            return self.sessions.get(_session_id_of(reference, self.entries[reference]))
+        return self.sessions.get(reference)
+
+    def remove_one(self, session: Session, reason: str, force: bool) -> Removal:
+        """Remove one session; its protection is checked again under the gateway's lock."""
+
+        def recheck(fresh: Session) -> None:
+            fresh.protected = self.protection_of(fresh)
+            _refuse_protected(fresh.protected, fresh.session_id, fresh.primary_key, force)
+
+        (removal,) = self.remove([session], reason, only_if_unchanged=False, recheck=recheck)
+        if removal.skip is Skip.GATEWAY_REFUSED and not removal.removed_keys:
+            raise ProtectedSession(f"session {session.session_id} ({session.primary_key}): {removal.skipped}")
+        return removal
+
+    def read(self, for_change: bool = False) -> AgentStore:
+        """Read one agent into its store: sessions, folder listing, transcripts and protections.
+
+        ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
+        """
+        self.entries, self.document = self.read_entries(for_change)
+        self.listing = _list_folder(self.paths)
+        self.sessions = _group_sessions(self.paths.agent, self.entries)
+        self.attach_transcripts()
+        for session in self.sessions.values():
+            session.protected = self.protection_of(session)
+        return self
 
 
 def _keys_by_session(entries: dict[str, Any]) -> dict[str, list[str]]:
@@ -3687,32 +3720,6 @@ def _intent_pieces(
     yield "}}"
 
 
-def _release_parsed_entries(store: AgentStore, planned: list[Session]) -> None:
-    """Let the parsed entries of sessions about to go be freed: from here on their recorded text
-    and fingerprints stand for them (a 100,000-session prune would otherwise hold them all)."""
-    for session in planned:
-        for key in session.keys:
-            if key in store.entries:
-                store.entries[key] = None
-        session.entries = dict.fromkeys(session.keys)
-
-
-def _archive_session_transcripts(
-    store: AgentStore, removal: Removal, still_referenced: set[str], moment: datetime
-) -> None:
-    """Archive a removed session's transcripts, except those the transcript rule keeps."""
-    for name in removal.session.transcripts:
-        if _transcript_protection(store.config, store.paths, still_referenced, name) is not None:
-            removal.kept_transcripts.append(name)
-            continue
-        try:
-            removal.archived[name] = archive_transcript(store.paths, name, moment)
-        except FileNotFoundError:
-            pass  # the gateway archived or removed it first
-        except OSError as error:
-            removal.errors.append(f"could not archive {name}: {error.strerror or error}")
-
-
 def _commit_part(
     document: IndexDocument,
     removal: Removal,
@@ -3743,120 +3750,6 @@ def _commit_part(
     if removal.session.transcripts:
         part["archives"] = {name: _archive_name(name, moment) for name in removal.session.transcripts}
     return part
-
-
-def _index_change(
-    config: Config,
-    transaction: AuditTransaction,
-    store: AgentStore,
-    removals: list[Removal],
-    fingerprints: dict[str, int],
-    only_if_unchanged: bool,
-    recheck: Callable[[Session], None] | None,
-    moment: datetime,
-) -> Callable[[IndexDocument], IndexDocument]:
-    """The change rewrite_index makes under the lock: check each session again, flush the commit
-    record, then remove the keys."""
-
-    def change(document: IndexDocument) -> IndexDocument:
-        reused = document is store.document
-        keys_by_session = {} if reused else _keys_by_session(document.entries)
-        committed: dict[str, Any] = {}
-        for removal in removals:
-            fresh = removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
-            if recheck is not None and fresh.keys:
-                recheck(fresh)
-            known = None if reused else fingerprints
-            part = _commit_part(document, removal, fresh, known, only_if_unchanged, moment)
-            if part is not None:
-                committed[fresh.session_id] = part
-        if committed:
-            # Flushed to disk with the intent before it, ahead of the index that it describes.
-            append_audit(config, [transaction.record("commit", committed)], sync=True)
-        for removal in removals:
-            for key in removal.removed_keys:
-                document.remove(key)
-        return document
-
-    return change
-
-
-def _queue_removal_marks(config: Config, transaction: AuditTransaction, removals: list[Removal]) -> None:
-    """Queue the removals' history marks, unconfirmed; a failure aborts the deletion here."""
-    for removal in removals:
-        removal.mark.txn, removal.mark.confirmed = transaction.txn, False
-    try:
-        _queue_marks(config, [removal.mark for removal in removals])
-    except SessionManagerError:
-        append_audit(config, [transaction.record("abort", {})])
-        raise
-
-
-def _record_after_commit(
-    config: Config, records: list[dict[str, Any]], removals: list[Removal], sync: bool = False
-) -> None:
-    """Append the audit records of a deletion that has happened: a failure (a full disk, a file-size
-    limit, the log's lock) is reported with the deletion, on its first removal, never in its place."""
-    try:
-        append_audit(config, records, sync)
-    except SessionManagerError as error:
-        done = [removal for removal in removals if removal.removed_keys] or removals
-        if done:
-            done[0].errors.append(
-                _cut(f"the deletion happened but the audit log could not record it: {error}")
-            )
-
-
-def _archive_removed_transcripts(
-    config: Config,
-    transaction: AuditTransaction,
-    store: AgentStore,
-    written: IndexDocument,
-    removals: list[Removal],
-    moment: datetime,
-) -> None:
-    """Archive the transcripts of what was removed, except any the written index still names."""
-    still_referenced = _referenced_transcripts(store.paths, written.entries, store.listing)
-    archived: dict[str, Any] = {}
-    for removal in removals:
-        if removal.removed_keys:
-            _archive_session_transcripts(store, removal, still_referenced, moment)
-            archived[removal.session.session_id] = {"transcripts": removal.archived}
-    _record_after_commit(config, [transaction.record("archived", archived)], removals)
-
-
-def _remove_from_index(
-    store: AgentStore,
-    planned: list[Session],
-    transaction: AuditTransaction,
-    moment: datetime,
-    only_if_unchanged: bool,
-    recheck: Callable[[Session], None] | None,
-) -> list[Removal]:
-    """Remove sessions' keys from sessions.json under the gateway's lock, then archive their
-    transcripts (stamped ``moment``). The steps and what a crash leaves after each are
-    AuditTransaction's."""
-    config = store.config
-    fingerprints: dict[str, int] = {}
-    append_audit_stream(config, _intent_pieces(transaction, planned, store.document, fingerprints))
-    _release_parsed_entries(store, planned)
-    removals = [Removal(session) for session in planned]
-    _queue_removal_marks(config, transaction, removals)
-    marks = [removal.mark for removal in removals]
-    change = _index_change(
-        config, transaction, store, removals, fingerprints, only_if_unchanged, recheck, moment
-    )
-    try:
-        written: IndexDocument = rewrite_index(store.paths, config, change, earlier=store.document)
-    except SessionManagerError:
-        _confirm_marks(config, transaction.txn, marks, [])
-        append_audit(config, [transaction.record("abort", {})])
-        raise
-    _confirm_marks(
-        config, transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
-    )
-    _archive_removed_transcripts(config, transaction, store, written, removals, moment)
-    return removals
 
 
 def _gateway_archives(paths: AgentPaths, results: list[dict[str, Any]]) -> dict[str, str]:
@@ -3902,144 +3795,10 @@ def _gateway_commit(removals: list[Removal]) -> dict[str, Any]:
     }
 
 
-def _begin_gateway_part(
-    config: Config, paths: AgentPaths, planned: list[Session], reason: str
-) -> RemovalPart:
-    """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
-    transaction = AuditTransaction.begin(paths.agent, reason, moment=_utc_now())
-    append_audit_stream(config, _intent_pieces(transaction, planned, None, {}))
-    removals = [Removal(session) for session in planned]
-    _queue_removal_marks(config, transaction, removals)
-    return RemovalPart(paths, transaction, removals, waiting=True)
-
-
-def _settle_gateway_part(
-    config: Config, part: RemovalPart, answered: dict[str, dict[str, Any]], failure: GatewayUnavailable | None
-) -> GatewayUnavailable | None:
-    """After the delete: commit what the gateway deleted, confirm those marks, record the archives.
-
-    Returns the failure when none of the part's keys got an answer. A session without one (the
-    CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
-    """
-    transaction, removals = part.transaction, part.removals
-    known: list[Removal] = []
-    unanswered: list[Removal] = []
-    for removal in removals:
-        (known if all(key in answered for key in removal.session.keys) else unanswered).append(removal)
-    if failure is not None and not known:
-        if not failure.maybe_changed:
-            _confirm_marks(config, transaction.txn, [r.mark for r in removals], [])
-            append_audit(config, [transaction.record("abort", {})])
-        return failure
-    for removal in known:
-        _gateway_outcome(part.paths, removal, [answered[key] for key in removal.session.keys])
-    _record_after_commit(config, [transaction.record("commit", _gateway_commit(known))], known, sync=True)
-    done = [r.mark for r in known if r.removed_keys and not r.skipped]
-    _confirm_marks(config, transaction.txn, [r.mark for r in known], done)
-    archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
-    _record_after_commit(config, [transaction.record("archived", archived)], known)
-    for removal in unanswered:
-        removal.skip_because(Skip.NO_ANSWER, str(failure))
-    return None
-
-
 def _expected_updated_at(session: Session, key: str) -> int | None:
     """The key's updatedAt as the listing gave it (epoch ms), which the gateway compares."""
     value = session.entries.get(key, {}).get("updatedAt")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _delete_stalest_first(
-    config: Config, link: GatewayClient, parts: list[RemovalPart]
-) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
-    """Delete the parts' sessions through the connection, one key at a time (the gateway deletes
-    one at a time anyway, §7), the stalest first, each only if unchanged since it was listed.
-    No session is started past the call's budget (OPENCLAW_DELETE_BUDGET_SECONDS): its keys are
-    answered ``not_started``, as are those after a failure that stops the connection."""
-    sessions = sorted(
-        (removal.session for part in parts for removal in part.removals),
-        key=lambda session: session.updated_at or datetime.min.replace(tzinfo=timezone.utc),
-    )
-    deadline = time.monotonic() + config.gateway_budget
-    answered: dict[str, dict[str, Any]] = {}
-    failure: GatewayUnavailable | None = None
-    for session in sessions:
-        if failure is not None or time.monotonic() >= deadline:
-            answered.update(
-                (key, {"key": key, "status": "not_started", "error": "", "archived": []})
-                for key in session.keys
-            )
-            continue
-        for key in session.keys:
-            request = DeleteRequest(
-                key, session.agent, session.session_id, _expected_updated_at(session, key)
-            )
-            try:
-                answered[key] = link.delete(config, request)
-            except GatewayUnavailable as error:
-                error.maybe_changed = True
-                failure = error
-                break
-    return answered, failure
-
-
-def _remove_through_gateway(
-    config: Config, parts: list[RemovalPart]
-) -> tuple[list[Removal], dict[str, SessionManagerError]]:
-    """SQLite era: the running gateway deletes every part's keys, over the call's connection (or
-    through the CLI, where it may stand in for one) and archives their transcripts itself (§7).
-    Each part's audit records and marks follow AuditTransaction as for sessions.json, with the
-    gateway's answer in place of the index under the lock. Returns the removals, and the failure
-    of each agent none of whose keys got an answer.
-    """
-    connection = _gateway_connection(config)
-    unproven: dict[str, GatewayUnavailable] = {}
-    if isinstance(connection, GatewayClient):
-        answered, failure = _delete_stalest_first(config, connection, parts)
-    elif connection is not None and connection.fallback is not Fallback.EVERYTHING:
-        answered, failure = {}, connection.error()
-    else:
-        unproven = _stores_the_cli_reaches(config, sorted({part.paths.agent for part in parts}))
-        proven = [part for part in parts if part.paths.agent not in unproven]
-        keys = [key for part in proven for removal in part.removals for key in removal.session.keys]
-        answered, failure = gateway_delete(config, keys) if keys else ({}, None)
-    removals: list[Removal] = []
-    failures: dict[str, SessionManagerError] = {}
-    for part in parts:
-        error = _settle_gateway_part(config, part, answered, unproven.get(part.paths.agent, failure))
-        if error is not None:
-            failures[part.paths.agent] = error
-        else:
-            removals += part.removals
-    return removals, failures
-
-
-def _record_late_archives(config: Config, agent: str, archived: dict[str, str], reason: str) -> None:
-    """Record archives made after the fact (orphans, leftovers of a crashed run).
-
-    An archive that a recorded deletion planned but never made is added to that deletion, so that
-    restore_session brings back its keys and this transcript together.
-    """
-    if not archived:
-        return
-    owners: dict[str, Deletion] = {}
-    for deletion in _recorded_deletions(config):
-        if deletion.agent == agent and not deletion.restored:
-            for name in deletion.planned:
-                if name not in deletion.transcripts:
-                    owners[name] = deletion
-    records: list[dict[str, Any]] = []
-    moment = _utc_now()
-    for name, archive in archived.items():
-        owner = owners.get(name)
-        if owner is not None:
-            transaction = AuditTransaction.begin(agent, owner.reason, owner.txn, moment)
-            session_id = owner.session_id
-        else:
-            transaction = AuditTransaction.begin(agent, reason, moment=moment)
-            session_id = _transcript_owner(name)
-        records.append(transaction.record("archived", {session_id: {"transcripts": {name: archive}}}))
-    append_audit(config, records)
 
 
 def _release_for_dry_run(session: Session) -> Removal:
@@ -4053,17 +3812,6 @@ def _release_for_dry_run(session: Session) -> Removal:
 # --- Cleanup and undo of sessions.json ----------------------------------------------------------
 
 
-def _break_stale_index_lock(store: AgentStore, dry_run: bool) -> list[dict[str, Any]]:
-    """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
-    lock = store.paths.index_file() + LOCK_SUFFIX
-    holder = _inspect_lock(lock)
-    if holder is None or not holder.stale:
-        return []
-    if not dry_run:
-        _break_stale_lock(lock)
-    return [{"agent": store.paths.agent, "holder": holder.describe()}]
-
-
 def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
     by_inode = {}
     for name, entry in listing.archives.items():
@@ -4073,124 +3821,12 @@ def _archives_by_inode(listing: FolderListing) -> dict[tuple[int, int], str]:
     return by_inode
 
 
-def _orphan_fate(
-    store: AgentStore, referenced: set[str], name: str, twins: dict[tuple[int, int], str]
-) -> tuple[str, str | None] | None:
-    """What becomes of one unreferenced transcript: ("twin", archive) when a crashed rename left
-    it beside its archive, ("skip", reason), ("archive", None); None when it is already gone."""
-    info = _stat_of(store.listing.transcripts[name])
-    if info is None:
-        return None
-    reason = _transcript_protection(store.config, store.paths, referenced, name)
-    if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
-        reason = Protection.RECENTLY_MODIFIED
-    if reason is not None:
-        return "skip", reason
-    twin = twins.get((info.st_dev, info.st_ino))
-    if twin is not None and twin.startswith(name + "."):
-        return "twin", twin
-    return "archive", None
-
-
-def _archive_orphans(store: AgentStore, dry_run: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Archive the transcripts no key points to (items of what was archived, and of what was kept)."""
-    paths, moment = store.paths, _utc_now()
-    referenced = _referenced_transcripts(paths, store.entries, store.listing)
-    orphans = sorted(name for name in store.listing.transcripts if name not in referenced)
-    twins = _archives_by_inode(store.listing) if orphans else {}
-    archived: dict[str, str] = {}
-    items, skipped = [], []
-    for name in orphans:
-        fate = _orphan_fate(store, referenced, name, twins)
-        if fate is None:
-            continue
-        if fate[0] == "skip":
-            skipped.append({"agent": paths.agent, "file": name, "reason": fate[1]})
-            continue
-        if fate[0] == "twin" and not dry_run:
-            os.unlink(paths.file(name))  # a rename by link + unlink was cut between its steps: finish it
-        archive = fate[1] or ("" if dry_run else archive_transcript(paths, name, moment))
-        archived[name] = archive
-        items.append({"agent": paths.agent, "file": name, "archive": archive or None})
-    if not dry_run:
-        _record_late_archives(store.config, paths.agent, archived, "orphan")
-    return items, skipped
-
-
-def _remove_keys_without_transcripts(
-    store: AgentStore, now: datetime, dry_run: bool
-) -> tuple[list[dict[str, Any]], list[Mark]]:
-    """Delete stale unprotected sessions that have no transcript left (items, and their marks)."""
-    agent = store.paths.agent
-    missing = [
-        session
-        for session in store.sessions.values()
-        if not session.transcripts
-        and not session.protected
-        and session.is_stale(now, store.config.stale_minutes)
-    ]
-    if dry_run or not missing:
-        return [{"agent": agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing], []
-    removals = store.remove(missing, "orphan_cleanup", only_if_unchanged=True)
-    done = [removal for removal in removals if removal.removed_keys]
-    items = [{"agent": agent, "id": r.session.session_id, "keys": r.removed_keys} for r in done]
-    return items, [removal.mark for removal in done]
-
-
-def _expire_archives(
-    store: AgentStore, now: datetime, retention_days: float, dry_run: bool, made_by: str | None = None
-) -> list[dict[str, Any]]:
-    """Delete the agent's archived transcripts older than the retention (with ``made_by``, only
-    the ``.<made_by>.`` ones: "deleted" or "reset")."""
-    items = []
-    for name in sorted(store.listing.archives):
-        match = ARCHIVE_PATTERN.search(name)
-        if match is None or (made_by is not None and match.group(1) != made_by):
-            continue
-        made = _stamp_time(name)
-        if made is None or (now - made).total_seconds() < retention_days * 86400:
-            continue
-        if not dry_run:
-            try:
-                os.unlink(store.paths.file(name))
-            except FileNotFoundError:
-                continue
-        age = round((now - made).total_seconds() / 86400, 1)
-        items.append({"agent": store.paths.agent, "file": name, "age_days": age})
-    return items
-
-
-def _leftover_transcripts(store: AgentStore, session_id: str) -> Leftovers:
-    """``<id>.jsonl`` and ``<id>-topic-*.jsonl`` files of a session absent from the index.
-
-    The rule of every path that archives: a transcript that any key still points to (by sessionFile
-    or by its sessionId), that a live run holds, or that belongs to the running conversation is kept.
-    """
-    leftover = Session(store.paths.agent, session_id, [], {})
-    _attach_transcripts(store.paths, {session_id: leftover}, store.listing)
-    referenced = _referenced_transcripts(store.paths, store.entries, store.listing)
-    result = Leftovers(store.paths, [], {})
-    for name in leftover.transcripts:
-        reason = _transcript_protection(store.config, store.paths, referenced, name)
-        if reason:
-            result.kept[name] = reason
-        else:
-            result.free.append(name)
-    return result
-
-
 def _recorded_entry(deletion: Deletion, key: str, light: bool = False) -> Any:
     """An entry as the audit log recorded it (its exact text in the index); ``light``: as a parse
     of the index holds it (READ_FIELDS)."""
     text = deletion.entries.get(key)
     entry = _loads_strict(text) if isinstance(text, str) else text
     return _project_entry(entry) if light and isinstance(entry, dict) else entry
-
-
-def _transcripts_turn(config: Config, agent: str) -> AbstractContextManager[bool]:
-    """The skill's own lock on an agent's transcripts: a restore renames archives back before its
-    keys return, and an orphan cleanup in between would take them for orphans."""
-    return _state_file_lock(config, f"agent-{agent}.transcripts")
 
 
 def _archives_to_restore(paths: AgentPaths, deletion: Deletion) -> dict[str, str]:
@@ -4214,34 +3850,6 @@ def _rename_archives_back(paths: AgentPaths, deletion: Deletion) -> tuple[dict[s
                 renamed[original] = archive
         except FileNotFoundError:
             missing.append(archive)
-    return renamed, missing
-
-
-def _restore_files_and_keys(
-    config: Config, paths: AgentPaths, deletion: Deletion, restorable: dict[str, Any]
-) -> tuple[dict[str, str], list[str]]:
-    """Rename the archives back, then put the keys back under the gateway's lock; undo the renames
-    if the keys cannot return."""
-    renamed, missing = _rename_archives_back(paths, deletion)
-
-    def change(document: IndexDocument) -> None:
-        clash = [key for key in restorable if key in document.entries]
-        if clash:
-            raise RestoreConflict(
-                f"key {clash[0]} of session {deletion.session_id} was created again while restoring; "
-                "nothing was restored"
-            )
-        for key, text in restorable.items():
-            document.add(
-                key, _recorded_entry(deletion, key), value_text=text if isinstance(text, str) else None
-            )
-
-    try:
-        rewrite_index(paths, config, change)
-    except SessionManagerError:
-        for original, archive in renamed.items():
-            _rename_without_overwrite(paths.file(original), paths.file(archive))
-        raise
     return renamed, missing
 
 
@@ -4290,31 +3898,31 @@ class JsonStore(AgentStore):
     ) -> list[Removal]:
         moment = _utc_now()  # the audit records' time and the archives' stamp
         transaction = AuditTransaction.begin(self.paths.agent, reason, moment=moment)
-        return _remove_from_index(self, planned, transaction, moment, only_if_unchanged, recheck)
+        return self.remove_from_index(planned, transaction, moment, only_if_unchanged, recheck)
 
     def begin_removal(self, planned: list[Session], reason: str) -> RemovalPart:
         moment = _utc_now()
         transaction = AuditTransaction.begin(self.paths.agent, reason, moment=moment)
-        removals = _remove_from_index(self, planned, transaction, moment, True, None)
+        removals = self.remove_from_index(planned, transaction, moment, True, None)
         return RemovalPart(self.paths, transaction, removals, waiting=False)
 
     @classmethod
     def finish_removals(
-        cls, config: Config, parts: list[RemovalPart]
+        cls, call: Call, parts: list[RemovalPart]
     ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
         return [removal for part in parts for removal in part.removals], {}
 
     def leftovers(self, session_id: str) -> Leftovers | None:
-        return _leftover_transcripts(self, session_id)
+        return self.leftover_transcripts(session_id)
 
     def clean(self, now: datetime, dry_run: bool, retention_days: float) -> Cleanup:
         items: dict[str, list[dict[str, Any]]] = {}
         marks: list[Mark] = []
         try:
-            items["stale_locks_removed"] = _break_stale_index_lock(self, dry_run)
-            items["archived_orphans"], items["skipped"] = _archive_orphans(self, dry_run)
-            items["removed_keys"], marks = _remove_keys_without_transcripts(self, now, dry_run)
-            items["deleted_archives"] = _expire_archives(self, now, retention_days, dry_run)
+            items["stale_locks_removed"] = self.break_stale_lock(dry_run)
+            items["archived_orphans"], items["skipped"] = self.archive_orphans(dry_run)
+            items["removed_keys"], marks = self.remove_keys_without_transcripts(now, dry_run)
+            items["deleted_archives"] = self.expire_archives(now, retention_days, dry_run)
         except SessionManagerError as error:
             return Cleanup(items, marks, error)
         return Cleanup(items, marks)
@@ -4326,7 +3934,7 @@ class JsonStore(AgentStore):
             return True
         if deletion.agent not in indexes:
             try:
-                indexes[deletion.agent] = _load_index(_agent_paths(config, deletion.agent))
+                indexes[deletion.agent] = _load_index(config.agent_paths(deletion.agent))
             except SessionManagerError:
                 indexes[deletion.agent] = {}
         entries = indexes[deletion.agent]
@@ -4345,9 +3953,214 @@ class JsonStore(AgentStore):
 
     def restore(self, deletion: Deletion) -> tuple[list[str], dict[str, str], list[str]]:
         restorable = {key: deletion.entries[key] for key in deletion.keys if key in deletion.entries}
-        with _transcripts_turn(self.config, self.paths.agent):
-            renamed, missing = _restore_files_and_keys(self.config, self.paths, deletion, restorable)
+        with StateFolder(self.config).transcripts_turn(self.paths.agent):
+            renamed, missing = self.restore_files_and_keys(deletion, restorable)
         return list(restorable), renamed, missing
+
+    def release_parsed_entries(self, planned: list[Session]) -> None:
+        """Let the parsed entries of sessions about to go be freed: from here on their recorded text
+        and fingerprints stand for them (a 100,000-session prune would otherwise hold them all)."""
+        for session in planned:
+            for key in session.keys:
+                if key in self.entries:
+                    self.entries[key] = None
+            session.entries = dict.fromkeys(session.keys)
+
+    def archive_session_transcripts(
+        self, removal: Removal, still_referenced: set[str], moment: datetime
+    ) -> None:
+        """Archive a removed session's transcripts, except those the transcript rule keeps."""
+        for name in removal.session.transcripts:
+            if self.transcript_protection(still_referenced, name) is not None:
+                removal.kept_transcripts.append(name)
+                continue
+            try:
+                removal.archived[name] = archive_transcript(self.paths, name, moment)
+            except FileNotFoundError:
+                pass  # the gateway archived or removed it first
+            except OSError as error:
+                removal.errors.append(f"could not archive {name}: {error.strerror or error}")
+
+    def remove_from_index(
+        self,
+        planned: list[Session],
+        transaction: AuditTransaction,
+        moment: datetime,
+        only_if_unchanged: bool,
+        recheck: Callable[[Session], None] | None,
+    ) -> list[Removal]:
+        """Remove sessions' keys from sessions.json under the gateway's lock, then archive their
+        transcripts (stamped ``moment``). The steps and what a crash leaves after each are
+        AuditTransaction's."""
+        config = self.config
+        fingerprints: dict[str, int] = {}
+        AuditLog(config).append_stream(_intent_pieces(transaction, planned, self.document, fingerprints))
+        self.release_parsed_entries(planned)
+        removals = [Removal(session) for session in planned]
+        Outbox(config).queue_removal_marks(transaction, removals)
+        marks = [removal.mark for removal in removals]
+        change = self.index_change(transaction, removals, fingerprints, only_if_unchanged, recheck, moment)
+        try:
+            written: IndexDocument = rewrite_index(self.paths, config, change, earlier=self.document)
+        except SessionManagerError:
+            Outbox(config).confirm(transaction.txn, marks, [])
+            AuditLog(config).append([transaction.record("abort", {})])
+            raise
+        Outbox(config).confirm(
+            transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
+        )
+        self.archive_removed_transcripts(transaction, written, removals, moment)
+        return removals
+
+    def break_stale_lock(self, dry_run: bool) -> list[dict[str, Any]]:
+        """Break the agent's index lock if its holder is gone or it is too old (docs/FORMATS.md §3)."""
+        lock = self.paths.index_file() + LOCK_SUFFIX
+        holder = _inspect_lock(lock)
+        if holder is None or not holder.stale:
+            return []
+        if not dry_run:
+            _break_stale_lock(lock)
+        return [{"agent": self.paths.agent, "holder": holder.describe()}]
+
+    def orphan_fate(
+        self, referenced: set[str], name: str, twins: dict[tuple[int, int], str]
+    ) -> tuple[str, str | None] | None:
+        """What becomes of one unreferenced transcript: ("twin", archive) when a crashed rename left
+        it beside its archive, ("skip", reason), ("archive", None); None when it is already gone."""
+        info = _stat_of(self.listing.transcripts[name])
+        if info is None:
+            return None
+        reason = self.transcript_protection(referenced, name)
+        if reason is None and time.time() - info.st_mtime < ORPHAN_MIN_AGE_SECONDS:
+            reason = Protection.RECENTLY_MODIFIED
+        if reason is not None:
+            return "skip", reason
+        twin = twins.get((info.st_dev, info.st_ino))
+        if twin is not None and twin.startswith(name + "."):
+            return "twin", twin
+        return "archive", None
+
+    def archive_orphans(self, dry_run: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Archive the transcripts no key points to (items of what was archived, and of what was kept)."""
+        paths, moment = self.paths, _utc_now()
+        referenced = _referenced_transcripts(paths, self.entries, self.listing)
+        orphans = sorted(name for name in self.listing.transcripts if name not in referenced)
+        twins = _archives_by_inode(self.listing) if orphans else {}
+        archived: dict[str, str] = {}
+        items, skipped = [], []
+        for name in orphans:
+            fate = self.orphan_fate(referenced, name, twins)
+            if fate is None:
+                continue
+            if fate[0] == "skip":
+                skipped.append({"agent": paths.agent, "file": name, "reason": fate[1]})
+                continue
+            if fate[0] == "twin" and not dry_run:
+                os.unlink(paths.file(name))  # a rename by link + unlink was cut between its steps: finish it
+            archive = fate[1] or ("" if dry_run else archive_transcript(paths, name, moment))
+            archived[name] = archive
+            items.append({"agent": paths.agent, "file": name, "archive": archive or None})
+        if not dry_run:
+            AuditLog(self.config).record_late_archives(paths.agent, archived, "orphan")
+        return items, skipped
+
+    def remove_keys_without_transcripts(
+        self, now: datetime, dry_run: bool
+    ) -> tuple[list[dict[str, Any]], list[Mark]]:
+        """Delete stale unprotected sessions that have no transcript left (items, and their marks)."""
+        agent = self.paths.agent
+        missing = [
+            session
+            for session in self.sessions.values()
+            if not session.transcripts
+            and not session.protected
+            and session.is_stale(now, self.config.stale_minutes)
+        ]
+        if dry_run or not missing:
+            return [{"agent": agent, "id": s.session_id, "keys": s.keys, "would": True} for s in missing], []
+        removals = self.remove(missing, "orphan_cleanup", only_if_unchanged=True)
+        done = [removal for removal in removals if removal.removed_keys]
+        items = [{"agent": agent, "id": r.session.session_id, "keys": r.removed_keys} for r in done]
+        return items, [removal.mark for removal in done]
+
+    def index_change(
+        self,
+        transaction: AuditTransaction,
+        removals: list[Removal],
+        fingerprints: dict[str, int],
+        only_if_unchanged: bool,
+        recheck: Callable[[Session], None] | None,
+        moment: datetime,
+    ) -> Callable[[IndexDocument], IndexDocument]:
+        """The change rewrite_index makes under the lock: check each session again, flush the commit
+        record, then remove the keys."""
+
+        def change(document: IndexDocument) -> IndexDocument:
+            reused = document is self.document
+            keys_by_session = {} if reused else _keys_by_session(document.entries)
+            committed: dict[str, Any] = {}
+            for removal in removals:
+                fresh = (
+                    removal.session if reused else _fresh_session(document, removal.session, keys_by_session)
+                )
+                if recheck is not None and fresh.keys:
+                    recheck(fresh)
+                known = None if reused else fingerprints
+                part = _commit_part(document, removal, fresh, known, only_if_unchanged, moment)
+                if part is not None:
+                    committed[fresh.session_id] = part
+            if committed:
+                # Flushed to disk with the intent before it, ahead of the index that it describes.
+                AuditLog(self.config).append([transaction.record("commit", committed)], sync=True)
+            for removal in removals:
+                for key in removal.removed_keys:
+                    document.remove(key)
+            return document
+
+        return change
+
+    def archive_removed_transcripts(
+        self,
+        transaction: AuditTransaction,
+        written: IndexDocument,
+        removals: list[Removal],
+        moment: datetime,
+    ) -> None:
+        """Archive the transcripts of what was removed, except any the written index still names."""
+        still_referenced = _referenced_transcripts(self.paths, written.entries, self.listing)
+        archived: dict[str, Any] = {}
+        for removal in removals:
+            if removal.removed_keys:
+                self.archive_session_transcripts(removal, still_referenced, moment)
+                archived[removal.session.session_id] = {"transcripts": removal.archived}
+        AuditLog(self.config).record_after_commit([transaction.record("archived", archived)], removals)
+
+    def restore_files_and_keys(
+        self, deletion: Deletion, restorable: dict[str, Any]
+    ) -> tuple[dict[str, str], list[str]]:
+        """Rename the archives back, then put the keys back under the gateway's lock; undo the renames
+        if the keys cannot return."""
+        renamed, missing = _rename_archives_back(self.paths, deletion)
+
+        def change(document: IndexDocument) -> None:
+            clash = [key for key in restorable if key in document.entries]
+            if clash:
+                raise RestoreConflict(
+                    f"key {clash[0]} of session {deletion.session_id} was created again while restoring; "
+                    "nothing was restored"
+                )
+            for key, text in restorable.items():
+                document.add(
+                    key, _recorded_entry(deletion, key), value_text=text if isinstance(text, str) else None
+                )
+
+        try:
+            rewrite_index(self.paths, self.config, change)
+        except SessionManagerError:
+            for original, archive in renamed.items():
+                _rename_without_overwrite(self.paths.file(original), self.paths.file(archive))
+            raise
+        return renamed, missing
 
 
 class SqliteStore(AgentStore):
@@ -4358,18 +4171,18 @@ class SqliteStore(AgentStore):
     kind = SQLITE_STORE
     gateway_owned = ("cron_run",)  # the CLI's delete cannot remove runs (its retention does, §7)
 
-    def __init__(self, config: Config, paths: AgentPaths) -> None:
-        super().__init__(config, paths)
+    def __init__(self, call: Call, paths: AgentPaths) -> None:
+        super().__init__(call, paths)
         self.listed: list[Any] | GatewayUnavailable | None = None  # this agent's part of a listing
         self.connected = False  # listed (and so deleted) through the call's gateway connection
         self.active_runs: set[str] = set()
 
     @classmethod
-    def prepare(cls, config: Config, stores: list[AgentStore], complete: bool) -> None:
+    def prepare(cls, call: Call, stores: list[AgentStore], complete: bool) -> None:
         """One listing for every SQLite-era agent of the call (each CLI call starts Node anew)."""
         mine = [store for store in stores if isinstance(store, SqliteStore)]
         if mine:
-            listing = _sqlite_listing(config, [store.paths.agent for store in mine], complete)
+            listing = SqliteStore.read_listing(call, [store.paths.agent for store in mine], complete)
             for store in mine:
                 store.take(listing)
 
@@ -4381,7 +4194,7 @@ class SqliteStore(AgentStore):
     def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
         listed = self.listed
         if listed is None:
-            self.take(_sqlite_listing(self.config, [self.paths.agent], complete=True))
+            self.take(SqliteStore.read_listing(self.call, [self.paths.agent], complete=True))
             listed = self.listed
         self.listed = None
         if not isinstance(listed, list):
@@ -4396,7 +4209,7 @@ class SqliteStore(AgentStore):
         """As for any store, with the gateway's own rules: a run in progress stays; cron runs stay
         where only the CLI can be used, whose delete cannot remove them."""
         owned = () if self.connected else self.gateway_owned
-        protection = _protection_of(self.config, session, self.listing, self.paths, owned)
+        protection = self.protection_by_rules(session, owned)
         if protection is None and self.active_runs.intersection(session.keys):
             return Protection.ACTIVE_RUN
         return protection
@@ -4413,19 +4226,19 @@ class SqliteStore(AgentStore):
         recheck: Callable[[Session], None] | None = None,
     ) -> list[Removal]:
         """The gateway deletes (its own checks stand in for ``only_if_unchanged`` and ``recheck``)."""
-        removals, failures = self.finish_removals(self.config, [self.begin_removal(planned, reason)])
+        removals, failures = self.finish_removals(self.call, [self.begin_removal(planned, reason)])
         if self.paths.agent in failures:
             raise failures[self.paths.agent]
         return removals
 
     def begin_removal(self, planned: list[Session], reason: str) -> RemovalPart:
-        return _begin_gateway_part(self.config, self.paths, planned, reason)
+        return SqliteStore.begin_gateway_part(self.config, self.paths, planned, reason)
 
     @classmethod
     def finish_removals(
-        cls, config: Config, parts: list[RemovalPart]
+        cls, call: Call, parts: list[RemovalPart]
     ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
-        removals, failures = _remove_through_gateway(config, parts)
+        removals, failures = SqliteStore.remove_through_gateway(call, parts)
         return removals, dict(failures)
 
     def leftovers(self, session_id: str) -> Leftovers | None:
@@ -4435,7 +4248,7 @@ class SqliteStore(AgentStore):
     def clean(self, now: datetime, dry_run: bool, retention_days: float) -> Cleanup:
         """Only the gateway's old ``.deleted.`` archives go: it owns everything else."""
         return Cleanup(
-            {"deleted_archives": _expire_archives(self, now, retention_days, dry_run, "deleted")}, []
+            {"deleted_archives": self.expire_archives(now, retention_days, dry_run, "deleted")}, []
         )
 
     @classmethod
@@ -4463,22 +4276,160 @@ class SqliteStore(AgentStore):
         self.check_restore(deletion)
         return [], {}, []
 
+    @classmethod
+    def add_cron_runs(cls, config: Config, listing: dict[str, Any]) -> dict[str, str]:
+        """Add to each listed agent the cron runs that only the CLI's store listing shows (§7); the
+        agents whose runs could not be read, with why."""
+        listed = [agent for agent, rows in listing.items() if isinstance(rows, list)]
+        unlisted: dict[str, str] = {}
+        for agent, found in OpenClawCli(config).listing(listed).items() if listed else ():
+            if isinstance(found, GatewayUnavailable):
+                unlisted[agent] = (
+                    f"cron runs not listed: the gateway's protocol hides them, the CLI failed: {found}"
+                )
+                continue
+            keys = {row["key"] for row in listing[agent]}
+            runs = [r for r in found if isinstance(r.get("key"), str) and CRON_RUN_KEY.match(r["key"])]
+            listing[agent] += [run for run in runs if run["key"] not in keys]
+        return unlisted
+
+    @classmethod
+    def read_listing(cls, call: Call, agents: list[str], complete: bool) -> SqliteListing:
+        """Every session of these agents: over the call's connection, with the cron runs the gateway's
+        protocol hides read by the CLI when ``complete`` (a change needs them; a listing starts no
+        Node); else through the CLI, where the connection failed for a reason it may stand in for."""
+        config = call.config
+        connection = call.gateway()
+        if isinstance(connection, GatewayClient):
+            listing = connection.listing(config, agents)
+            unlisted = (
+                SqliteStore.add_cron_runs(config, listing)
+                if complete
+                else dict.fromkeys(agents, CRON_RUNS_UNLISTED)
+            )
+            return SqliteListing(listing, True, unlisted)
+        if connection is not None and connection.fallback is Fallback.NOTHING:
+            return SqliteListing(dict.fromkeys(agents, connection.error()), False, {})
+        return SqliteListing(OpenClawCli(config).listing(agents), False, {})
+
+    @classmethod
+    def begin_gateway_part(
+        cls, config: Config, paths: AgentPaths, planned: list[Session], reason: str
+    ) -> RemovalPart:
+        """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
+        transaction = AuditTransaction.begin(paths.agent, reason, moment=_utc_now())
+        AuditLog(config).append_stream(_intent_pieces(transaction, planned, None, {}))
+        removals = [Removal(session) for session in planned]
+        Outbox(config).queue_removal_marks(transaction, removals)
+        return RemovalPart(paths, transaction, removals, waiting=True)
+
+    @classmethod
+    def settle_gateway_part(
+        cls,
+        config: Config,
+        part: RemovalPart,
+        answered: dict[str, dict[str, Any]],
+        failure: GatewayUnavailable | None,
+    ) -> GatewayUnavailable | None:
+        """After the delete: commit what the gateway deleted, confirm those marks, record the archives.
+
+        Returns the failure when none of the part's keys got an answer. A session without one (the
+        CLI was stopped) keeps its mark unconfirmed: past the grace, the CLI's listing decides.
+        """
+        transaction, removals = part.transaction, part.removals
+        known: list[Removal] = []
+        unanswered: list[Removal] = []
+        for removal in removals:
+            (known if all(key in answered for key in removal.session.keys) else unanswered).append(removal)
+        if failure is not None and not known:
+            if not failure.maybe_changed:
+                Outbox(config).confirm(transaction.txn, [r.mark for r in removals], [])
+                AuditLog(config).append([transaction.record("abort", {})])
+            return failure
+        for removal in known:
+            _gateway_outcome(part.paths, removal, [answered[key] for key in removal.session.keys])
+        AuditLog(config).record_after_commit(
+            [transaction.record("commit", _gateway_commit(known))], known, sync=True
+        )
+        done = [r.mark for r in known if r.removed_keys and not r.skipped]
+        Outbox(config).confirm(transaction.txn, [r.mark for r in known], done)
+        archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
+        AuditLog(config).record_after_commit([transaction.record("archived", archived)], known)
+        for removal in unanswered:
+            removal.skip_because(Skip.NO_ANSWER, str(failure))
+        return None
+
+    @classmethod
+    def delete_stalest_first(
+        cls, config: Config, link: GatewayClient, parts: list[RemovalPart]
+    ) -> tuple[dict[str, dict[str, Any]], GatewayUnavailable | None]:
+        """Delete the parts' sessions through the connection, one key at a time (the gateway deletes
+        one at a time anyway, §7), the stalest first, each only if unchanged since it was listed.
+        No session is started past the call's budget (OPENCLAW_DELETE_BUDGET_SECONDS): its keys are
+        answered ``not_started``, as are those after a failure that stops the connection."""
+        sessions = sorted(
+            (removal.session for part in parts for removal in part.removals),
+            key=lambda session: session.updated_at or datetime.min.replace(tzinfo=timezone.utc),
+        )
+        deadline = time.monotonic() + config.gateway_budget
+        answered: dict[str, dict[str, Any]] = {}
+        failure: GatewayUnavailable | None = None
+        for session in sessions:
+            if failure is not None or time.monotonic() >= deadline:
+                answered.update(
+                    (key, {"key": key, "status": "not_started", "error": "", "archived": []})
+                    for key in session.keys
+                )
+                continue
+            for key in session.keys:
+                request = DeleteRequest(
+                    key, session.agent, session.session_id, _expected_updated_at(session, key)
+                )
+                try:
+                    answered[key] = link.delete(config, request)
+                except GatewayUnavailable as error:
+                    error.maybe_changed = True
+                    failure = error
+                    break
+        return answered, failure
+
+    @classmethod
+    def remove_through_gateway(
+        cls, call: Call, parts: list[RemovalPart]
+    ) -> tuple[list[Removal], dict[str, SessionManagerError]]:
+        """SQLite era: the running gateway deletes every part's keys, over the call's connection (or
+        through the CLI, where it may stand in for one) and archives their transcripts itself (§7).
+        Each part's audit records and marks follow AuditTransaction as for sessions.json, with the
+        gateway's answer in place of the index under the lock. Returns the removals, and the failure
+        of each agent none of whose keys got an answer.
+        """
+        config = call.config
+        connection = call.gateway()
+        unproven: dict[str, GatewayUnavailable] = {}
+        if isinstance(connection, GatewayClient):
+            answered, failure = SqliteStore.delete_stalest_first(config, connection, parts)
+        elif connection is not None and connection.fallback is not Fallback.EVERYTHING:
+            answered, failure = {}, connection.error()
+        else:
+            unproven = OpenClawCli(config).stores_it_reaches(sorted({part.paths.agent for part in parts}))
+            proven = [part for part in parts if part.paths.agent not in unproven]
+            keys = [key for part in proven for removal in part.removals for key in removal.session.keys]
+            answered, failure = OpenClawCli(config).delete(keys) if keys else ({}, None)
+        removals: list[Removal] = []
+        failures: dict[str, SessionManagerError] = {}
+        for part in parts:
+            error = SqliteStore.settle_gateway_part(
+                config, part, answered, unproven.get(part.paths.agent, failure)
+            )
+            if error is not None:
+                failures[part.paths.agent] = error
+            else:
+                removals += part.removals
+        return removals, failures
+
 
 #: Every kind of store, by the name that answers and the audit log give it.
 STORE_KINDS: dict[str, type[AgentStore]] = {kind.kind: kind for kind in (JsonStore, SqliteStore)}
-
-
-def open_store(config: Config, paths: AgentPaths) -> AgentStore:
-    """The agent's store, of the kind its gateway keeps: the one place that chooses the kind."""
-    if os.path.exists(_sqlite_database(config, paths.agent)):
-        return SqliteStore(config, paths)
-    return JsonStore(config, paths)
-
-
-def _prepare_stores(config: Config, stores: list[AgentStore], complete: bool) -> None:
-    """Let each kind read ahead at once for all its agents of the call (AgentStore.prepare)."""
-    for kind in STORE_KINDS.values():
-        kind.prepare(config, stores, complete)
 
 
 def _recorded_kind(deletion: Deletion) -> type[AgentStore]:
@@ -4491,20 +4442,6 @@ def _recorded_kind(deletion: Deletion) -> type[AgentStore]:
             f"({_echo(deletion.store)}); it cannot be undone here, nothing was changed"
         )
     return kind
-
-
-def read_agent(store: AgentStore, for_change: bool = False) -> AgentStore:
-    """Read one agent into its store: sessions, folder listing, transcripts and protections.
-
-    ``for_change`` keeps the parse with each entry's place in the file, for the rewrite to reuse.
-    """
-    store.entries, store.document = store.read_entries(for_change)
-    store.listing = _list_folder(store.paths)
-    store.sessions = _group_sessions(store.paths.agent, store.entries)
-    store.attach_transcripts()
-    for session in store.sessions.values():
-        session.protected = store.protection_of(session)
-    return store
 
 
 def _error_record(error: SessionManagerError, **context: Any) -> dict[str, Any]:
@@ -4533,26 +4470,26 @@ class AgentWalk:
 
     def __init__(
         self,
-        config: Config,
+        call: Call,
         agent: str | None,
         for_change: bool = False,
         hold: Callable[[str], AbstractContextManager[Any]] | None = None,
         complete: bool = False,
     ) -> None:
-        self.config, self.agent, self.for_change, self.hold = config, agent, for_change, hold
+        self.call, self.agent, self.for_change, self.hold = call, agent, for_change, hold
         self.complete = complete
         self.errors: list[dict[str, Any]] = []
         self.unlisted: dict[str, str] = {}  # per agent, what its reading left out and why
         self.selected = 0
 
     def __iter__(self) -> Iterator[AgentStore]:
-        stores = [open_store(self.config, paths) for paths in _selected_agents(self.config, self.agent)]
+        every = self.call.config.selected_agents(self.agent)
+        stores = AgentStore.open_all(self.call, every, self.complete)
         self.selected = len(stores)
-        _prepare_stores(self.config, stores, self.complete)
         for store in stores:
             try:
                 with self.hold(store.paths.agent) if self.hold is not None else nullcontext():
-                    yield read_agent(store, self.for_change)
+                    yield store.read(self.for_change)
                     if store.unlisted is not None:
                         self.unlisted[store.paths.agent] = store.unlisted
                     store.release()
@@ -4716,6 +4653,68 @@ class HistoryReport:
         if self.configuration_error:
             return {"error": self.configuration_error, "error_type": "history_configuration_error"}
         return None
+
+    def record_results(
+        self,
+        batch: list[Mark],
+        own: int,
+        results: dict[int, HistoryOutcome | Exception],
+        now: datetime,
+    ) -> tuple[set[str], list[Mark]]:
+        """Put each delivery's outcome in the report (the first ``own`` marks are this call's).
+
+        Returns the outbox ids delivered and the marks that go back to the outbox; a mark that was not
+        sent, or that the service asked to wait for (HistoryDeferred), counts no attempt.
+        """
+        finished: set[str] = set()
+        requeue: list[Mark] = []
+        for index, mark in enumerate(batch):
+            result = results.get(index)
+            if isinstance(result, HistoryOutcome):
+                if index < own:
+                    self.outcomes[mark.session_id] = result
+                else:
+                    self.delivered.append({**_pending_item(mark), "outcome": result.status.value})
+                if mark.outbox_id:
+                    finished.add(mark.outbox_id)
+                continue
+            reason = str(result) if result is not None else "not attempted"
+            if isinstance(result, HistoryRefused):
+                self.configuration_error = reason
+            if result is not None and not isinstance(result, HistoryDeferred):
+                mark.attempts += 1
+                mark.failing_since = mark.failing_since or _iso_utc(now)
+            elif isinstance(result, HistoryBusy):
+                mark.failing_since = None  # the service is there: whatever failed before is no streak
+            mark.last_error = reason
+            mark.queued_at = mark.queued_at or _iso_utc(now)
+            if index < own:
+                self.outcomes[mark.session_id] = HistoryOutcome(
+                    HistoryStatus.QUEUED, reason, tuple(mark.row_ids or ())
+                )
+            requeue.append(mark)
+        return finished, requeue
+
+    def deletion_answer(self, deleted: str, message: str, **fields: Any) -> dict[str, Any]:
+        """delete_session's answer; ``fields`` are its other keys, in this order."""
+        outcome = self.outcomes.get(deleted)
+        answer = {
+            "deleted": deleted,
+            "found": fields.get("found", True),
+            "removed_keys": fields["removed_keys"],
+            "transcript_archived": fields["transcript_archived"],
+            "pg_status_updated": bool(outcome and outcome.updated),
+            "message": message,
+            "agentId": fields["agentId"],
+            "dry_run": fields["dry_run"],
+            "archived_files": fields["archived_files"],
+            "would_archive": fields["would_archive"],
+            "kept_transcripts": fields["kept_transcripts"],
+            "history": outcome.as_dict() if outcome else None,
+            "errors": fields["errors"],
+        }
+        answer |= {"not_listed": fields["not_listed"]} if "not_listed" in fields else {}
+        return self.annotate(answer)
 
 
 def _refused_connection(error: BaseException) -> bool:
@@ -4919,7 +4918,7 @@ class Pace:
                 f"{HISTORY_PACE_NAME} in the state folder could not be read ({why}); the pace started afresh"
             )
         pace = cls(config.history_pace, *_times_up_to_now(sent, blocked_until))
-        pace.path, pace.trouble = _state_path(config, HISTORY_PACE_NAME), trouble
+        pace.path, pace.trouble = StateFolder(config).path(HISTORY_PACE_NAME), trouble
         return pace
 
     def save(self) -> None:
@@ -5125,6 +5124,125 @@ class HistoryClient:
                 time.sleep(max(0.0, min(0.2 * 2**attempt, self.deadline - time.monotonic() - 0.05)))
         raise HistoryUnavailable(reason)
 
+    def read_page(self, query: dict[str, Any], page: int) -> Page:
+        from urllib.parse import urlencode
+
+        status, data = self.request("GET", "/sessions?" + urlencode({"page": page, **query}))
+        if status != 200:
+            raise _refusal(status, "the session lookup")
+        try:
+            body = _loads_strict(data)
+            items = body["items"]
+            assert isinstance(items, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise HistoryUnavailable(
+                "the history service answered a page that is not a JSON list of rows"
+            ) from None
+        pages = body.get("pages")
+        return Page(
+            items,
+            pages if isinstance(pages, int) and not isinstance(pages, bool) else None,
+            body.get("total"),
+        )
+
+    def find_rows(
+        self,
+        session_ids: set[str],
+        row_status: MarkStatus,
+        agent: str | None,
+        agents: set[str],
+        pool: Any = None,
+        width: int = 1,
+    ) -> Lookup:
+        """Read the pages of rows in ``row_status`` until every session's row is found.
+
+        Page 1 says how many pages there are; the rest are read ``width`` at a time over ``pool``.
+        """
+        query = _lookup_query(row_status, agent)
+        found: dict[str, dict[str, None]] = {}  # row ids in order, each once (a page may come twice)
+        openclaw = [0]  # rows that carry an OpenClaw session id at all
+
+        def take(items: list[Any]) -> None:
+            for row in items:
+                session_id = _row_session_id(row)
+                openclaw[0] += session_id is not None
+                if session_id in session_ids and _row_matches(row, agent, agents):
+                    found.setdefault(session_id, {})[row["id"]] = None
+
+        first = self.read_page(query, 1)
+        take(first.items)
+        seen = {(first.pages, repr(first.total))}
+        if not first.items or first.pages is None or first.pages <= 1:
+            _refuse_a_foreign_listing(first.items, openclaw[0])
+            return Lookup({sid: list(ids) for sid, ids in found.items()}, True, True)
+        last = min(first.pages, _page_bound(len(session_ids)))
+        page, complete = 2, False
+        while page <= last and not found.keys() >= session_ids:
+            batch = range(page, min(page + max(1, width), last + 1))
+            if pool is not None and len(batch) > 1:
+                results = list(pool.map(lambda number: self.read_page(query, number), batch))
+            else:
+                results = [self.read_page(query, number) for number in batch]
+            for result in results:
+                take(result.items)
+                seen.add((result.pages, repr(result.total)))
+            page += len(batch)
+            if any(not result.items for result in results):
+                complete = True
+                break
+        complete = complete or page > first.pages
+        if complete:
+            _refuse_a_foreign_listing(first.items, openclaw[0])
+        return Lookup({sid: list(ids) for sid, ids in found.items()}, complete, len(seen) == 1)
+
+    def lookup_rows(
+        self, marks: list[Mark], agents: set[str], pool: Any = None, width: int = 1
+    ) -> dict[str, HistoryOutcome | HistoryUnavailable]:
+        """Fill in ``row_ids`` of marks that lack them, one scan per agent. For a mark without a row:
+        its final outcome, or, when the listing moved while it was read, the reason to look again."""
+        outcomes: dict[str, HistoryOutcome | HistoryUnavailable] = {}
+        groups: dict[tuple[MarkStatus, str | None], list[Mark]] = {}
+        for mark in marks:
+            if mark.row_ids is None:
+                groups.setdefault((mark.status.rows_to_change, mark.agent), []).append(mark)
+        for (row_status, agent), group in groups.items():
+            wanted = {mark.session_id for mark in group}
+            lookup = self.find_rows(wanted, row_status, agent, agents, pool, width)
+            for mark in group:
+                mark.row_ids = lookup.found.get(mark.session_id) or None
+                if mark.row_ids:
+                    continue
+                if not lookup.still:
+                    outcomes[mark.session_id] = HistoryUnavailable(
+                        "the service's listing changed while it was read, so the row may have been missed; "
+                        "it is looked up again later"
+                    )
+                    continue
+                if mark.maybe_sent and lookup.complete:
+                    outcomes[mark.session_id] = HistoryOutcome(HistoryStatus.MARKED, MAYBE_SENT_MARKED)
+                    continue
+                bound = _page_bound(len(wanted)) * HISTORY_PAGE_LIMIT
+                where = "" if lookup.complete else f" among the newest {bound}"
+                outcomes[mark.session_id] = HistoryOutcome(
+                    HistoryStatus.NO_HISTORY_ROW,
+                    f"no {row_status.value} row for this session in the history service{where}",
+                )
+        return outcomes
+
+    def patch(self, mark: Mark) -> HistoryOutcome:
+        row_ids = mark.row_ids or []
+        for row_id in row_ids:
+            if not _UUID_PATTERN.match(row_id):
+                return HistoryOutcome(HistoryStatus.FAILED, "a row id is not a UUID", ())
+            status, _ = self.request("PATCH", f"/sessions/{row_id}", {"status": mark.status.value})
+            if status == 404:
+                return HistoryOutcome(
+                    HistoryStatus.NO_HISTORY_ROW, "the row is gone from the history service", tuple(row_ids)
+                )
+            if not 200 <= status < 300:
+                raise _refusal(status, f"the mark of row {row_id}")
+        return HistoryOutcome(HistoryStatus.MARKED, None, tuple(row_ids))
+
 
 def _row_session_ids(row: Any) -> list[str]:
     """Every session id a row names (its aria_session_id, its openclaw_session_id)."""
@@ -5160,26 +5278,6 @@ class Page(NamedTuple):
     items: list[Any]
     pages: int | None
     total: Any
-
-
-def _read_page(client: HistoryClient, query: dict[str, Any], page: int) -> Page:
-    from urllib.parse import urlencode
-
-    status, data = client.request("GET", "/sessions?" + urlencode({"page": page, **query}))
-    if status != 200:
-        raise _refusal(status, "the session lookup")
-    try:
-        body = _loads_strict(data)
-        items = body["items"]
-        assert isinstance(items, list)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise HistoryUnavailable(
-            "the history service answered a page that is not a JSON list of rows"
-        ) from None
-    pages = body.get("pages")
-    return Page(
-        items, pages if isinstance(pages, int) and not isinstance(pages, bool) else None, body.get("total")
-    )
 
 
 class Lookup(NamedTuple):
@@ -5224,167 +5322,6 @@ def _refuse_a_foreign_listing(rows: list[Any], openclaw: int) -> None:
         )
 
 
-def _find_history_rows(
-    client: HistoryClient,
-    session_ids: set[str],
-    row_status: MarkStatus,
-    agent: str | None,
-    agents: set[str],
-    pool: Any = None,
-    width: int = 1,
-) -> Lookup:
-    """Read the pages of rows in ``row_status`` until every session's row is found.
-
-    Page 1 says how many pages there are; the rest are read ``width`` at a time over ``pool``.
-    """
-    query = _lookup_query(row_status, agent)
-    found: dict[str, dict[str, None]] = {}  # row ids in order, each once (a page may come twice)
-    openclaw = [0]  # rows that carry an OpenClaw session id at all
-
-    def take(items: list[Any]) -> None:
-        for row in items:
-            session_id = _row_session_id(row)
-            openclaw[0] += session_id is not None
-            if session_id in session_ids and _row_matches(row, agent, agents):
-                found.setdefault(session_id, {})[row["id"]] = None
-
-    first = _read_page(client, query, 1)
-    take(first.items)
-    seen = {(first.pages, repr(first.total))}
-    if not first.items or first.pages is None or first.pages <= 1:
-        _refuse_a_foreign_listing(first.items, openclaw[0])
-        return Lookup({sid: list(ids) for sid, ids in found.items()}, True, True)
-    last = min(first.pages, _page_bound(len(session_ids)))
-    page, complete = 2, False
-    while page <= last and not found.keys() >= session_ids:
-        batch = range(page, min(page + max(1, width), last + 1))
-        if pool is not None and len(batch) > 1:
-            results = list(pool.map(lambda number: _read_page(client, query, number), batch))
-        else:
-            results = [_read_page(client, query, number) for number in batch]
-        for result in results:
-            take(result.items)
-            seen.add((result.pages, repr(result.total)))
-        page += len(batch)
-        if any(not result.items for result in results):
-            complete = True
-            break
-    complete = complete or page > first.pages
-    if complete:
-        _refuse_a_foreign_listing(first.items, openclaw[0])
-    return Lookup({sid: list(ids) for sid, ids in found.items()}, complete, len(seen) == 1)
-
-
-def _lookup_rows(
-    client: HistoryClient, marks: list[Mark], agents: set[str], pool: Any = None, width: int = 1
-) -> dict[str, HistoryOutcome | HistoryUnavailable]:
-    """Fill in ``row_ids`` of marks that lack them, one scan per agent. For a mark without a row:
-    its final outcome, or, when the listing moved while it was read, the reason to look again."""
-    outcomes: dict[str, HistoryOutcome | HistoryUnavailable] = {}
-    groups: dict[tuple[MarkStatus, str | None], list[Mark]] = {}
-    for mark in marks:
-        if mark.row_ids is None:
-            groups.setdefault((mark.status.rows_to_change, mark.agent), []).append(mark)
-    for (row_status, agent), group in groups.items():
-        wanted = {mark.session_id for mark in group}
-        lookup = _find_history_rows(client, wanted, row_status, agent, agents, pool, width)
-        for mark in group:
-            mark.row_ids = lookup.found.get(mark.session_id) or None
-            if mark.row_ids:
-                continue
-            if not lookup.still:
-                outcomes[mark.session_id] = HistoryUnavailable(
-                    "the service's listing changed while it was read, so the row may have been missed; "
-                    "it is looked up again later"
-                )
-                continue
-            if mark.maybe_sent and lookup.complete:
-                outcomes[mark.session_id] = HistoryOutcome(HistoryStatus.MARKED, MAYBE_SENT_MARKED)
-                continue
-            bound = _page_bound(len(wanted)) * HISTORY_PAGE_LIMIT
-            where = "" if lookup.complete else f" among the newest {bound}"
-            outcomes[mark.session_id] = HistoryOutcome(
-                HistoryStatus.NO_HISTORY_ROW,
-                f"no {row_status.value} row for this session in the history service{where}",
-            )
-    return outcomes
-
-
-def _patch_mark(client: HistoryClient, mark: Mark) -> HistoryOutcome:
-    row_ids = mark.row_ids or []
-    for row_id in row_ids:
-        if not _UUID_PATTERN.match(row_id):
-            return HistoryOutcome(HistoryStatus.FAILED, "a row id is not a UUID", ())
-        status, _ = client.request("PATCH", f"/sessions/{row_id}", {"status": mark.status.value})
-        if status == 404:
-            return HistoryOutcome(
-                HistoryStatus.NO_HISTORY_ROW, "the row is gone from the history service", tuple(row_ids)
-            )
-        if not 200 <= status < 300:
-            raise _refusal(status, f"the mark of row {row_id}")
-    return HistoryOutcome(HistoryStatus.MARKED, None, tuple(row_ids))
-
-
-def _agents_under_root(config: Config) -> set[str]:
-    """The agents whose rows a mark of no agent may end (only they were searched for the session)."""
-    try:
-        return set(_discover_agents(config))
-    except SessionManagerError:
-        return set()
-
-
-def _look_up_and_patch(
-    config: Config, marks: list[Mark], deadline: float, pace: Pace, read_timeout: float
-) -> dict[int, HistoryOutcome | Exception]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    results: dict[int, HistoryOutcome | Exception] = {}
-    try:
-        client = HistoryClient(config, deadline, pace, read_timeout)
-    except HistoryRefused as error:
-        return dict.fromkeys(range(len(marks)), error)
-    width = max(1, config.history_concurrency)
-    try:
-        with ThreadPoolExecutor(width) as pool:
-            try:
-                missing = _lookup_rows(client, marks, _agents_under_root(config), pool, width)
-            except (HistoryUnavailable, HistoryRefused) as error:
-                missing = {}
-                for index, mark in enumerate(marks):
-                    if mark.row_ids is None:
-                        results[index] = error
-            todo = []
-            for index, mark in enumerate(marks):
-                if index in results:
-                    continue
-                if mark.session_id in missing and not mark.row_ids:
-                    results[index] = missing[mark.session_id]
-                else:
-                    todo.append(index)
-
-            def deliver(index: int) -> None:
-                _note_sending(config, marks[index])
-                try:
-                    results[index] = _patch_mark(client, marks[index])
-                except (HistoryUnavailable, HistoryRefused) as error:
-                    results[index] = error
-                else:
-                    _note_delivered(config, marks[index])
-
-            list(pool.map(deliver, todo))
-    finally:
-        client.close()
-    return results
-
-
-def _deliver_marks(
-    config: Config, marks: list[Mark], deadline: float, pace: Pace, read_timeout: float
-) -> dict[int, HistoryOutcome | Exception]:
-    """Look up and PATCH every mark, concurrently, paced, within the deadline; never raises."""
-    with _cycle_collection(True):
-        return _look_up_and_patch(config, marks, deadline, pace, read_timeout)
-
-
 def _expired(mark: Mark, now: datetime) -> bool:
     """Whether a waiting mark is given up: its deliveries have really failed (no answer, a
     rejection) for HISTORY_GIVE_UP_DAYS. Waiting (the budget, the pace, a 429) is no failure."""
@@ -5403,60 +5340,6 @@ def _pending_item(mark: Mark) -> dict[str, Any]:
     }
 
 
-def _held_session_ids(config: Config, agent: str) -> set[str] | PartlyHeld | None:
-    """Every sessionId an agent's store holds now, or None when it cannot be read."""
-    try:
-        return open_store(config, _agent_paths(config, agent)).held_session_ids()
-    except SessionManagerError:
-        return None
-
-
-def _outbox_items(config: Config) -> list[dict[str, Any]]:
-    """What waits in the outbox, as answers list it; empty when it cannot be read."""
-    try:
-        return [_pending_item(mark) for mark in _read_outbox(config)]
-    except (SessionManagerError, OSError):
-        return []
-
-
-def _pending_marks(
-    config: Config, now: datetime, own: set[str], reassign: bool = False
-) -> tuple[list[Mark], list[Mark], list[Mark]]:
-    """Outbox marks to deliver now, unconfirmed ones whose deletion never reached the index, and
-    those queued for another service (Mark.is_for), which wait for a call configured for it (or,
-    ``reassign``, are taken over by this configuration: the other one was a mistake, now fixed).
-
-    An unconfirmed mark within its grace belongs to a call still running, and is left alone.
-    """
-    deliver: list[Mark] = []
-    dropped: list[Mark] = []
-    elsewhere: list[Mark] = []
-    unconfirmed: dict[str, list[Mark]] = {}
-    service_id, shown = config.service_id, _shown_url(config.api_url)
-    for mark in _read_outbox(config):
-        if mark.outbox_id in own:
-            continue
-        if reassign and not mark.is_for(service_id):
-            mark.service_id, mark.service = service_id, shown
-        if not mark.is_for(service_id):
-            elsewhere.append(mark)
-        elif mark.confirmed or mark.agent is None:
-            deliver.append(mark)
-        elif now - (_parse_timestamp(mark.queued_at) or now) > timedelta(seconds=UNCONFIRMED_GRACE_SECONDS):
-            unconfirmed.setdefault(mark.agent, []).append(mark)
-    for agent, marks in unconfirmed.items():
-        held = _held_session_ids(config, agent)
-        if held is None:
-            continue
-        present = held.ids if isinstance(held, PartlyHeld) else held
-        for mark in marks:
-            if isinstance(held, PartlyHeld) and mark.session_id not in present:
-                continue  # it may be a cron run that the reading left out: asked again next time
-            took_effect = (mark.session_id in present) == mark.status.held_when_done
-            (deliver if took_effect else dropped).append(mark)
-    return deliver, dropped, elsewhere
-
-
 def _settle_outbox(
     queued: list[Mark], finished: set[str], requeue: list[Mark], now: datetime
 ) -> tuple[list[Mark], list[Mark]]:
@@ -5473,150 +5356,6 @@ def _settle_outbox(
     return [m for m in kept if not _expired(m, now)], [m for m in kept if _expired(m, now)]
 
 
-@contextmanager
-def _delivery_turn(config: Config, report: HistoryReport, patience: float) -> Iterator[bool]:
-    """Whether this process delivers: one at a time (waiting up to ``patience`` seconds for the
-    turn), and none where the outbox cannot be opened."""
-    with ExitStack() as stack:
-        try:
-            delivering = stack.enter_context(
-                _state_file_lock(config, HISTORY_OUTBOX_NAME + ".delivery", patience=patience)
-            )
-        except OSError as error:
-            report.configuration_error = (
-                f"cannot open the history outbox in {config.state_dir}: {error.strerror}"
-            )
-            delivering = False
-        if delivering:  # only the holder writes the pace: what a killed save left is swept here
-            with suppress(OSError):
-                _remove_files(config.state_dir, _abandoned_temporaries(config.state_dir, HISTORY_PACE_NAME))
-        yield delivering
-
-
-def _drop_superseded_marks(config: Config, marks: list[Mark]) -> None:
-    """Rewrite the outbox without what waits there for the sessions of this call's newer ``marks``."""
-    own_ids = {mark.session_id for mark in marks}
-    own_queued = {mark.outbox_id for mark in marks if mark.outbox_id}
-
-    def supersede(queued: list[Mark]) -> tuple[list[Mark], list[Mark]]:
-        return [m for m in queued if m.session_id not in own_ids or m.outbox_id in own_queued], []
-
-    _rewrite_outbox(config, supersede)
-
-
-def _record_results(
-    report: HistoryReport,
-    batch: list[Mark],
-    own: int,
-    results: dict[int, HistoryOutcome | Exception],
-    now: datetime,
-) -> tuple[set[str], list[Mark]]:
-    """Put each delivery's outcome in the report (the first ``own`` marks are this call's).
-
-    Returns the outbox ids delivered and the marks that go back to the outbox; a mark that was not
-    sent, or that the service asked to wait for (HistoryDeferred), counts no attempt.
-    """
-    finished: set[str] = set()
-    requeue: list[Mark] = []
-    for index, mark in enumerate(batch):
-        result = results.get(index)
-        if isinstance(result, HistoryOutcome):
-            if index < own:
-                report.outcomes[mark.session_id] = result
-            else:
-                report.delivered.append({**_pending_item(mark), "outcome": result.status.value})
-            if mark.outbox_id:
-                finished.add(mark.outbox_id)
-            continue
-        reason = str(result) if result is not None else "not attempted"
-        if isinstance(result, HistoryRefused):
-            report.configuration_error = reason
-        if result is not None and not isinstance(result, HistoryDeferred):
-            mark.attempts += 1
-            mark.failing_since = mark.failing_since or _iso_utc(now)
-        elif isinstance(result, HistoryBusy):
-            mark.failing_since = None  # the service is there: whatever failed before is no streak
-        mark.last_error = reason
-        mark.queued_at = mark.queued_at or _iso_utc(now)
-        if index < own:
-            report.outcomes[mark.session_id] = HistoryOutcome(
-                HistoryStatus.QUEUED, reason, tuple(mark.row_ids or ())
-            )
-        requeue.append(mark)
-    return finished, requeue
-
-
-def _settle_outbox_file(
-    config: Config, report: HistoryReport, finished: set[str], requeue: list[Mark], now: datetime
-) -> None:
-    """Write the outbox after a delivery; what it gives up on is reported."""
-    try:
-        given_up = _rewrite_outbox(config, lambda queued: _settle_outbox(queued, finished, requeue, now))
-    except (OSError, SessionManagerError) as error:
-        report.configuration_error = (
-            f"could not record undelivered history marks in {config.state_dir}: "
-            f"{getattr(error, 'strerror', None) or error}"
-        )
-        return
-    report.gave_up += [_pending_item(mark) for mark in given_up]
-
-
-def _paced_delivery(
-    config: Config, batch: list[Mark], deadline: float, read_timeout: float, report: HistoryReport
-) -> dict[int, HistoryOutcome | Exception]:
-    """Deliver a batch under the pace of every sender, kept in history-pace.json across turns."""
-    if not batch:
-        return {}
-    pace = Pace.load(config)
-    try:
-        return _deliver_marks(config, batch, deadline, pace, read_timeout)
-    finally:
-        pace.save()
-        report.pace_trouble = pace.trouble
-
-
-def _history_step(
-    config: Config,
-    marks: list[Mark],
-    include_pending: bool,
-    report: HistoryReport,
-    background: bool,
-    reassign: bool = False,
-) -> None:
-    """mark_history's work, which any failure may interrupt: the marks were queued before. Only
-    the holder of the delivery turn sends (so one pace holds for every sender): a call waits for
-    the turn up to its budget, and without it leaves its marks in the outbox."""
-    budget = DELIVERY_ROUND_SECONDS if background else config.history_budget
-    deadline, now = time.monotonic() + budget, _utc_now()
-    with _delivery_turn(config, report, budget) as delivering:
-        report.outbox_busy = include_pending and not delivering
-        if not delivering:
-            report.outcomes.update(
-                (m.session_id, HistoryOutcome(HistoryStatus.QUEUED, "another process is delivering"))
-                for m in marks
-            )
-            report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
-            return
-        waiting: list[Mark] = []
-        never_happened: list[Mark] = []
-        if include_pending:
-            _drop_superseded_marks(config, marks)
-            own = {mark.outbox_id for mark in marks if mark.outbox_id}
-            waiting, never_happened, elsewhere = _pending_marks(config, now, own, reassign)
-            report.elsewhere = sorted({str(mark.service) for mark in elsewhere}), len(elsewhere)
-        batch = marks + waiting
-        read_timeout = DELIVERY_READ_TIMEOUT if background else HISTORY_READ_TIMEOUT
-        results = _paced_delivery(config, batch, deadline, read_timeout, report)
-        report.delivered += [
-            {**_pending_item(m), "outcome": "dropped: its deletion never happened"} for m in never_happened
-        ]
-        finished, requeue = _record_results(report, batch, len(marks), results, now)
-        finished.update(str(mark.outbox_id) for mark in never_happened)
-        if requeue or finished:
-            _settle_outbox_file(config, report, finished, requeue, now)
-        report.still_pending = [_pending_item(m) for m in _read_outbox(config)]
-
-
 # The delivery process: this module, imported from its own folder, running deliver_in_background.
 _DELIVERER_BOOT = "; ".join(
     (
@@ -5626,145 +5365,6 @@ _DELIVERER_BOOT = "; ".join(
         "session_manager.deliver_in_background()",
     )
 )
-
-
-def _deliverer_environment(config: Config) -> dict[str, str]:
-    """The call's environment with its folders as absolute paths: the process starts in the state
-    folder, where a relative ARIA_AGENTS_DIR (or OPENCLAW_CLI) would name nothing."""
-    environment = {
-        **os.environ,
-        "ARIA_AGENTS_DIR": config.agents_root,
-        "SESSION_MANAGER_STATE_DIR": config.state_dir,
-    }
-    if os.sep in config.openclaw_cli:
-        environment["OPENCLAW_CLI"] = os.path.abspath(config.openclaw_cli)
-    return environment
-
-
-def _start_deliverer(config: Config) -> bool:
-    """Start the delivery process of this state folder, detached (its own session, no descriptor
-    of the call's), unless one runs or SESSION_HISTORY_BACKGROUND is off. Whether one goes on."""
-    if not config.background_delivery:
-        return False
-    try:
-        with _state_file_lock(config, DELIVERER_LOCK_NAME, wait=False) as free:
-            if not free:
-                return True
-        import subprocess
-        import sys
-
-        subprocess.Popen(
-            [sys.executable, "-c", _DELIVERER_BOOT, os.path.dirname(os.path.abspath(__file__))],
-            env=_deliverer_environment(config),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            cwd=config.state_dir,
-        )
-    except (OSError, SessionManagerError):
-        return False
-    return True
-
-
-def _deliverer_failure(config: Config) -> str | None:
-    """Why the last delivery process could not work, if it left that (_record_delivery_failure)."""
-    try:
-        with open(os.path.join(config.state_dir, DELIVERY_FAILED_NAME), "rb") as handle:
-            return _cut(handle.read(4096).decode("utf-8", "replace").strip(), TEXT_CAP) or None
-    except OSError:
-        return None
-
-
-def mark_history(
-    config: Config,
-    marks: list[Mark],
-    *,
-    include_pending: bool = True,
-    background: bool = False,
-    reassign: bool = False,
-) -> HistoryReport:
-    """Deliver this call's marks and drain the outbox, paced, within one time budget; whatever
-    still waits is left to the delivery process, started here (``background``: this is it).
-
-    A mark that cannot be delivered now (its turn has not come, service down, timeout, 5xx, 429,
-    or a rejected request that a configuration fix may cure) stays in the outbox; nothing is
-    dropped silently: a mark that has failed for days goes to the abandoned file, reported.
-    ``reassign``: marks queued for another configuration of the service are sent with this one.
-    """
-    report = HistoryReport()
-    if config.history_off:
-        return report.switched_off(marks, _outbox_items(config))
-    if not marks and not include_pending:
-        return report
-    try:
-        _history_step(config, marks, include_pending, report, background, reassign)
-    except Exception as error:  # the marks wait in the outbox, and the call's answer stands
-        report.failure = (
-            f"the history step failed ({type(error).__name__}: {error}); its marks wait in the outbox"
-        )
-        report.still_pending = _outbox_items(config)
-        for mark in marks:
-            report.outcomes.setdefault(
-                mark.session_id, HistoryOutcome(HistoryStatus.QUEUED, "the history step failed")
-            )
-    if report.still_pending and not background:
-        report.background_failure = _deliverer_failure(config)
-        report.background = _start_deliverer(config)
-    return report
-
-
-def _delivery_log(config: Config) -> Callable[[str], None]:
-    """A writer of timestamped lines to history-delivery.log (one older file kept past 1 MiB)."""
-    path = _state_path(config, DELIVERY_LOG_NAME)
-
-    def write(text: str) -> None:
-        with suppress(OSError):
-            if os.path.getsize(path) > DELIVERY_LOG_CAP:
-                os.replace(path, path + ".1")
-        with suppress(OSError):
-            _append_pieces(path, [f"{_iso_utc(_utc_now())} pid {os.getpid()}: {text}"], sync=False)
-
-    return write
-
-
-def _round_pause(config: Config, report: HistoryReport, idle_rounds: int) -> float:
-    """How long the delivery process rests before its next round: until the pace lets the next
-    mark go, at least half a second; after rounds that delivered nothing, 5 s, doubling up to 60."""
-    wait = Pace.load(config).opens_at(time.time()) - time.time()
-    rest = 0.5 if report.delivered else min(5.0 * 2 ** max(idle_rounds - 1, 0), 60.0)
-    return min(max(wait, rest), 60.0)
-
-
-def _delivery_rounds(config: Config, log: Callable[[str], None]) -> None:
-    """Rounds of mark_history over the outbox until it is empty, or until nothing was delivered
-    for DELIVERY_IDLE_SECONDS (the service down, or every mark rejected: the next call starts a
-    new process)."""
-    with suppress(OSError):
-        os.unlink(os.path.join(config.state_dir, DELIVERY_FAILED_NAME))  # a process works again
-    log(f"started: {_pending_mark_count(config)} marks wait")
-    progress, idle_rounds = time.monotonic(), 0
-    while True:
-        report = mark_history(config, [], include_pending=True, background=True)
-        waiting, error = len(report.still_pending), report.error()
-        log(
-            f"delivered {len(report.delivered)}, gave up {len(report.gave_up)}, {waiting} wait"
-            + (f"; {error['error']}" if error else "")
-            + ("; another process held the turn" if report.outbox_busy else "")
-            + (f"; {report.pace_trouble}" if report.pace_trouble else "")
-        )
-        if waiting <= report.elsewhere[1] and not report.outbox_busy:
-            log("the outbox is empty: stopping" if not waiting else f"{report.other_service()}: stopping")
-            return
-        if report.delivered:
-            progress, idle_rounds = time.monotonic(), 0
-        elif time.monotonic() - progress > DELIVERY_IDLE_SECONDS:
-            log(f"nothing delivered for {DELIVERY_IDLE_SECONDS:g} s: stopping; the next call starts another")
-            return
-        else:
-            idle_rounds += 1
-        time.sleep(_round_pause(config, report, idle_rounds))
 
 
 def _record_delivery_failure(why: str) -> None:
@@ -5785,45 +5385,587 @@ def deliver_in_background() -> None:
     logging each round to history-delivery.log. Killed, it leaves the outbox whole."""
     try:
         config = Config.from_environment()
-        with _state_file_lock(config, DELIVERER_LOCK_NAME, wait=False) as mine:
+        with StateFolder(config).lock(DELIVERER_LOCK_NAME, wait=False) as mine:
             if mine and not config.history_off:
-                _delivery_rounds(config, _delivery_log(config))
+                history = History(Call(config, connects=False))
+                history.delivery_rounds(history.delivery_log())
     except (SessionManagerError, OSError) as error:
         _record_delivery_failure(_cut(str(error), TEXT_CAP))
-
-
-def _active_rows(
-    config: Config, budget: float = RECONCILE_BUDGET_SECONDS, read_timeout: float = DELIVERY_READ_TIMEOUT
-) -> list[dict[str, Any]]:
-    """Every row the service lists as active (every page, cron and runtime rows included), each
-    once, read within ``budget`` (by default with the delivery process's patience for the
-    service's sync). Raises HistoryUnavailable or HistoryRefused when it cannot be read whole."""
-    deadline = time.monotonic() + budget
-    rows: dict[str, dict[str, Any]] = {}
-    with _cycle_collection(True):
-        client = HistoryClient(config, deadline, Pace(config.history_pace, [], 0.0), read_timeout)
-        try:
-            query, number = _lookup_query(MarkStatus.ACTIVE, None), 1
-            while True:
-                page = _read_page(client, query, number)
-                rows.update(
-                    (r["id"], r) for r in page.items if isinstance(r, dict) and isinstance(r.get("id"), str)
-                )
-                if (
-                    not page.items
-                    or page.pages is None
-                    or number >= min(page.pages, HISTORY_LISTING_MAX_PAGES)
-                ):
-                    break
-                number += 1
-        finally:
-            client.close()
-    return list(rows.values())
 
 
 #: What one store holds: its sessionIds, those of a reading that left the cron runs out, or why it
 #: could not be read.
 Holding: TypeAlias = "set[str] | PartlyHeld | SessionManagerError"
+
+
+class Outbox:
+    """The history outbox: marks waiting for the history service, and what their delivery did."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def read(self) -> list[Mark]:
+        """Marks waiting in the outbox, oldest first."""
+        return _marks_of_records(_read_json_lines(os.path.join(self.config.state_dir, HISTORY_OUTBOX_NAME)))[
+            0
+        ]
+
+    def count(self) -> int:
+        """How many history marks wait in the outbox."""
+        return len(self.read())
+
+    def abandon(self, records: list[dict[str, Any]]) -> None:
+        """Keep what leaves the outbox undelivered in the abandoned file, for an operator to look at."""
+        if records:
+            _append_lines(StateFolder(self.config).path(HISTORY_ABANDONED_NAME), records)
+
+    def rewrite(self, change: OutboxChange) -> list[Mark]:
+        """Change the outbox under its lock; returns the marks given up on, which go to the abandoned file.
+
+        A record that is no mark (edited by hand, say) goes to the abandoned file too, not lost.
+        """
+
+        def rewrite(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, list[Mark]]:
+            marks, unreadable = _marks_of_records(records)
+            before = [mark.as_record() for mark in marks]  # ``change`` may alter the marks themselves
+            kept, given_up = change(marks)
+            moment = _iso_utc(_utc_now())
+            self.abandon([{**mark.as_record(), "abandoned_at": moment} for mark in given_up])
+            self.abandon(
+                [{"record": r, "abandoned_at": moment, "reason": "not a history mark"} for r in unreadable],
+            )
+            after = [mark.as_record() for mark in kept]
+            folded = len(records) > len(marks) + len(unreadable)  # confirmations and deliveries, now in
+            return (after if unreadable or folded or after != before else None), given_up
+
+        return StateFolder(self.config).rewrite(HISTORY_OUTBOX_NAME, rewrite)
+
+    def queue(self, marks: list[Mark]) -> None:
+        """Append a deletion's marks to the outbox, flushed, before its index is written.
+
+        So any end of the call after the commit (a signal, a crash, a later agent's failure) leaves
+        them to be delivered. Fails with StoreWriteFailed, before anything changed, if it cannot.
+        Without a history layer (ARIA_API_URL=none) nothing is queued.
+        """
+        if self.config.history_off:
+            return
+        moment, service_id, shown = (
+            _iso_utc(_utc_now()),
+            self.config.service_id,
+            _shown_url(self.config.api_url),
+        )
+        for mark in marks:
+            mark.outbox_id = mark.outbox_id or _new_id()
+            mark.queued_at = mark.queued_at or moment
+            mark.service_id, mark.service = mark.service_id or service_id, mark.service or shown
+        try:
+            with StateFolder(self.config).lock(HISTORY_OUTBOX_NAME):
+                records = (
+                    json.dumps(mark.as_record()) for mark in marks
+                )  # streamed: a prune may queue 60,000
+                _append_pieces(
+                    StateFolder(self.config).path(HISTORY_OUTBOX_NAME), records, sync=True, separate=True
+                )
+        except OSError as error:
+            raise StoreWriteFailed(
+                f"cannot queue history marks in {self.config.state_dir}: {error.strerror or error}; "
+                "nothing was deleted (set SESSION_MANAGER_STATE_DIR to a writable folder)"
+            ) from None
+
+    def confirm(self, txn: str, marks: list[Mark], done: list[Mark]) -> None:
+        """After the index is written: confirm the marks of sessions it removed, drop the others.
+
+        One small appended record does it (the outbox is not rewritten while the index may still be in
+        memory). A failure is left for later: the marks stay unconfirmed and, past the grace, the
+        index decides (_pending_marks).
+        """
+        if self.config.history_off:
+            return
+        confirmed = {mark.outbox_id for mark in done}
+        for mark in done:
+            mark.confirmed = True
+        record = {"confirm": txn, "dropped": [m.outbox_id for m in marks if m.outbox_id not in confirmed]}
+        try:
+            with StateFolder(self.config).lock(HISTORY_OUTBOX_NAME):
+                _append_lines(StateFolder(self.config).path(HISTORY_OUTBOX_NAME), [record])
+        except (OSError, SessionManagerError):
+            pass
+
+    def note(self, mark: Mark, event: str) -> None:
+        """Append one event of a mark's delivery to the outbox; a failure is left to the settle."""
+        if mark.outbox_id is None:
+            return
+        try:
+            with StateFolder(self.config).lock(HISTORY_OUTBOX_NAME):
+                _append_lines(
+                    StateFolder(self.config).path(HISTORY_OUTBOX_NAME), [{event: mark.outbox_id}], sync=False
+                )
+        except (OSError, SessionManagerError):
+            pass  # the settle at the end of the step records it too
+
+    def note_delivered(self, mark: Mark) -> None:
+        """Record at once that a waiting mark was delivered (an appended record, folded in by
+        _marks_of_records): a delivery killed before it settles the outbox sends it no second time."""
+        self.note(mark, "delivered")
+
+    def note_sending(self, mark: Mark) -> None:
+        """Record, before its PATCH goes out, that a mark is being sent: a delivery killed while the
+        request was under way leaves its next sender to look at the row first, not to end it twice
+        (the service sets ended_at at each PATCH)."""
+        self.note(mark, "sending")
+
+    def queue_removal_marks(self, transaction: AuditTransaction, removals: list[Removal]) -> None:
+        """Queue the removals' history marks, unconfirmed; a failure aborts the deletion here."""
+        for removal in removals:
+            removal.mark.txn, removal.mark.confirmed = transaction.txn, False
+        try:
+            self.queue([removal.mark for removal in removals])
+        except SessionManagerError:
+            AuditLog(self.config).append([transaction.record("abort", {})])
+            raise
+
+    def queue_restore_mark(self, deletion: Deletion) -> Mark:
+        """The restore's history mark, queued unconfirmed before anything is put back: a call that
+        dies later leaves it to the crash rule (the store then says whether the restore happened)."""
+        mark = Mark(deletion.session_id, deletion.agent, MarkStatus.ACTIVE, txn=_new_id(), confirmed=False)
+        self.queue([mark])
+        return mark
+
+    def items(self) -> list[dict[str, Any]]:
+        """What waits in the outbox, as answers list it; empty when it cannot be read."""
+        try:
+            return [_pending_item(mark) for mark in self.read()]
+        except (SessionManagerError, OSError):
+            return []
+
+    def drop_superseded(self, marks: list[Mark]) -> None:
+        """Rewrite the outbox without what waits there for the sessions of this call's newer ``marks``."""
+        own_ids = {mark.session_id for mark in marks}
+        own_queued = {mark.outbox_id for mark in marks if mark.outbox_id}
+
+        def supersede(queued: list[Mark]) -> tuple[list[Mark], list[Mark]]:
+            return [m for m in queued if m.session_id not in own_ids or m.outbox_id in own_queued], []
+
+        self.rewrite(supersede)
+
+    def settle(self, report: HistoryReport, finished: set[str], requeue: list[Mark], now: datetime) -> None:
+        """Write the outbox after a delivery; what it gives up on is reported."""
+        try:
+            given_up = self.rewrite(lambda queued: _settle_outbox(queued, finished, requeue, now))
+        except (OSError, SessionManagerError) as error:
+            report.configuration_error = (
+                f"could not record undelivered history marks in {self.config.state_dir}: "
+                f"{getattr(error, 'strerror', None) or error}"
+            )
+            return
+        report.gave_up += [_pending_item(mark) for mark in given_up]
+
+
+class History:
+    """The history layer: it delivers the outbox's marks to the history service, paced, and reads
+    its rows."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.config = call.config
+        self.outbox = Outbox(call.config)
+
+    def agents_under_root(self) -> set[str]:
+        """The agents whose rows a mark of no agent may end (only they were searched for the session)."""
+        try:
+            return set(self.config.discover_agents())
+        except SessionManagerError:
+            return set()
+
+    def look_up_and_patch(
+        self, marks: list[Mark], deadline: float, pace: Pace, read_timeout: float
+    ) -> dict[int, HistoryOutcome | Exception]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        results: dict[int, HistoryOutcome | Exception] = {}
+        try:
+            client = HistoryClient(self.config, deadline, pace, read_timeout)
+        except HistoryRefused as error:
+            return dict.fromkeys(range(len(marks)), error)
+        width = max(1, self.config.history_concurrency)
+        try:
+            with ThreadPoolExecutor(width) as pool:
+                try:
+                    missing = client.lookup_rows(marks, self.agents_under_root(), pool, width)
+                except (HistoryUnavailable, HistoryRefused) as error:
+                    missing = {}
+                    for index, mark in enumerate(marks):
+                        if mark.row_ids is None:
+                            results[index] = error
+                todo = []
+                for index, mark in enumerate(marks):
+                    if index in results:
+                        continue
+                    if mark.session_id in missing and not mark.row_ids:
+                        results[index] = missing[mark.session_id]
+                    else:
+                        todo.append(index)
+
+                def deliver(index: int) -> None:
+                    self.outbox.note_sending(marks[index])
+                    try:
+                        results[index] = client.patch(marks[index])
+                    except (HistoryUnavailable, HistoryRefused) as error:
+                        results[index] = error
+                    else:
+                        self.outbox.note_delivered(marks[index])
+
+                list(pool.map(deliver, todo))
+        finally:
+            client.close()
+        return results
+
+    def deliver(
+        self, marks: list[Mark], deadline: float, pace: Pace, read_timeout: float
+    ) -> dict[int, HistoryOutcome | Exception]:
+        """Look up and PATCH every mark, concurrently, paced, within the deadline; never raises."""
+        with _cycle_collection(True):
+            return self.look_up_and_patch(marks, deadline, pace, read_timeout)
+
+    def held_session_ids(self, agent: str) -> set[str] | PartlyHeld | None:
+        """Every sessionId an agent's store holds now, or None when it cannot be read."""
+        try:
+            return AgentStore.open(self.call, self.config.agent_paths(agent)).held_session_ids()
+        except SessionManagerError:
+            return None
+
+    @contextmanager
+    def delivery_turn(self, report: HistoryReport, patience: float) -> Iterator[bool]:
+        """Whether this process delivers: one at a time (waiting up to ``patience`` seconds for the
+        turn), and none where the outbox cannot be opened."""
+        with ExitStack() as stack:
+            try:
+                delivering = stack.enter_context(
+                    StateFolder(self.config).lock(HISTORY_OUTBOX_NAME + ".delivery", patience=patience)
+                )
+            except OSError as error:
+                report.configuration_error = (
+                    f"cannot open the history outbox in {self.config.state_dir}: {error.strerror}"
+                )
+                delivering = False
+            if delivering:  # only the holder writes the pace: what a killed save left is swept here
+                with suppress(OSError):
+                    _remove_files(
+                        self.config.state_dir,
+                        _abandoned_temporaries(self.config.state_dir, HISTORY_PACE_NAME),
+                    )
+            yield delivering
+
+    def paced_delivery(
+        self, batch: list[Mark], deadline: float, read_timeout: float, report: HistoryReport
+    ) -> dict[int, HistoryOutcome | Exception]:
+        """Deliver a batch under the pace of every sender, kept in history-pace.json across turns."""
+        if not batch:
+            return {}
+        pace = Pace.load(self.config)
+        try:
+            return self.deliver(batch, deadline, pace, read_timeout)
+        finally:
+            pace.save()
+            report.pace_trouble = pace.trouble
+
+    def step(
+        self,
+        marks: list[Mark],
+        include_pending: bool,
+        report: HistoryReport,
+        background: bool,
+        reassign: bool = False,
+    ) -> None:
+        """mark_history's work, which any failure may interrupt: the marks were queued before. Only
+        the holder of the delivery turn sends (so one pace holds for every sender): a call waits for
+        the turn up to its budget, and without it leaves its marks in the outbox."""
+        budget = DELIVERY_ROUND_SECONDS if background else self.config.history_budget
+        deadline, now = time.monotonic() + budget, _utc_now()
+        with self.delivery_turn(report, budget) as delivering:
+            report.outbox_busy = include_pending and not delivering
+            if not delivering:
+                report.outcomes.update(
+                    (m.session_id, HistoryOutcome(HistoryStatus.QUEUED, "another process is delivering"))
+                    for m in marks
+                )
+                report.still_pending = [_pending_item(m) for m in self.outbox.read()]
+                return
+            waiting: list[Mark] = []
+            never_happened: list[Mark] = []
+            if include_pending:
+                self.outbox.drop_superseded(marks)
+                own = {mark.outbox_id for mark in marks if mark.outbox_id}
+                waiting, never_happened, elsewhere = self.pending(now, own, reassign)
+                report.elsewhere = sorted({str(mark.service) for mark in elsewhere}), len(elsewhere)
+            batch = marks + waiting
+            read_timeout = DELIVERY_READ_TIMEOUT if background else HISTORY_READ_TIMEOUT
+            results = self.paced_delivery(batch, deadline, read_timeout, report)
+            report.delivered += [
+                {**_pending_item(m), "outcome": "dropped: its deletion never happened"}
+                for m in never_happened
+            ]
+            finished, requeue = report.record_results(batch, len(marks), results, now)
+            finished.update(str(mark.outbox_id) for mark in never_happened)
+            if requeue or finished:
+                self.outbox.settle(report, finished, requeue, now)
+            report.still_pending = [_pending_item(m) for m in self.outbox.read()]
+
+    def deliverer_environment(self) -> dict[str, str]:
+        """The call's environment with its folders as absolute paths: the process starts in the state
+        folder, where a relative ARIA_AGENTS_DIR (or OPENCLAW_CLI) would name nothing."""
+        environment = {
+            **os.environ,
+            "ARIA_AGENTS_DIR": self.config.agents_root,
+            "SESSION_MANAGER_STATE_DIR": self.config.state_dir,
+        }
+        if os.sep in self.config.openclaw_cli:
+            environment["OPENCLAW_CLI"] = os.path.abspath(self.config.openclaw_cli)
+        return environment
+
+    def start_deliverer(self) -> bool:
+        """Start the delivery process of this state folder, detached (its own session, no descriptor
+        of the call's), unless one runs or SESSION_HISTORY_BACKGROUND is off. Whether one goes on."""
+        if not self.config.background_delivery:
+            return False
+        try:
+            with StateFolder(self.config).lock(DELIVERER_LOCK_NAME, wait=False) as free:
+                if not free:
+                    return True
+            import subprocess
+            import sys
+
+            subprocess.Popen(
+                [sys.executable, "-c", _DELIVERER_BOOT, os.path.dirname(os.path.abspath(__file__))],
+                env=self.deliverer_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+                cwd=self.config.state_dir,
+            )
+        except (OSError, SessionManagerError):
+            return False
+        return True
+
+    def deliverer_failure(self) -> str | None:
+        """Why the last delivery process could not work, if it left that (_record_delivery_failure)."""
+        try:
+            with open(os.path.join(self.config.state_dir, DELIVERY_FAILED_NAME), "rb") as handle:
+                return _cut(handle.read(4096).decode("utf-8", "replace").strip(), TEXT_CAP) or None
+        except OSError:
+            return None
+
+    def mark(
+        self,
+        marks: list[Mark],
+        *,
+        include_pending: bool = True,
+        background: bool = False,
+        reassign: bool = False,
+    ) -> HistoryReport:
+        """Deliver this call's marks and drain the outbox, paced, within one time budget; whatever
+        still waits is left to the delivery process, started here (``background``: this is it).
+
+        A mark that cannot be delivered now (its turn has not come, service down, timeout, 5xx, 429,
+        or a rejected request that a configuration fix may cure) stays in the outbox; nothing is
+        dropped silently: a mark that has failed for days goes to the abandoned file, reported.
+        ``reassign``: marks queued for another configuration of the service are sent with this one.
+        """
+        report = HistoryReport()
+        if self.config.history_off:
+            return report.switched_off(marks, self.outbox.items())
+        if not marks and not include_pending:
+            return report
+        try:
+            self.step(marks, include_pending, report, background, reassign)
+        except Exception as error:  # the marks wait in the outbox, and the call's answer stands
+            report.failure = (
+                f"the history step failed ({type(error).__name__}: {error}); its marks wait in the outbox"
+            )
+            report.still_pending = self.outbox.items()
+            for mark in marks:
+                report.outcomes.setdefault(
+                    mark.session_id, HistoryOutcome(HistoryStatus.QUEUED, "the history step failed")
+                )
+        if report.still_pending and not background:
+            report.background_failure = self.deliverer_failure()
+            report.background = self.start_deliverer()
+        return report
+
+    def delivery_log(self) -> Callable[[str], None]:
+        """A writer of timestamped lines to history-delivery.log (one older file kept past 1 MiB)."""
+        path = StateFolder(self.config).path(DELIVERY_LOG_NAME)
+
+        def write(text: str) -> None:
+            with suppress(OSError):
+                if os.path.getsize(path) > DELIVERY_LOG_CAP:
+                    os.replace(path, path + ".1")
+            with suppress(OSError):
+                _append_pieces(path, [f"{_iso_utc(_utc_now())} pid {os.getpid()}: {text}"], sync=False)
+
+        return write
+
+    def round_pause(self, report: HistoryReport, idle_rounds: int) -> float:
+        """How long the delivery process rests before its next round: until the pace lets the next
+        mark go, at least half a second; after rounds that delivered nothing, 5 s, doubling up to 60."""
+        wait = Pace.load(self.config).opens_at(time.time()) - time.time()
+        rest = 0.5 if report.delivered else min(5.0 * 2 ** max(idle_rounds - 1, 0), 60.0)
+        return min(max(wait, rest), 60.0)
+
+    def delivery_rounds(self, log: Callable[[str], None]) -> None:
+        """Rounds of mark_history over the outbox until it is empty, or until nothing was delivered
+        for DELIVERY_IDLE_SECONDS (the service down, or every mark rejected: the next call starts a
+        new process)."""
+        with suppress(OSError):
+            os.unlink(os.path.join(self.config.state_dir, DELIVERY_FAILED_NAME))  # a process works again
+        log(f"started: {self.outbox.count()} marks wait")
+        progress, idle_rounds = time.monotonic(), 0
+        while True:
+            report = self.mark([], include_pending=True, background=True)
+            waiting, error = len(report.still_pending), report.error()
+            log(
+                f"delivered {len(report.delivered)}, gave up {len(report.gave_up)}, {waiting} wait"
+                + (f"; {error['error']}" if error else "")
+                + ("; another process held the turn" if report.outbox_busy else "")
+                + (f"; {report.pace_trouble}" if report.pace_trouble else "")
+            )
+            if waiting <= report.elsewhere[1] and not report.outbox_busy:
+                log("the outbox is empty: stopping" if not waiting else f"{report.other_service()}: stopping")
+                return
+            if report.delivered:
+                progress, idle_rounds = time.monotonic(), 0
+            elif time.monotonic() - progress > DELIVERY_IDLE_SECONDS:
+                log(
+                    f"nothing delivered for {DELIVERY_IDLE_SECONDS:g} s: stopping; "
+                    "the next call starts another"
+                )
+                return
+            else:
+                idle_rounds += 1
+            time.sleep(self.round_pause(report, idle_rounds))
+
+    def active_rows(
+        self, budget: float = RECONCILE_BUDGET_SECONDS, read_timeout: float = DELIVERY_READ_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        """Every row the service lists as active (every page, cron and runtime rows included), each
+        once, read within ``budget`` (by default with the delivery process's patience for the
+        service's sync). Raises HistoryUnavailable or HistoryRefused when it cannot be read whole."""
+        deadline = time.monotonic() + budget
+        rows: dict[str, dict[str, Any]] = {}
+        with _cycle_collection(True):
+            client = HistoryClient(
+                self.config, deadline, Pace(self.config.history_pace, [], 0.0), read_timeout
+            )
+            try:
+                query, number = _lookup_query(MarkStatus.ACTIVE, None), 1
+                while True:
+                    page = client.read_page(query, number)
+                    rows.update(
+                        (r["id"], r)
+                        for r in page.items
+                        if isinstance(r, dict) and isinstance(r.get("id"), str)
+                    )
+                    if (
+                        not page.items
+                        or page.pages is None
+                        or number >= min(page.pages, HISTORY_LISTING_MAX_PAGES)
+                    ):
+                        break
+                    number += 1
+            finally:
+                client.close()
+        return list(rows.values())
+
+    def vanished_rows(self, held: dict[str, Holding]) -> dict[str, Any]:
+        """How many active history rows belong to sessions that no store holds (what reconcile_history
+        would end), if the service answers within the call's history budget; else why it is unknown."""
+        if self.config.history_off:
+            return {"vanished_history_rows": None, "vanished_history_rows_unknown": HISTORY_OFF_TEXT}
+        try:
+            rows = self.active_rows(self.config.history_budget, HISTORY_READ_TIMEOUT)
+        except (HistoryUnavailable, HistoryRefused) as error:
+            return {
+                "vanished_history_rows": None,
+                "vanished_history_rows_unknown": _cut(str(error), MESSAGE_CAP),
+            }
+        now = _utc_now()
+        # A row whose mark waits in the outbox is being ended already: counting it would send the
+        # agent to reconcile_history for nothing while delivery catches up.
+        queued = {mark.session_id for mark in self.outbox.read()}
+        view = HeldSessions.of(held)
+        vanished = [row for row in rows if _row_fate(row, view, now, set(held)) == "vanished"]
+        return {"vanished_history_rows": sum(_row_session_id(row) not in queued for row in vanished)}
+
+    def end_vanished(self, reconciliation: Reconciliation) -> HistoryReport:
+        """Queue a mark for each vanished session's rows, record them in the audit log as their own
+        event, and deliver them as every mark is delivered (paced, then in the background)."""
+        marks = [
+            Mark(session_id, agent, row_ids=[row["id"] for row in rows])
+            for (agent, session_id), rows in reconciliation.to_end.items()
+        ]
+        self.outbox.queue(marks)
+        by_agent: dict[str, dict[str, Any]] = {}
+        for mark in marks:
+            by_agent.setdefault(str(mark.agent), {})[mark.session_id] = {"row_ids": mark.row_ids}
+        records = [
+            AuditTransaction.begin(agent, "reconcile").record("reconciled", parts)
+            for agent, parts in by_agent.items()
+        ]
+        with suppress(SessionManagerError):  # the marks are queued: the record is for the reader
+            AuditLog(self.config).append(records)
+        return self.mark(marks)
+
+    def held_by_agent(self, scope: list[AgentPaths]) -> dict[str, Holding]:
+        """Every sessionId each agent's store holds now, or the error that kept it from being read."""
+        stores = AgentStore.open_all(self.call, scope, complete=True)
+        held: dict[str, Holding] = {}
+        for store in stores:
+            try:
+                held[store.paths.agent] = store.held_session_ids()
+            except SessionManagerError as error:
+                held[store.paths.agent] = error
+        return held
+
+    def pending(
+        self, now: datetime, own: set[str], reassign: bool = False
+    ) -> tuple[list[Mark], list[Mark], list[Mark]]:
+        """Outbox marks to deliver now, unconfirmed ones whose deletion never reached the index, and
+        those queued for another service (Mark.is_for), which wait for a call configured for it (or,
+        ``reassign``, are taken over by this configuration: the other one was a mistake, now fixed).
+
+        An unconfirmed mark within its grace belongs to a call still running, and is left alone.
+        """
+        deliver: list[Mark] = []
+        dropped: list[Mark] = []
+        elsewhere: list[Mark] = []
+        unconfirmed: dict[str, list[Mark]] = {}
+        service_id, shown = self.config.service_id, _shown_url(self.config.api_url)
+        for mark in self.outbox.read():
+            if mark.outbox_id in own:
+                continue
+            if reassign and not mark.is_for(service_id):
+                mark.service_id, mark.service = service_id, shown
+            if not mark.is_for(service_id):
+                elsewhere.append(mark)
+            elif mark.confirmed or mark.agent is None:
+                deliver.append(mark)
+            elif now - (_parse_timestamp(mark.queued_at) or now) > timedelta(
+                seconds=UNCONFIRMED_GRACE_SECONDS
+            ):
+                unconfirmed.setdefault(mark.agent, []).append(mark)
+        for agent, marks in unconfirmed.items():
+            held = self.held_session_ids(agent)
+            if held is None:
+                continue
+            present = held.ids if isinstance(held, PartlyHeld) else held
+            for mark in marks:
+                if isinstance(held, PartlyHeld) and mark.session_id not in present:
+                    continue  # it may be a cron run that the reading left out: asked again next time
+                took_effect = (mark.session_id in present) == mark.status.held_when_done
+                (deliver if took_effect else dropped).append(mark)
+        return deliver, dropped, elsewhere
 
 
 class HeldSessions(NamedTuple):
@@ -6039,10 +6181,6 @@ def _listing_order(session: Session) -> tuple[Any, ...]:
     return (0, -session.last_active.timestamp(), session.agent, session.session_id)
 
 
-def _agent_summary(store: AgentStore) -> dict[str, Any]:
-    return {"sessions": len(store.sessions), "store": store.kind}
-
-
 def _listed(session: Session, session_type: str | None, min_idle: float | None, now: datetime) -> bool:
     """Whether a session passes list_sessions' filters (never-active sessions count as idle)."""
     if session_type is not None and session_type not in session.key_types():
@@ -6085,7 +6223,6 @@ def _page_of_items(
     return result
 
 
-@one_gateway_connection
 def list_sessions(
     agent: str | None = None,
     session_type: str | None = None,
@@ -6104,41 +6241,30 @@ def list_sessions(
     _check_count("offset", offset, 0, 10**9)
     min_idle = None if min_idle_minutes is None else _check_minutes("min_idle_minutes", min_idle_minutes, 0)
     full = _check_detail(detail)
-    config = Config.from_environment()
-    walk = AgentWalk(config, agent)
-    agents: dict[str, dict[str, Any]] = {}
-    now = _utc_now()
-    wanted = None if page_size is None else offset + page_size
-    matched = 0
-    best: list[tuple[tuple[Any, ...], Session]] = []  # (order, session): those that may reach the page
-    for store in walk:
-        agents[store.paths.agent] = _agent_summary(store)
-        chosen = [
-            (_listing_order(s), s) for s in store.sessions.values() if _listed(s, session_type, min_idle, now)
-        ]
-        matched += len(chosen)
-        # Only the sessions that can still reach the page are kept (their items are built once).
-        best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
-    items = [_session_item(session, now, full) for _, session in sorted(best)[offset:wanted]]
-    result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
-    result |= walk.not_listed()
-    hint, first = "name an agent to see its errors", _answer_size(items[:1])
-    return _page_of_items(_fit_answer(result, ("agents", "errors"), full, hint, first), items, offset, full)
-
-
-def _disk_usage(store: AgentStore) -> dict[str, Any]:
-    referenced = _referenced_transcripts(store.paths, store.entries, store.listing)
-    listing = store.listing
-    orphans = [name for name in listing.transcripts if name not in referenced]
-    return {
-        "index_bytes": listing.index_bytes,
-        "transcript_files": len(listing.transcripts),
-        "transcript_bytes": sum(_size(entry) for entry in listing.transcripts.values()),
-        "archive_files": len(listing.archives),
-        "archive_bytes": sum(_size(entry) for entry in listing.archives.values()),
-        "orphaned_transcripts": len(orphans),
-        "orphaned_bytes": sum(_size(listing.transcripts[name]) for name in orphans),
-    }
+    with Call.begin() as call:
+        walk = AgentWalk(call, agent)
+        agents: dict[str, dict[str, Any]] = {}
+        now = _utc_now()
+        wanted = None if page_size is None else offset + page_size
+        matched = 0
+        best: list[tuple[tuple[Any, ...], Session]] = []  # (order, session): those that may reach the page
+        for store in walk:
+            agents[store.paths.agent] = store.summary()
+            chosen = [
+                (_listing_order(s), s)
+                for s in store.sessions.values()
+                if _listed(s, session_type, min_idle, now)
+            ]
+            matched += len(chosen)
+            # Only the sessions that can still reach the page are kept (their items are built once).
+            best = heapq.nsmallest(wanted, best + chosen) if wanted is not None else best + chosen
+        items = [_session_item(session, now, full) for _, session in sorted(best)[offset:wanted]]
+        result: dict[str, Any] = {"session_count": matched, "agents": agents, "errors": walk.errors}
+        result |= walk.not_listed()
+        hint, first = "name an agent to see its errors", _answer_size(items[:1])
+        return call.answer(
+            _page_of_items(_fit_answer(result, ("agents", "errors"), full, hint, first), items, offset, full)
+        )
 
 
 class SessionCounts:
@@ -6161,82 +6287,51 @@ class SessionCounts:
             self.oldest = (order, _session_item(session, now, full))
 
 
-def _vanished_rows(config: Config, held: dict[str, Holding]) -> dict[str, Any]:
-    """How many active history rows belong to sessions that no store holds (what reconcile_history
-    would end), if the service answers within the call's history budget; else why it is unknown."""
-    if config.history_off:
-        return {"vanished_history_rows": None, "vanished_history_rows_unknown": HISTORY_OFF_TEXT}
-    try:
-        rows = _active_rows(config, config.history_budget, HISTORY_READ_TIMEOUT)
-    except (HistoryUnavailable, HistoryRefused) as error:
-        return {"vanished_history_rows": None, "vanished_history_rows_unknown": _cut(str(error), MESSAGE_CAP)}
-    now = _utc_now()
-    # A row whose mark waits in the outbox is being ended already: counting it would send the
-    # agent to reconcile_history for nothing while delivery catches up.
-    queued = {mark.session_id for mark in _read_outbox(config)}
-    view = HeldSessions.of(held)
-    vanished = [row for row in rows if _row_fate(row, view, now, set(held)) == "vanished"]
-    return {"vanished_history_rows": sum(_row_session_id(row) not in queued for row in vanished)}
-
-
-@one_gateway_connection
 def get_session_stats(
     agent: str | None = None, stale_threshold_minutes: float | None = None, detail: str = "summary"
 ) -> dict[str, Any]:
     """Counts of sessions (stale, active, by agent and type), the oldest one, and disk use."""
     full = _check_detail(detail)
-    config = Config.from_environment()
-    threshold = _check_minutes("stale_threshold_minutes", stale_threshold_minutes, config.stale_minutes)
-    walk = AgentWalk(config, agent)
-    now = _utc_now()
-    counts = SessionCounts()
-    by_agent: dict[str, int] = {}
-    disk: dict[str, dict[str, Any]] = {}
-    agents: dict[str, dict[str, Any]] = {}
-    held: dict[str, Holding] = {}
-    for store in walk:
-        name = store.paths.agent
-        held[name] = store.held()
-        by_agent[name] = len(store.sessions)
-        agents[name] = _agent_summary(store)
-        disk[name] = _disk_usage(store)
-        for session in store.sessions.values():
-            counts.add(session, now, threshold, full)
-    answer = {
-        "total_sessions": counts.total,
-        "stale_sessions": counts.stale,
-        "active_sessions": counts.total - counts.stale,
-        "by_agent": by_agent,
-        "stale_threshold_minutes": threshold,
-        "by_type": dict(sorted(counts.by_type.items(), key=lambda item: (-item[1], item[0]))),
-        "protected_sessions": counts.protected,
-        "stale_unprotected_sessions": counts.stale_unprotected,
-        "oldest_session": counts.oldest[1] if counts.oldest else None,
-        "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
-        "pending_history_marks": _pending_mark_count(config),
-        **_vanished_rows(config, held),
-        "disk": disk,
-        "agents": agents,
-        "errors": walk.errors,
-        **walk.not_listed(),
-    }
-    growing = ("by_type", "by_agent", "disk", "agents", "errors")
-    return _fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
-
-
-def _stale_sessions(
-    store: AgentStore, session_type: str | None, now: datetime, threshold: float
-) -> tuple[int, list[Session], list[dict[str, Any]]]:
-    """How many sessions of the type an agent has, its stale unprotected ones, and answer items for
-    its stale protected ones."""
-    chosen = [s for s in store.sessions.values() if session_type is None or session_type in s.key_types()]
-    stale = [s for s in chosen if s.is_stale(now, threshold)]
-    protected = [
-        {"id": s.session_id, "agentId": s.agent, "key": _short(s.primary_key), "reason": s.protected}
-        for s in stale
-        if s.protected
-    ]
-    return len(chosen), [s for s in stale if not s.protected], protected
+    with Call.begin() as call:
+        config = call.config
+        threshold = _check_minutes("stale_threshold_minutes", stale_threshold_minutes, config.stale_minutes)
+        walk = AgentWalk(call, agent)
+        now = _utc_now()
+        counts = SessionCounts()
+        by_agent: dict[str, int] = {}
+        disk: dict[str, dict[str, Any]] = {}
+        agents: dict[str, dict[str, Any]] = {}
+        held: dict[str, Holding] = {}
+        for store in walk:
+            name = store.paths.agent
+            held[name] = store.held()
+            by_agent[name] = len(store.sessions)
+            agents[name] = store.summary()
+            disk[name] = store.disk_usage()
+            for session in store.sessions.values():
+                counts.add(session, now, threshold, full)
+        answer = {
+            "total_sessions": counts.total,
+            "stale_sessions": counts.stale,
+            "active_sessions": counts.total - counts.stale,
+            "by_agent": by_agent,
+            "stale_threshold_minutes": threshold,
+            "by_type": dict(sorted(counts.by_type.items(), key=lambda item: (-item[1], item[0]))),
+            "protected_sessions": counts.protected,
+            "stale_unprotected_sessions": counts.stale_unprotected,
+            "oldest_session": counts.oldest[1] if counts.oldest else None,
+            "orphaned_transcripts": sum(usage["orphaned_transcripts"] for usage in disk.values()),
+            "pending_history_marks": Outbox(config).count(),
+            **History(call).vanished_rows(held),
+            "disk": disk,
+            "agents": agents,
+            "errors": walk.errors,
+            **walk.not_listed(),
+        }
+        growing = ("by_type", "by_agent", "disk", "agents", "errors")
+        return call.answer(
+            _fit_answer(answer, growing, full, 'the totals are exact; "detail": "full" lists everything')
+        )
 
 
 def _begin_prune(walk: AgentWalk, store: AgentStore, doomed: list[Session]) -> RemovalPart | None:
@@ -6255,7 +6350,7 @@ def _finish_prunes(walk: AgentWalk, waiting: dict[type[AgentStore], list[Removal
     gateway); an agent none of whose sessions got an answer has the failure as its error."""
     removals: list[Removal] = []
     for kind, parts in waiting.items():
-        done, failures = kind.finish_removals(walk.config, parts)
+        done, failures = kind.finish_removals(walk.call, parts)
         for agent, failure in failures.items():
             walk.failed(agent, failure)
         removals += done
@@ -6272,7 +6367,7 @@ def _prune_walk(
     removals: list[Removal] = []
     waiting: dict[type[AgentStore], list[RemovalPart]] = {}
     for store in walk:
-        count, doomed, protected_items = _stale_sessions(store, session_type, now, threshold)
+        count, doomed, protected_items = store.stale_sessions(session_type, now, threshold)
         store.sessions.clear()  # only the doomed are needed from here on: the others' memory goes now
         total, protected = total + count, protected + protected_items
         part = None if dry_run else _begin_prune(walk, store, doomed)
@@ -6328,7 +6423,6 @@ def _prune_answer(
     return report.annotate(answer)
 
 
-@one_gateway_connection
 def prune_sessions(
     max_age_minutes: float | None = None,
     dry_run: bool = False,
@@ -6340,47 +6434,25 @@ def prune_sessions(
     _check_flag("dry_run", dry_run)
     session_type = _check_session_type(session_type)
     full = _check_detail(detail)
-    config = Config.from_environment()
-    threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
-    walk = AgentWalk(config, agent, for_change=not dry_run, complete=True)
-    total, removals, protected = _prune_walk(walk, session_type, threshold, dry_run)
-    marks = [r.mark for r in removals if r.removed_keys]
-    report = HistoryReport() if dry_run else mark_history(config, marks)
-    fields = {
-        "dry_run": dry_run,
-        "errors": walk.errors,
-        "threshold_minutes": threshold,
-        "protected": protected,
-    }
-    answer = _prune_answer(total, removals, report, full, **fields) | walk.not_listed()
-    answer |= walk.every_agent_failed()
-    growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
-    return _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
-
-
-def _search_order(config: Config, reference: str, agent: str | None) -> tuple[list[AgentPaths], set[str]]:
-    """The agents to look in for a session, likeliest first, and those whose finding ends the
-    search: the named agent alone; a key's owner alone (a key of another agent's is found by
-    naming that agent); else every agent, those whose folder holds ``<id>.jsonl`` first."""
-    owner = reference.split(":")[1] if reference.startswith("agent:") else None
-    if agent is None and owner is not None and owner in _discover_agents(config):
-        agent = owner
-    scope = _selected_agents(config, agent)
-    if agent is not None:
-        return scope, {agent}
-    name = reference + TRANSCRIPT_SUFFIX
-    likeliest = {p.agent for p in scope if os.path.exists(os.path.join(p.folder, name))}
-    scope.sort(key=lambda p: p.agent not in likeliest)
-    return scope, likeliest if not _is_key(reference) else set()
-
-
-def _session_in(store: AgentStore, reference: str) -> Session | None:
-    """The session a store holds under this sessionId or key, if any."""
-    if _is_key(reference):
-        if reference not in store.entries:
-            return None
-        return store.sessions.get(_session_id_of(reference, store.entries[reference]))
-    return store.sessions.get(reference)
+    with Call.begin() as call:
+        config = call.config
+        threshold = _check_minutes("max_age_minutes", max_age_minutes, config.stale_minutes)
+        walk = AgentWalk(call, agent, for_change=not dry_run, complete=True)
+        total, removals, protected = _prune_walk(walk, session_type, threshold, dry_run)
+        marks = [r.mark for r in removals if r.removed_keys]
+        report = HistoryReport() if dry_run else History(call).mark(marks)
+        fields = {
+            "dry_run": dry_run,
+            "errors": walk.errors,
+            "threshold_minutes": threshold,
+            "protected": protected,
+        }
+        answer = _prune_answer(total, removals, report, full, **fields) | walk.not_listed()
+        answer |= walk.every_agent_failed()
+        growing = ("deleted_ids", "protected", "skipped", "errors", "history_by_session", "history_gave_up")
+        return call.answer(
+            _fit_answer(answer, growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
+        )
 
 
 class Search(NamedTuple):
@@ -6399,31 +6471,143 @@ class Search(NamedTuple):
             return "any index"
         return f'the index of agent {_some_names(self.searched)} (pass "agent" to look in another)'
 
+    @classmethod
+    def delete(
+        cls, call: Call, reference: str, agent: str | None, dry_run: bool, force: bool, reason: str
+    ) -> dict[str, Any]:
+        """delete_session and cleanup_after_delegation: find one session, delete both its layers."""
+        call.config.refuse_running_conversation(reference)
+        search = cls.find(call, reference, agent)
+        store, session = search.store, search.session
+        if store is None or session is None:
+            return search.delete_leftovers(call, reference, agent, dry_run)
+        _refuse_protected(session.protected, session.session_id, session.primary_key, force)
+        removal = _release_for_dry_run(session) if dry_run else store.remove_one(session, reason, force)
+        marks = [removal.mark] if removal.removed_keys and not dry_run else []
+        report = HistoryReport() if dry_run else History(call).mark(marks)
+        return _session_deletion_answer(session, removal, report, dry_run)
 
-def _find_session(config: Config, reference: str, agent: str | None) -> Search:
-    """Find a session by sessionId or key, reading as few stores as possible."""
-    scope, likeliest = _search_order(config, reference, agent)
-    found: list[tuple[AgentStore, Session]] = []
-    leftovers: list[Leftovers] = []
-    stores = [open_store(config, paths) for paths in scope]
-    _prepare_stores(config, stores, complete=True)
-    for store in stores:
-        session = _session_in(read_agent(store, for_change=True), reference)
-        if session is not None:
-            found.append((store, session))
-            if store.paths.agent in likeliest or len(stores) == 1:
-                break
-        elif not _is_key(reference) and SESSION_ID_PATTERN.match(reference):
-            left = store.leftovers(reference)
-            leftovers += [left] if left is not None else []
-    if len(found) > 1:
-        names = _some_names([store.paths.agent for store, _ in found])
-        raise InvalidArgument(f'session {reference!r} exists in agents {names}; pass "agent" to choose one')
-    searched = None if len(scope) > 1 or (agent is None and not _is_key(reference)) else [scope[0].agent]
-    if found:
-        return Search(searched, *found[0])
-    unlisted = {store.paths.agent: store.unlisted for store in stores if store.unlisted is not None}
-    return Search(searched, leftovers=tuple(leftovers), unlisted=unlisted)
+    @staticmethod
+    def order(config: Config, reference: str, agent: str | None) -> tuple[list[AgentPaths], set[str]]:
+        """The agents to look in for a session, likeliest first, and those whose finding ends the
+        search: the named agent alone; a key's owner alone (a key of another agent's is found by
+        naming that agent); else every agent, those whose folder holds ``<id>.jsonl`` first."""
+        owner = reference.split(":")[1] if reference.startswith("agent:") else None
+        if agent is None and owner is not None and owner in config.discover_agents():
+            agent = owner
+        scope = config.selected_agents(agent)
+        if agent is not None:
+            return scope, {agent}
+        name = reference + TRANSCRIPT_SUFFIX
+        likeliest = {p.agent for p in scope if os.path.exists(os.path.join(p.folder, name))}
+        scope.sort(key=lambda p: p.agent not in likeliest)
+        return scope, likeliest if not _is_key(reference) else set()
+
+    @classmethod
+    def find(cls, call: Call, reference: str, agent: str | None) -> Search:
+        """Find a session by sessionId or key, reading as few stores as possible."""
+        scope, likeliest = Search.order(call.config, reference, agent)
+        found: list[tuple[AgentStore, Session]] = []
+        leftovers: list[Leftovers] = []
+        stores = AgentStore.open_all(call, scope, complete=True)
+        for store in stores:
+            session = (store.read(for_change=True)).session_of(reference)
+            if session is not None:
+                found.append((store, session))
+                if store.paths.agent in likeliest or len(stores) == 1:
+                    break
+            elif not _is_key(reference) and SESSION_ID_PATTERN.match(reference):
+                left = store.leftovers(reference)
+                leftovers += [left] if left is not None else []
+        if len(found) > 1:
+            names = _some_names([store.paths.agent for store, _ in found])
+            raise InvalidArgument(
+                f'session {reference!r} exists in agents {names}; pass "agent" to choose one'
+            )
+        searched = None if len(scope) > 1 or (agent is None and not _is_key(reference)) else [scope[0].agent]
+        if found:
+            return cls(searched, *found[0])
+        unlisted = {store.paths.agent: store.unlisted for store in stores if store.unlisted is not None}
+        return cls(searched, leftovers=tuple(leftovers), unlisted=unlisted)
+
+    def delete_leftovers(
+        self, call: Call, reference: str, agent: str | None, dry_run: bool
+    ) -> dict[str, Any]:
+        """A session no store holds: archive the transcripts it left that nothing else claims (see
+        AgentStore.leftover_transcripts), and still mark its history ended: the rows of the named agent only,
+        or, when every store was searched, of any agent under the root (_row_matches)."""
+        leftovers = self.leftovers
+        would_archive = [name for found in leftovers for name in found.free]
+        kept = [
+            {"agent": f.paths.agent, "file": n, "reason": r} for f in leftovers for n, r in f.kept.items()
+        ]
+        deleted_before = any(
+            d.committed and reference in (d.session_id, *d.keys) for d in AuditLog(call.config).deletions()
+        )
+        archived = {} if dry_run else self.archive_leftovers(call.config)
+        marks = [Mark(reference, agent)] if not _is_key(reference) and not dry_run else []
+        report = History(call).mark(marks) if marks else HistoryReport()
+        if not (deleted_before or would_archive or kept or archived):
+            return self.nothing_found_answer(report, reference, dry_run)
+        message = (
+            f"Session {reference} is not in {self.where()}"
+            + (" (already removed); " if deleted_before else "; ")
+            + f"{len(would_archive) if dry_run else len(archived)} leftover transcripts "
+            + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
+            + ("" if dry_run else _history_phrase(report.outcomes.get(reference)))
+            + (f"; {len(kept)} kept (a key or a live run still uses them)" if kept else "")
+        )
+        return report.deletion_answer(
+            reference,
+            message,
+            removed_keys=[],
+            transcript_archived=bool(archived),
+            agentId=None,
+            dry_run=dry_run,
+            archived_files=archived,
+            would_archive=would_archive if dry_run else [],
+            kept_transcripts=kept,
+            errors=[],
+        )
+
+    def archive_leftovers(self, config: Config) -> dict[str, str]:
+        """Archive the transcripts that nothing claims, recorded in the audit log as late archives."""
+        archived: dict[str, str] = {}
+        moment = _utc_now()
+        for found in self.leftovers:
+            made: dict[str, str] = {}
+            for name in found.free:
+                try:
+                    made[name] = archive_transcript(found.paths, name, moment)
+                except FileNotFoundError:
+                    pass
+            AuditLog(config).record_late_archives(found.paths.agent, made, "leftover")
+            archived.update(made)
+        return archived
+
+    def nothing_found_answer(self, report: HistoryReport, reference: str, dry_run: bool) -> dict[str, Any]:
+        """delete_session of an id that no store, transcript or recorded deletion knows: rc 0 (a delete
+        is idempotent), but ``found`` false and a message that says so, for a typo must not read as
+        a success."""
+        message = (
+            f"No session {reference} was found in {self.where()}, nor in the audit log: nothing was "
+            "deleted. Check the id with list_sessions"
+            + ("" if dry_run else f"; {_history_phrase(report.outcomes.get(reference))}")
+            + ("; but the stores were not read whole (see not_listed)" if self.unlisted else "")
+        )
+        nothing: dict[str, Any] = {"removed_keys": [], "archived_files": {}, "would_archive": []}
+        nothing |= _not_listed(self.unlisted or {})
+        return report.deletion_answer(
+            reference,
+            message,
+            found=False,
+            transcript_archived=False,
+            agentId=None,
+            dry_run=dry_run,
+            kept_transcripts=[],
+            errors=[],
+            **nothing,
+        )
 
 
 def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkStatus.ENDED) -> str:
@@ -6438,125 +6622,6 @@ def _history_phrase(outcome: HistoryOutcome | None, status: MarkStatus = MarkSta
     if outcome.status is HistoryStatus.QUEUED:
         return f"PG mark queued for a later call ({outcome.reason})"
     return f"PG mark failed ({outcome.reason})"
-
-
-def _deletion_answer(report: HistoryReport, deleted: str, message: str, **fields: Any) -> dict[str, Any]:
-    """delete_session's answer; ``fields`` are its other keys, in this order."""
-    outcome = report.outcomes.get(deleted)
-    answer = {
-        "deleted": deleted,
-        "found": fields.get("found", True),
-        "removed_keys": fields["removed_keys"],
-        "transcript_archived": fields["transcript_archived"],
-        "pg_status_updated": bool(outcome and outcome.updated),
-        "message": message,
-        "agentId": fields["agentId"],
-        "dry_run": fields["dry_run"],
-        "archived_files": fields["archived_files"],
-        "would_archive": fields["would_archive"],
-        "kept_transcripts": fields["kept_transcripts"],
-        "history": outcome.as_dict() if outcome else None,
-        "errors": fields["errors"],
-    }
-    answer |= {"not_listed": fields["not_listed"]} if "not_listed" in fields else {}
-    return report.annotate(answer)
-
-
-def _archive_leftovers(config: Config, leftovers: tuple[Leftovers, ...]) -> dict[str, str]:
-    """Archive the transcripts that nothing claims, recorded in the audit log as late archives."""
-    archived: dict[str, str] = {}
-    moment = _utc_now()
-    for found in leftovers:
-        made: dict[str, str] = {}
-        for name in found.free:
-            try:
-                made[name] = archive_transcript(found.paths, name, moment)
-            except FileNotFoundError:
-                pass
-        _record_late_archives(config, found.paths.agent, made, "leftover")
-        archived.update(made)
-    return archived
-
-
-def _nothing_found_answer(
-    report: HistoryReport, reference: str, search: Search, dry_run: bool
-) -> dict[str, Any]:
-    """delete_session of an id that no store, transcript or recorded deletion knows: rc 0 (a delete
-    is idempotent), but ``found`` false and a message that says so, for a typo must not read as
-    a success."""
-    message = (
-        f"No session {reference} was found in {search.where()}, nor in the audit log: nothing was "
-        "deleted. Check the id with list_sessions"
-        + ("" if dry_run else f"; {_history_phrase(report.outcomes.get(reference))}")
-        + ("; but the stores were not read whole (see not_listed)" if search.unlisted else "")
-    )
-    nothing: dict[str, Any] = {"removed_keys": [], "archived_files": {}, "would_archive": []}
-    nothing |= _not_listed(search.unlisted or {})
-    return _deletion_answer(
-        report,
-        reference,
-        message,
-        found=False,
-        transcript_archived=False,
-        agentId=None,
-        dry_run=dry_run,
-        kept_transcripts=[],
-        errors=[],
-        **nothing,
-    )
-
-
-def _delete_leftovers(
-    config: Config, reference: str, agent: str | None, search: Search, dry_run: bool
-) -> dict[str, Any]:
-    """A session no store holds: archive the transcripts it left that nothing else claims (see
-    _leftover_transcripts), and still mark its history ended: the rows of the named agent only,
-    or, when every store was searched, of any agent under the root (_row_matches)."""
-    leftovers = search.leftovers
-    would_archive = [name for found in leftovers for name in found.free]
-    kept = [{"agent": f.paths.agent, "file": n, "reason": r} for f in leftovers for n, r in f.kept.items()]
-    deleted_before = any(
-        d.committed and reference in (d.session_id, *d.keys) for d in _recorded_deletions(config)
-    )
-    archived = {} if dry_run else _archive_leftovers(config, leftovers)
-    marks = [Mark(reference, agent)] if not _is_key(reference) and not dry_run else []
-    report = mark_history(config, marks) if marks else HistoryReport()
-    if not (deleted_before or would_archive or kept or archived):
-        return _nothing_found_answer(report, reference, search, dry_run)
-    message = (
-        f"Session {reference} is not in {search.where()}"
-        + (" (already removed); " if deleted_before else "; ")
-        + f"{len(would_archive) if dry_run else len(archived)} leftover transcripts "
-        + ("would be archived, nothing changed (dry run)" if dry_run else "archived, ")
-        + ("" if dry_run else _history_phrase(report.outcomes.get(reference)))
-        + (f"; {len(kept)} kept (a key or a live run still uses them)" if kept else "")
-    )
-    return _deletion_answer(
-        report,
-        reference,
-        message,
-        removed_keys=[],
-        transcript_archived=bool(archived),
-        agentId=None,
-        dry_run=dry_run,
-        archived_files=archived,
-        would_archive=would_archive if dry_run else [],
-        kept_transcripts=kept,
-        errors=[],
-    )
-
-
-def _remove_one(store: AgentStore, session: Session, reason: str, force: bool) -> Removal:
-    """Remove one session; its protection is checked again under the gateway's lock."""
-
-    def recheck(fresh: Session) -> None:
-        fresh.protected = store.protection_of(fresh)
-        _refuse_protected(fresh.protected, fresh.session_id, fresh.primary_key, force)
-
-    (removal,) = store.remove([session], reason, only_if_unchanged=False, recheck=recheck)
-    if removal.skip is Skip.GATEWAY_REFUSED and not removal.removed_keys:
-        raise ProtectedSession(f"session {session.session_id} ({session.primary_key}): {removal.skipped}")
-    return removal
 
 
 def _session_deletion_answer(
@@ -6577,8 +6642,7 @@ def _session_deletion_answer(
         f"Session {session.session_id} {verb} from agent {session.agent} "
         f"({len(removal.removed_keys)} keys, transcript={'archived' if archived else 'none'}), {history_text}"
     )
-    return _deletion_answer(
-        report,
+    return report.deletion_answer(
         session.session_id,
         message,
         removed_keys=removal.removed_keys,
@@ -6592,24 +6656,14 @@ def _session_deletion_answer(
     )
 
 
-def _delete(session_id: Any, agent: Any, dry_run: Any, force: Any, reason: str) -> dict[str, Any]:
-    """delete_session and cleanup_after_delegation: one session, both layers."""
+def _checked_deletion(session_id: Any, agent: Any, dry_run: Any, force: Any) -> str:
+    """delete_session's and cleanup_after_delegation's arguments checked: the session's reference."""
     reference = _check_session_reference(session_id)
     if agent is not None:
         _check_agent_name(agent)
     _check_flag("dry_run", dry_run)
     _check_flag("force", force)
-    config = Config.from_environment()
-    _refuse_running_conversation(config, reference)
-    search = _find_session(config, reference, agent)
-    store, session = search.store, search.session
-    if store is None or session is None:
-        return _delete_leftovers(config, reference, agent, search, dry_run)
-    _refuse_protected(session.protected, session.session_id, session.primary_key, force)
-    removal = _release_for_dry_run(session) if dry_run else _remove_one(store, session, reason, force)
-    marks = [removal.mark] if removal.removed_keys and not dry_run else []
-    report = HistoryReport() if dry_run else mark_history(config, marks)
-    return _session_deletion_answer(session, removal, report, dry_run)
+    return reference
 
 
 DELETE_GROWING = (
@@ -6622,7 +6676,6 @@ DELETE_GROWING = (
 )
 
 
-@one_gateway_connection
 def delete_session(
     session_id: str,
     agent: str | None = None,
@@ -6632,16 +6685,21 @@ def delete_session(
 ) -> dict[str, Any]:
     """Delete one session (by sessionId or key): its keys, its transcripts, then its history row."""
     full = _check_detail(detail)
-    answer = _delete(session_id, agent, dry_run, force, "delete")
-    return _fit_answer(answer, DELETE_GROWING, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
+    reference = _checked_deletion(session_id, agent, dry_run, force)
+    with Call.begin() as call:
+        answer = Search.delete(call, reference, agent, dry_run, force, "delete")
+        return call.answer(
+            _fit_answer(answer, DELETE_GROWING, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION)
+        )
 
 
-@one_gateway_connection
 def cleanup_after_delegation(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Delete a finished sub-agent's session after a delegation; protections apply, no force."""
     full = _check_detail(detail)
-    answer = _delete(session_id, None, False, False, "delegation_cleanup")
-    return _fit_answer(answer, DELETE_GROWING, full, AFTER_A_DELETION)
+    reference = _checked_deletion(session_id, None, False, False)
+    with Call.begin() as call:
+        answer = Search.delete(call, reference, None, False, False, "delegation_cleanup")
+        return call.answer(_fit_answer(answer, DELETE_GROWING, full, AFTER_A_DELETION))
 
 
 def _deletion_item(deletion: Deletion, full: bool) -> dict[str, Any]:
@@ -6658,13 +6716,6 @@ def _deletion_item(deletion: Deletion, full: bool) -> dict[str, Any]:
     return item if full else _bounded_item(item, ("keys", "transcripts"), ())
 
 
-def _took_effect(config: Config, deletion: Deletion, indexes: dict[str, dict[str, Any]]) -> bool:
-    """Whether a recorded deletion happened, as the kind of store it was made in tells; one made in
-    a kind this version does not know stays listed (it is never dropped unseen)."""
-    kind = STORE_KINDS.get(deletion.store)
-    return kind is None or kind.took_effect(config, deletion, indexes)
-
-
 def list_deleted(
     agent: str | None = None, limit: int | str = 50, offset: int = 0, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -6674,98 +6725,68 @@ def list_deleted(
     page = _check_limit(limit)  # "all" too, as for list_sessions (the PARAMETERS table has one limit)
     _check_count("offset", offset, 0, 10**9)
     full = _check_detail(detail)
-    config = Config.from_environment()
-    deletions = [
-        deletion
-        for deletion in reversed(_recorded_deletions(config))
-        if not deletion.restored and (agent is None or deletion.agent == agent)
-    ]
-    indexes: dict[str, dict[str, Any]] = {}
-    latest: dict[tuple[str, str], Deletion] = {}
-    for deletion in deletions:  # newest first: a later deletion of the same session supersedes
-        latest.setdefault((deletion.agent, deletion.session_id), deletion)
-    deletions = [d for d in latest.values() if _took_effect(config, d, indexes)]
-    end = None if page is None else offset + page
-    items = [_deletion_item(deletion, full) for deletion in deletions[offset:end]]
-    answer: dict[str, Any] = {"count": len(items), "total": len(deletions), "deleted": items}
-    answer = _fit_answer(answer, ("deleted",), full, "page on with next_offset")
-    count = answer["count"] = len(answer["deleted"])
-    more = offset + count < len(deletions)
-    answer.update(offset=offset, has_more=more, next_offset=offset + count if more else None)
-    return answer
-
-
-def _latest_deletion(config: Config, reference: str) -> Deletion:
-    for deletion in reversed(_recorded_deletions(config)):
-        if deletion.restored:
-            continue
-        if deletion.session_id == reference or reference in deletion.keys or deletion.txn == reference:
-            return deletion
-    raise NothingToRestore(
-        f"no deletion of {_echo(reference)} is recorded in the audit log (or it was restored already); "
-        "list_deleted shows what can be restored"
-    )
-
-
-def _queued_restore_mark(config: Config, deletion: Deletion) -> Mark:
-    """The restore's history mark, queued unconfirmed before anything is put back: a call that
-    dies later leaves it to the crash rule (the store then says whether the restore happened)."""
-    mark = Mark(deletion.session_id, deletion.agent, MarkStatus.ACTIVE, txn=_new_id(), confirmed=False)
-    _queue_marks(config, [mark])
-    return mark
-
-
-def _record_restore(config: Config, deletion: Deletion, keys: list[str]) -> list[str]:
-    """The audit record of a restore that happened; a failure is returned, for the answer's errors."""
-    restored = {deletion.session_id: {"keys": keys}}
-    try:
-        append_audit(
-            config, [AuditTransaction.begin(deletion.agent, None, deletion.txn).record("restored", restored)]
-        )
-    except SessionManagerError as error:
-        return [_cut(f"the restore happened but the audit log could not record it: {error}", MESSAGE_CAP)]
-    return []
+    with Call.begin(connects=False) as call:
+        config = call.config
+        deletions = [
+            deletion
+            for deletion in reversed(AuditLog(config).deletions())
+            if not deletion.restored and (agent is None or deletion.agent == agent)
+        ]
+        indexes: dict[str, dict[str, Any]] = {}
+        latest: dict[tuple[str, str], Deletion] = {}
+        for deletion in deletions:  # newest first: a later deletion of the same session supersedes
+            latest.setdefault((deletion.agent, deletion.session_id), deletion)
+        deletions = [d for d in latest.values() if d.took_effect(config, indexes)]
+        end = None if page is None else offset + page
+        items = [_deletion_item(deletion, full) for deletion in deletions[offset:end]]
+        answer: dict[str, Any] = {"count": len(items), "total": len(deletions), "deleted": items}
+        answer = _fit_answer(answer, ("deleted",), full, "page on with next_offset")
+        count = answer["count"] = len(answer["deleted"])
+        more = offset + count < len(deletions)
+        answer.update(offset=offset, has_more=more, next_offset=offset + count if more else None)
+        return answer
 
 
 def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     """Undo a deletion: put its keys back, rename its transcripts back, mark its history active."""
     reference = _check_session_reference(session_id)
     full = _check_detail(detail)
-    config = Config.from_environment()
-    deletion = _latest_deletion(config, reference)
-    paths = _agent_paths(config, deletion.agent)
-    _recorded_kind(deletion).check_undoable(deletion, paths)
-    store = open_store(config, paths)
-    store.check_restore(deletion)
-    mark = _queued_restore_mark(config, deletion)
-    try:
-        keys, renamed, missing = store.restore(deletion)
-    except SessionManagerError:
-        _confirm_marks(config, str(mark.txn), [mark], [])
-        raise
-    _confirm_marks(config, str(mark.txn), [mark], [mark])
-    errors = _record_restore(config, deletion, keys)
-    report = mark_history(config, [mark])
-    outcome = report.outcomes.get(deletion.session_id)
-    answer = report.annotate(
-        {
-            "restored": deletion.session_id,
-            "agentId": deletion.agent,
-            "restored_keys": keys,
-            "restored_transcripts": list(renamed),
-            "missing_archives": missing,
-            "pg_status_updated": bool(outcome and outcome.updated),
-            "history": outcome.as_dict() if outcome else None,
-            "message": (
-                f"Session {deletion.session_id} restored to agent {deletion.agent} "
-                f"({len(keys)} keys, {len(renamed)} transcripts), "
-                + _history_phrase(outcome, MarkStatus.ACTIVE)
-            ),
-            "errors": errors,
-        }
-    )
-    growing = ("restored_keys", "restored_transcripts", "missing_archives", "history_gave_up")
-    return _fit_answer(answer, growing, full, FULL_ON_REQUEST)
+    with Call.begin(connects=False) as call:
+        config = call.config
+        deletion = AuditLog(config).latest_deletion(reference)
+        paths = config.agent_paths(deletion.agent)
+        _recorded_kind(deletion).check_undoable(deletion, paths)
+        store = AgentStore.open(call, paths)
+        store.check_restore(deletion)
+        mark = Outbox(config).queue_restore_mark(deletion)
+        try:
+            keys, renamed, missing = store.restore(deletion)
+        except SessionManagerError:
+            Outbox(config).confirm(str(mark.txn), [mark], [])
+            raise
+        Outbox(config).confirm(str(mark.txn), [mark], [mark])
+        errors = AuditLog(config).record_restore(deletion, keys)
+        report = History(call).mark([mark])
+        outcome = report.outcomes.get(deletion.session_id)
+        answer = report.annotate(
+            {
+                "restored": deletion.session_id,
+                "agentId": deletion.agent,
+                "restored_keys": keys,
+                "restored_transcripts": list(renamed),
+                "missing_archives": missing,
+                "pg_status_updated": bool(outcome and outcome.updated),
+                "history": outcome.as_dict() if outcome else None,
+                "message": (
+                    f"Session {deletion.session_id} restored to agent {deletion.agent} "
+                    f"({len(keys)} keys, {len(renamed)} transcripts), "
+                    + _history_phrase(outcome, MarkStatus.ACTIVE)
+                ),
+                "errors": errors,
+            }
+        )
+        growing = ("restored_keys", "restored_transcripts", "missing_archives", "history_gave_up")
+        return _fit_answer(answer, growing, full, FULL_ON_REQUEST)
 
 
 CLEANUP_LISTS = ("archived_orphans", "removed_keys", "deleted_archives", "stale_locks_removed", "skipped")
@@ -6777,7 +6798,6 @@ def _check_retention(days: Any) -> float:
     return days
 
 
-@one_gateway_connection
 def cleanup_orphans(
     dry_run: bool = False, archive_retention_days: float = 30, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -6785,29 +6805,32 @@ def cleanup_orphans(
     _check_flag("dry_run", dry_run)
     full = _check_detail(detail)
     retention = _check_retention(archive_retention_days)
-    config = Config.from_environment()
-    now = _utc_now()
-    walk = AgentWalk(
-        config, None, for_change=not dry_run, hold=None if dry_run else partial(_transcripts_turn, config)
-    )
-    result: dict[str, Any] = {"dry_run": dry_run, "archive_retention_days": archive_retention_days}
-    result.update({name: [] for name in CLEANUP_LISTS}, errors=walk.errors)
-    removed: list[Mark] = []
-    for store in walk:
-        cleanup = store.clean(now, dry_run, retention)
-        if cleanup.error is not None:
-            walk.failed(store.paths.agent, cleanup.error)
-        removed += cleanup.marks
-        for name, items in cleanup.items.items():
-            result[name] += items
-    if not dry_run:
-        result["audit_records_expired"] = _trim_audit(config, now - timedelta(days=retention))
-    report = mark_history(config, removed) if not dry_run else HistoryReport()
-    result["history"] = report.summary()
-    growing = (*CLEANUP_LISTS, "errors", "history_gave_up")
-    return _fit_answer(
-        report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
-    )
+    with Call.begin() as call:
+        config = call.config
+        now = _utc_now()
+        walk = AgentWalk(
+            call, None, for_change=not dry_run, hold=None if dry_run else StateFolder(config).transcripts_turn
+        )
+        result: dict[str, Any] = {"dry_run": dry_run, "archive_retention_days": archive_retention_days}
+        result.update({name: [] for name in CLEANUP_LISTS}, errors=walk.errors)
+        removed: list[Mark] = []
+        for store in walk:
+            cleanup = store.clean(now, dry_run, retention)
+            if cleanup.error is not None:
+                walk.failed(store.paths.agent, cleanup.error)
+            removed += cleanup.marks
+            for name, items in cleanup.items.items():
+                result[name] += items
+        if not dry_run:
+            result["audit_records_expired"] = AuditLog(config).trim(now - timedelta(days=retention))
+        report = History(call).mark(removed) if not dry_run else HistoryReport()
+        result["history"] = report.summary()
+        growing = (*CLEANUP_LISTS, "errors", "history_gave_up")
+        return call.answer(
+            _fit_answer(
+                report.annotate(result), growing, full, FULL_ON_REQUEST if dry_run else AFTER_A_DELETION
+            )
+        )
 
 
 def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, Any]:
@@ -6815,47 +6838,34 @@ def sync_pending(detail: str = "summary", reassign: bool = False) -> dict[str, A
     ``reassign``: send those queued under another ARIA_API_URL/ARIA_API_KEY with this one."""
     full = _check_detail(detail)
     _check_flag("reassign", reassign)
-    config = Config.from_environment()
-    report = mark_history(config, [], include_pending=True, reassign=reassign)
-    message = (
-        f"{len(report.delivered)} delivered, {len(report.still_pending)} still pending, "
-        f"{len(report.gave_up)} given up"
-    )
-    if report.outbox_busy:
-        message = "another process is delivering the outbox right now; nothing was sent by this call"
-    if report.still_pending:
-        message += "; delivery continues in the background" if report.background else ""
-    if report.layer_off:
-        waiting = len(report.still_pending)
-        message = f"{HISTORY_OFF_TEXT}: nothing was sent, {waiting} marks wait in the outbox"
-    result = {
-        "delivered": report.delivered,
-        "still_pending": report.still_pending,
-        "gave_up": report.gave_up,
-        "busy": report.outbox_busy,
-        "message": message,
-    }
-    if report.layer_off:
-        result["history_layer"] = HISTORY_OFF_TEXT
-    if report.error() is not None:
-        result["history_error"] = report.error()
-    if report.elsewhere[1]:
-        result["history_other_service"] = report.other_service()
-    hint = "the counts in the message are exact; the outbox keeps what is still pending"
-    return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
-
-
-def _held_by_agent(config: Config, scope: list[AgentPaths]) -> dict[str, Holding]:
-    """Every sessionId each agent's store holds now, or the error that kept it from being read."""
-    stores = [open_store(config, paths) for paths in scope]
-    _prepare_stores(config, stores, complete=True)
-    held: dict[str, Holding] = {}
-    for store in stores:
-        try:
-            held[store.paths.agent] = store.held_session_ids()
-        except SessionManagerError as error:
-            held[store.paths.agent] = error
-    return held
+    with Call.begin(connects=False) as call:
+        report = History(call).mark([], include_pending=True, reassign=reassign)
+        message = (
+            f"{len(report.delivered)} delivered, {len(report.still_pending)} still pending, "
+            f"{len(report.gave_up)} given up"
+        )
+        if report.outbox_busy:
+            message = "another process is delivering the outbox right now; nothing was sent by this call"
+        if report.still_pending:
+            message += "; delivery continues in the background" if report.background else ""
+        if report.layer_off:
+            waiting = len(report.still_pending)
+            message = f"{HISTORY_OFF_TEXT}: nothing was sent, {waiting} marks wait in the outbox"
+        result = {
+            "delivered": report.delivered,
+            "still_pending": report.still_pending,
+            "gave_up": report.gave_up,
+            "busy": report.outbox_busy,
+            "message": message,
+        }
+        if report.layer_off:
+            result["history_layer"] = HISTORY_OFF_TEXT
+        if report.error() is not None:
+            result["history_error"] = report.error()
+        if report.elsewhere[1]:
+            result["history_other_service"] = report.other_service()
+        hint = "the counts in the message are exact; the outbox keeps what is still pending"
+        return _fit_answer(result, ("delivered", "still_pending", "gave_up"), full, hint)
 
 
 class Reconciliation:
@@ -6875,26 +6885,6 @@ class Reconciliation:
                 self.present += 1
             else:
                 self.skipped[fate] = self.skipped.get(fate, 0) + 1
-
-
-def _end_vanished(config: Config, reconciliation: Reconciliation) -> HistoryReport:
-    """Queue a mark for each vanished session's rows, record them in the audit log as their own
-    event, and deliver them as every mark is delivered (paced, then in the background)."""
-    marks = [
-        Mark(session_id, agent, row_ids=[row["id"] for row in rows])
-        for (agent, session_id), rows in reconciliation.to_end.items()
-    ]
-    _queue_marks(config, marks)
-    by_agent: dict[str, dict[str, Any]] = {}
-    for mark in marks:
-        by_agent.setdefault(str(mark.agent), {})[mark.session_id] = {"row_ids": mark.row_ids}
-    records = [
-        AuditTransaction.begin(agent, "reconcile").record("reconciled", parts)
-        for agent, parts in by_agent.items()
-    ]
-    with suppress(SessionManagerError):  # the marks are queued: the record is for the reader
-        append_audit(config, records)
-    return mark_history(config, marks)
 
 
 def _reconcile_answer(
@@ -6932,7 +6922,6 @@ def _reconcile_answer(
     return report.annotate(answer)
 
 
-@one_gateway_connection
 def reconcile_history(
     agent: str | None = None, dry_run: bool = False, detail: str = "summary"
 ) -> dict[str, Any]:
@@ -6941,38 +6930,41 @@ def reconcile_history(
         _check_agent_name(agent)
     _check_flag("dry_run", dry_run)
     full = _check_detail(detail)
-    config = Config.from_environment()
-    if config.history_off:
-        raise ConfigurationError(
-            f"reconcile_history ends rows of the history service, and {HISTORY_OFF_TEXT}; "
-            "set ARIA_API_URL to the service to reconcile it"
+    with Call.begin() as call:
+        config = call.config
+        if config.history_off:
+            raise ConfigurationError(
+                f"reconcile_history ends rows of the history service, and {HISTORY_OFF_TEXT}; "
+                "set ARIA_API_URL to the service to reconcile it"
+            )
+        scope = config.selected_agents(agent)
+        report = HistoryReport()
+        try:
+            rows = History(call).active_rows()  # rows first: a session that appears later has no row in them
+        except (HistoryUnavailable, HistoryRefused) as error:
+            rows, unread = [], f"the history service could not be read ({error}); nothing was changed"
+            if isinstance(error, HistoryRefused):
+                report.configuration_error = unread
+            else:
+                report.failure = unread
+        # Stores second, every agent's: a row's session may sit in another agent's folder.
+        held = History(call).held_by_agent(config.selected_agents(None)) if rows else {}
+        reconciliation = Reconciliation(rows, held, {paths.agent for paths in scope})
+        unreadable = [
+            _error_record(error, agent=name)
+            for name, error in held.items()
+            if isinstance(error, SessionManagerError)
+        ]
+        if reconciliation.to_end and not dry_run:
+            report = History(call).end_vanished(reconciliation)
+        answer = _reconcile_answer(len(rows), reconciliation, report, dry_run, unreadable=unreadable)
+        answer |= _not_listed({name: h.reason for name, h in held.items() if isinstance(h, PartlyHeld)})
+        growing = ("sessions", "by_agent", "by_type", "unreadable_agents", "history_gave_up")
+        return call.answer(
+            _fit_answer(
+                answer, growing, full, FULL_ON_REQUEST if dry_run else "the audit log records each row ended"
+            )
         )
-    scope = _selected_agents(config, agent)
-    report = HistoryReport()
-    try:
-        rows = _active_rows(config)  # rows first: a session that appears later has no row in them
-    except (HistoryUnavailable, HistoryRefused) as error:
-        rows, unread = [], f"the history service could not be read ({error}); nothing was changed"
-        if isinstance(error, HistoryRefused):
-            report.configuration_error = unread
-        else:
-            report.failure = unread
-    # Stores second, every agent's: a row's session may sit in another agent's folder.
-    held = _held_by_agent(config, _selected_agents(config, None)) if rows else {}
-    reconciliation = Reconciliation(rows, held, {paths.agent for paths in scope})
-    unreadable = [
-        _error_record(error, agent=name)
-        for name, error in held.items()
-        if isinstance(error, SessionManagerError)
-    ]
-    if reconciliation.to_end and not dry_run:
-        report = _end_vanished(config, reconciliation)
-    answer = _reconcile_answer(len(rows), reconciliation, report, dry_run, unreadable=unreadable)
-    answer |= _not_listed({name: h.reason for name, h in held.items() if isinstance(h, PartlyHeld)})
-    growing = ("sessions", "by_agent", "by_type", "unreadable_agents", "history_gave_up")
-    return _fit_answer(
-        answer, growing, full, FULL_ON_REQUEST if dry_run else "the audit log records each row ended"
-    )
 
 
 FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {

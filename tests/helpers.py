@@ -166,7 +166,7 @@ def outbox(root: Path) -> list[dict[str, Any]]:
     import session_manager as sm
 
     assert os.environ["ARIA_AGENTS_DIR"] == str(root)
-    return [mark.as_record() for mark in sm._read_outbox(sm.Config.from_environment())]
+    return [mark.as_record() for mark in sm.Outbox(sm.Config.from_environment()).read()]
 
 
 def paused_call(

@@ -45,8 +45,9 @@ def reach(step: str) -> None:
 
 
 def install() -> None:
-    original_lock, original_append, original_stream = sm.gateway_lock, sm.append_audit, sm.append_audit_stream
-    original_archive, original_history, original_replace = sm.archive_transcript, sm.mark_history, os.replace
+    original_lock, original_archive = sm.gateway_lock, sm.archive_transcript
+    original_append, original_stream = sm.AuditLog.append, sm.AuditLog.append_stream
+    original_history, original_replace = sm.History.mark, os.replace
 
     class NoLock:
         def confirm(self) -> None:
@@ -62,13 +63,13 @@ def install() -> None:
             yield held
             reach("before_release")
 
-    def stream(config: sm.Config, pieces: Any, sync: bool = False, separate: bool = False) -> None:
-        original_stream(config, pieces, sync, separate)
+    def stream(log: sm.AuditLog, pieces: Any, sync: bool = False, separate: bool = False) -> None:
+        original_stream(log, pieces, sync, separate)
         if not separate:  # only the intent record is written in pieces
             reach("after_intent")
 
-    def append(config: sm.Config, records: list[dict[str, Any]], sync: bool = False) -> None:
-        original_append(config, records, sync)
+    def append(log: sm.AuditLog, records: list[dict[str, Any]], sync: bool = False) -> None:
+        original_append(log, records, sync)
         for record in records:
             reach(
                 {"intent": "after_intent", "commit": "after_commit", "archived": "after_archived_record"}.get(
@@ -94,9 +95,9 @@ def install() -> None:
         if index:
             reach("after_replace")
 
-    sm.gateway_lock, sm.append_audit, sm.archive_transcript = lock, append, archive  # type: ignore[assignment]
-    sm.append_audit_stream = stream  # type: ignore[assignment]
-    sm.mark_history = history  # type: ignore[assignment]
+    sm.gateway_lock, sm.archive_transcript = lock, archive  # type: ignore[assignment]
+    sm.AuditLog.append, sm.AuditLog.append_stream = append, stream  # type: ignore[method-assign]
+    sm.History.mark = history  # type: ignore[method-assign]
     os.replace = replace  # type: ignore[assignment]
 
 

@@ -114,14 +114,14 @@ def test_a_later_agent_that_breaks_the_call_loses_no_earlier_mark(
 ) -> None:
     first = stale_agent(root, "alpha")
     stale_agent(root, "zeta")
-    original = sm.read_agent
+    original = sm.AgentStore.read
 
     def breaks_on_zeta(store: sm.AgentStore, for_change: bool = False) -> sm.AgentStore:
         if store.paths.agent == "zeta":
             raise RuntimeError("a bug met in zeta's store")
         return original(store, for_change)
 
-    monkeypatch.setattr(sm, "read_agent", breaks_on_zeta)
+    monkeypatch.setattr(sm.AgentStore, "read", breaks_on_zeta)
     with pytest.raises(RuntimeError):
         sm.prune_sessions(max_age_minutes=60)
     assert read_index(root, "alpha") == {}
@@ -158,17 +158,17 @@ def test_an_audit_log_that_cannot_grow_after_the_commit_loses_no_archive(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     one_stale_subagent(root)
-    original = sm.append_audit
+    original = sm.AuditLog.append
 
-    def full_after_commit(config: sm.Config, records: list[dict[str, Any]], sync: bool = False) -> None:
+    def full_after_commit(log: sm.AuditLog, records: list[dict[str, Any]], sync: bool = False) -> None:
         if any(record["event"] == "archived" for record in records):
             raise sm.StoreWriteFailed("No space left on device")
-        original(config, records, sync)
+        original(log, records, sync)
 
-    monkeypatch.setattr(sm, "append_audit", full_after_commit)
+    monkeypatch.setattr(sm.AuditLog, "append", full_after_commit)
     answer = sm.delete_session("sub-1")
     assert answer["removed_keys"] == ["agent:main:subagent:sub-1"] and "audit log" in answer["errors"][0]
-    monkeypatch.setattr(sm, "append_audit", original)
+    monkeypatch.setattr(sm.AuditLog, "append", original)
     assert sm.restore_session("sub-1")["restored_transcripts"] == ["sub-1.jsonl"]
     assert (root / "main" / "sessions" / "sub-1.jsonl").exists()
 

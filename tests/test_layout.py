@@ -71,23 +71,35 @@ def test_the_checks_find_what_they_look_for() -> None:
     assert later_definitions_used(tree) == ["first (line 1) -> second (line 3)"]
 
 
+def replaced_names(tree: ast.Module) -> set[str]:
+    """What a module assigns under ``sm``: ``sm.name`` or ``sm.Class.method``, by its dotted name."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in ast.walk(node):
+                if isinstance(target, ast.Attribute) and isinstance(target.ctx, ast.Store):
+                    dotted = ast.unparse(target)
+                    if dotted.startswith("sm."):
+                        found.add(dotted.removeprefix("sm."))
+    return found
+
+
+def hook_exists(module: object, dotted: str) -> bool:
+    owner = module
+    for part in dotted.split("."):
+        if not hasattr(owner, part):
+            return False
+        owner = getattr(owner, part)
+    return True
+
+
 def test_the_crash_harness_replaces_only_declared_test_hooks() -> None:
-    """tests/skill_harness.py may swap module names only where session_manager says it may (TEST_HOOKS)."""
+    """tests/skill_harness.py may swap names only where session_manager says it may (TEST_HOOKS)."""
     import session_manager
 
-    harness = ast.parse((REPO / "tests" / "skill_harness.py").read_text("utf-8"))
-    replaced = {
-        target.attr
-        for node in ast.walk(harness)
-        if isinstance(node, ast.Assign)
-        for target in ast.walk(node)
-        if isinstance(target, ast.Attribute)
-        and isinstance(target.value, ast.Name)
-        and target.value.id == "sm"
-        if isinstance(target.ctx, ast.Store)
-    }
+    replaced = replaced_names(ast.parse((REPO / "tests" / "skill_harness.py").read_text("utf-8")))
     assert replaced and replaced <= set(session_manager.TEST_HOOKS)
-    assert all(hasattr(session_manager, name) for name in session_manager.TEST_HOOKS)
+    assert all(hook_exists(session_manager, name) for name in session_manager.TEST_HOOKS)
 
 
 def test_tests_monkeypatch_only_declared_test_hooks() -> None:
@@ -97,7 +109,9 @@ def test_tests_monkeypatch_only_declared_test_hooks() -> None:
 
     patched = set()
     for path in (REPO / "tests").glob("test_*.py"):
-        patched |= set(re.findall(r'setattr\(sm, "(\w+)"', path.read_text("utf-8")))
+        text = path.read_text("utf-8")
+        patched |= set(re.findall(r'setattr\(sm, "(\w+)"', text))
+        patched |= {f"{owner}.{name}" for owner, name in re.findall(r'setattr\(sm\.(\w+), "(\w+)"', text)}
     assert patched and patched <= set(session_manager.TEST_HOOKS)
 
 
@@ -138,7 +152,7 @@ def kind_comparisons(tree: ast.Module) -> list[str]:
 
 
 def test_the_kind_of_store_is_compared_nowhere_outside_the_store_classes() -> None:
-    """At most two places may compare kinds (the issue's bound); today none does: open_store
+    """At most two places may compare kinds (the issue's bound); today none does: AgentStore.open
     chooses by the gateway's files, and recorded kinds are looked up in STORE_KINDS."""
     places = kind_comparisons(syntax_tree("session_manager.py"))
     assert len(places) <= 2, places
@@ -147,14 +161,16 @@ def test_the_kind_of_store_is_compared_nowhere_outside_the_store_classes() -> No
 
 def test_a_store_is_made_only_where_its_kind_is_chosen() -> None:
     makers = {
-        statement.name
+        f"{statement.name}.{function.name}" if function is not statement else statement.name
         for statement in syntax_tree("session_manager.py").body
         if isinstance(statement, (ast.FunctionDef, ast.ClassDef))
-        for node in ast.walk(statement)
+        for function in [statement, *ast.walk(statement)]
+        if isinstance(function, ast.FunctionDef)
+        for node in ast.walk(function)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         if node.func.id in ("JsonStore", "SqliteStore")
     }
-    assert makers == {"open_store"}
+    assert makers == {"AgentStore.open"}
 
 
 def test_every_reason_and_status_is_written_once() -> None:

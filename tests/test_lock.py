@@ -140,7 +140,7 @@ def test_live_lock_released_by_its_holder_lets_the_call_through(agent: Path) -> 
 
 
 def test_lock_is_released_when_the_change_fails(agent: Path) -> None:
-    paths = sm._agent_paths(sm.Config.from_environment(), "main")
+    paths = sm.Config.from_environment().agent_paths("main")
 
     def change(document: sm.IndexDocument) -> None:
         document.remove("agent:main:cron:3")

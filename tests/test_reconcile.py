@@ -135,14 +135,14 @@ def test_a_session_that_enters_an_index_while_reconcile_runs_keeps_its_row(
     write_index(root, "main", {"agent:main:subagent:back": {"sessionId": "back", "updatedAt": ago(300)}})
     sync_now(service)
     write_index(root, "main", {})  # it left (a restore of an older backup will bring it back)
-    original = sm._active_rows
+    original = sm.History.active_rows
 
-    def rows_then_the_session_returns(config: sm.Config) -> list[dict[str, Any]]:
-        rows = original(config)
+    def rows_then_the_session_returns(history: sm.History) -> list[dict[str, Any]]:
+        rows = original(history)
         write_index(root, "main", {"agent:main:subagent:back": {"sessionId": "back", "updatedAt": ago(0)}})
         return rows
 
-    monkeypatch.setattr(sm, "_active_rows", rows_then_the_session_returns)
+    monkeypatch.setattr(sm.History, "active_rows", rows_then_the_session_returns)
     answer = sm.reconcile_history()
     assert (answer["rows_ended"], answer["present_rows"]) == (0, 1)
     assert list(statuses(service).values()) == ["active"]

@@ -244,7 +244,7 @@ def test_archiving_works_without_renameat2(tree: Path, monkeypatch: pytest.Monke
 
 def test_archive_never_overwrites_an_existing_archive(tree: Path) -> None:
     moment = datetime.now(timezone.utc)
-    paths = sm._agent_paths(sm.Config.from_environment(), "main")
+    paths = sm.Config.from_environment().agent_paths("main")
     taken = tree / "main/sessions" / f"run-9.jsonl.deleted.{sm._archive_stamp(moment)}"
     taken.write_text("an older archive\n")
     name = sm.archive_transcript(paths, "run-9.jsonl", moment)

@@ -65,7 +65,8 @@ def test_protection_of_a_session(
     agent: str, keys: list[str], running: str | None, protection: str | None
 ) -> None:
     paths = sm.AgentPaths(agent, f"/agents/{agent}/sessions", "/agents")
-    found = sm._protection_of(config(running), session(agent, "s-1", *keys), sm.FolderListing(), paths)
+    store = sm.JsonStore(sm.Call(config(running)), paths)
+    found = store.protection_by_rules(session(agent, "s-1", *keys), ())
     assert found == protection
 
 

@@ -34,7 +34,7 @@ def test_the_kind_of_an_agents_store_comes_from_its_gateways_files(
         (root / "main" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "main" / name).write_text(text)
     config = sm.Config.from_environment()
-    store = sm.open_store(config, sm._agent_paths(config, "main"))
+    store = sm.AgentStore.open(sm.Call(config), config.agent_paths("main"))
     assert (store.kind, type(store)) == (kind, sm.STORE_KINDS[kind])
 
 
