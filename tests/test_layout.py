@@ -1,5 +1,7 @@
-"""The module's shape, checked from its syntax tree: the reader never scrolls down to find what a
-line calls, no function is longer than a screen, and session_manager never imports its dispatcher."""
+"""The modules' shape, checked from their syntax trees: session_manager reads in newspaper order
+(its public functions first, then one section per noun, as its table of contents says), the
+dispatcher defines everything above its first user, no function is longer than a screen, and
+session_manager never imports its dispatcher."""
 
 from __future__ import annotations
 
@@ -39,9 +41,115 @@ def later_definitions_used(tree: ast.Module) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_everything_is_defined_above_its_first_user(module: str) -> None:
-    assert later_definitions_used(syntax_tree(module)) == []
+def test_the_dispatcher_defines_everything_above_its_first_user() -> None:
+    assert later_definitions_used(syntax_tree("run_skill.py")) == []
+
+
+def section_headers(module: str) -> list[tuple[str, int]]:
+    """Each ``# --- title ---`` line of a module: its title and line number."""
+    lines = (REPO / module).read_text("utf-8").splitlines()
+    return [
+        (line.removeprefix("# --- ").rstrip("- ").strip(), number)
+        for number, line in enumerate(lines, 1)
+        if line.startswith("# --- ")
+    ]
+
+
+def table_of_contents(docstring: str) -> list[tuple[str, list[str]]]:
+    """The module docstring's contents: each item's section title and the names it points to."""
+    items: list[str] = []
+    for line in docstring.splitlines():
+        if line.startswith("- "):
+            items.append(line[2:])
+        elif line.startswith("  ") and items:
+            items[-1] += " " + line.strip()
+    contents = []
+    for item in items:
+        title, _, names = item.partition(" -> ")
+        contents.append((title, [name.split(" (")[0].strip() for name in names.split(",")]))
+    return contents
+
+
+def section_of_each_definition(module: str) -> dict[str, str]:
+    """Each top-level definition and assignment of a module, by the section it lies in."""
+    headers = section_headers(module)
+    found = {}
+    for node in syntax_tree(module).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            name = node.name
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name = node.target.id
+        else:
+            continue
+        above = [title for title, line in headers if line < node.lineno]
+        found[name] = above[-1] if above else ""
+    return found
+
+
+def test_the_public_functions_come_first_within_the_first_fifth() -> None:
+    """After the docstring and imports, a reader meets the public functions (FUNCTIONS, in their
+    order) before anything else, and all of them within the first fifth of the file."""
+    import session_manager
+
+    tree = syntax_tree("session_manager.py")
+    definitions = [node for node in tree.body if not isinstance(node, (ast.Expr, ast.Import, ast.ImportFrom))]
+    first = [getattr(node, "name", None) for node in definitions[: len(session_manager.FUNCTIONS)]]
+    assert first == list(session_manager.FUNCTIONS)
+    length = len((REPO / "session_manager.py").read_text("utf-8").splitlines())
+    last_public_line = definitions[len(session_manager.FUNCTIONS) - 1].end_lineno or 0
+    assert last_public_line <= length / 5, (last_public_line, length)
+
+
+def test_the_table_of_contents_is_the_section_headers_and_names_what_each_holds() -> None:
+    import session_manager
+
+    contents = table_of_contents(session_manager.__doc__ or "")
+    assert [title for title, _ in contents] == [title for title, _ in section_headers("session_manager.py")]
+    where = section_of_each_definition("session_manager.py")
+    misplaced = {
+        name: where.get(name) for title, names in contents for name in names if where.get(name) != title
+    }
+    assert misplaced == {}
+
+
+def test_the_table_of_contents_check_finds_a_misplaced_name() -> None:
+    """The rule itself, on a docstring whose item points to a name of another section."""
+    contents = table_of_contents("- The audit log -> AuditLog, Mark\n- Errors -> SessionManagerError\n")
+    where = section_of_each_definition("session_manager.py")
+    assert [name for title, names in contents for name in names if where.get(name) != title] == ["Mark"]
+
+
+#: What a first parameter may not be in a free function: the configuration, the call's context,
+#: or a noun (the function is then a method in disguise and belongs in the noun's class).
+NOUNS = {
+    "Config", "Call", "AgentStore", "JsonStore", "SqliteStore", "History", "Outbox", "AuditLog",
+    "HistoryClient", "HistoryReport", "StateFolder", "OpenClawCli", "AgentWalk", "Search",
+}  # fmt: skip
+NOUN_PARAMETERS = {"config", "call", "store", "history", "outbox", "client", "report", "walk", "search"}
+
+
+def methods_in_disguise(tree: ast.Module) -> list[str]:
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.args.args:
+            first = node.args.args[0]
+            annotation = ast.unparse(first.annotation) if first.annotation else ""
+            if first.arg in NOUN_PARAMETERS or annotation in NOUNS:
+                found.append(f"{node.name}({first.arg}: {annotation})")
+    return found
+
+
+def test_no_free_function_takes_the_configuration_or_a_noun_first() -> None:
+    assert methods_in_disguise(syntax_tree("session_manager.py")) == []
+
+
+def test_the_method_in_disguise_check_finds_one() -> None:
+    tree = ast.parse(
+        "def _queue(config: Config, marks: list) -> None: ...\ndef _fine(marks: list) -> None: ...\n"
+    )
+    assert methods_in_disguise(tree) == ["_queue(config: Config)"]
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -65,7 +173,7 @@ def test_session_manager_does_not_import_its_dispatcher() -> None:
     assert "run_skill" not in imported
 
 
-def test_the_checks_find_what_they_look_for() -> None:
+def test_the_define_before_use_check_finds_what_it_looks_for() -> None:
     """The rule itself, on a three-line module that breaks it."""
     tree = ast.parse("def first():\n    return second()\ndef second():\n    return 1\n")
     assert later_definitions_used(tree) == ["first (line 1) -> second (line 3)"]
