@@ -588,7 +588,7 @@ class Config(NamedTuple):
 
     def sqlite_database(self, agent: str) -> str:
         """Where the SQLite-era gateway keeps an agent's sessions (§7); its presence makes the agent's
-        store a SqliteStore (open_store)."""
+        store a SqliteStore (AgentStore.open)."""
         return os.path.join(self.agents_root, agent, SQLITE_DATABASE)
 
     def gateway_endpoint(self) -> str | NoConnection:
@@ -1060,7 +1060,7 @@ class Restored(NamedTuple):
                 "message": (
                     f"Session {deletion.session_id} restored to agent {deletion.agent} "
                     f"({len(self.keys)} keys, {len(self.renamed)} transcripts), "
-                    + _history_phrase(outcome, MarkStatus.ACTIVE)
+                    + _history_phrase(outcome, self.mark.status)
                 ),
                 "errors": self.errors,
             }
@@ -1363,7 +1363,7 @@ def _session_deletion_answer(
     history_text = (
         "history not touched (dry run)"
         if dry_run
-        else _history_phrase(report.outcomes.get(session.session_id))
+        else _history_phrase(report.outcomes.get(session.session_id), removal.mark.status)
     )
     verb = "would be removed" if dry_run else "removed"
     if removal.skip is Skip.ALREADY_GONE:
@@ -2001,8 +2001,8 @@ class AgentStore(ABC):
 
     Two kinds, each a subclass with these methods: JsonStore (sessions.json, which the skill
     changes itself under the gateway's lock) and SqliteStore (the SQLite-era gateway's database,
-    changed only through its CLI, §7). open_store chooses the kind, the one place that does; the
-    rest of the module calls methods and never asks which kind it holds. read_agent fills the
+    changed only through its CLI, §7). AgentStore.open chooses the kind, the one place that does; the
+    rest of the module calls methods and never asks which kind it holds. AgentStore.read fills the
     fields at the start of a call; release empties them.
     """
 
@@ -2023,10 +2023,15 @@ class AgentStore(ABC):
 
     @classmethod
     def open(cls, call: Call, paths: AgentPaths) -> AgentStore:
-        """The agent's store, of the kind its gateway keeps: the one place that chooses the kind."""
-        if os.path.exists(call.config.sqlite_database(paths.agent)):
-            return SqliteStore(call, paths)
-        return JsonStore(call, paths)
+        """The agent's store, of the kind its gateway keeps: the first of STORE_KINDS whose files the
+        agent has (AgentStore.keeps), the one place that chooses the kind."""
+        kind = next(kind for kind in STORE_KINDS.values() if kind.keeps(call.config, paths))
+        return kind(call, paths)
+
+    @classmethod
+    @abstractmethod
+    def keeps(cls, config: Config, paths: AgentPaths) -> bool:
+        """Whether the agent's gateway keeps its sessions in this kind of store, as its files say."""
 
     @classmethod
     def open_all(cls, call: Call, every: list[AgentPaths], complete: bool) -> list[AgentStore]:
@@ -2053,7 +2058,7 @@ class AgentStore(ABC):
         """Give each session the transcript files this store lets the skill archive."""
 
     def protection_of(self, session: Session) -> Protection | None:
-        """Why a session of this store must stay (_protection_of, with the gateway's own types)."""
+        """Why a session of this store must stay: protection_by_rules, with the gateway's own types."""
         return self.protection_by_rules(session, self.gateway_owned)
 
     def protection_by_rules(self, session: Session, gateway_owned: tuple[str, ...]) -> Protection | None:
@@ -2098,7 +2103,7 @@ class AgentStore(ABC):
         )
 
     def held(self) -> set[str] | PartlyHeld:
-        """The sessionIds of the sessions read (read_agent), as held_session_ids gives them."""
+        """The sessionIds of the sessions read (AgentStore.read), as held_session_ids gives them."""
         return self.holding(set(self.sessions))
 
     def holding(self, ids: set[str]) -> set[str] | PartlyHeld:
@@ -2462,6 +2467,11 @@ class JsonStore(AgentStore):
     reads and rewrites the index itself under the gateway's lock and archives the transcripts."""
 
     kind = JSON_STORE
+
+    @classmethod
+    def keeps(cls, config: Config, paths: AgentPaths) -> bool:
+        """Always: sessions.json is the store of any agent that has no newer one (the last of STORE_KINDS)."""
+        return True
 
     def read_entries(self, for_change: bool) -> tuple[dict[str, Any], IndexDocument | None]:
         document = _read_index_document(self.paths) if for_change else None
@@ -3484,6 +3494,10 @@ class SqliteStore(AgentStore):
     kind = SQLITE_STORE
     gateway_owned = ("cron_run",)  # the CLI's delete cannot remove runs (its retention does, §7)
 
+    @classmethod
+    def keeps(cls, config: Config, paths: AgentPaths) -> bool:
+        return os.path.exists(config.sqlite_database(paths.agent))
+
     def __init__(self, call: Call, paths: AgentPaths) -> None:
         super().__init__(call, paths)
         self.listed: list[Any] | GatewayUnavailable | None = None  # this agent's part of a listing
@@ -3741,12 +3755,13 @@ class SqliteStore(AgentStore):
         return removals, failures
 
 
-#: Every kind of store, by the name that answers and the audit log give it.
-STORE_KINDS: dict[str, type[AgentStore]] = {kind.kind: kind for kind in (JsonStore, SqliteStore)}
+#: Every kind of store, by the name that answers and the audit log give it; AgentStore.open takes
+#: the first an agent's files say it keeps (a newer gateway's store before sessions.json).
+STORE_KINDS: dict[str, type[AgentStore]] = {kind.kind: kind for kind in (SqliteStore, JsonStore)}
 
 
 class SqliteListing(NamedTuple):
-    """The SQLite-era agents' sessions (gateway_listing's shape per agent), whether the call's
+    """The SQLite-era agents' sessions (OpenClawCli.listing's shape per agent), whether the call's
     connection listed them, and per agent what the listing leaves out and why."""
 
     by_agent: dict[str, Any]
@@ -4652,11 +4667,11 @@ class AuditTransaction(NamedTuple):
     2. ``commit`` (flushed to disk, under the gateway's lock, just before the index is replaced):
        the keys removed, and entries that changed since the intent. A crash after it: the index
        may or may not be written; list_deleted and restore_session check the index
-       (_took_effect), and the outbox's unconfirmed marks wait for the same answer.
+       (Deletion.took_effect), and the outbox's unconfirmed marks wait for the same answer.
     3. ``abort`` instead of a commit when the index write fails: the deletion never happened.
     4. ``archived`` after the transcripts are renamed: their archive names. A crash before it:
        the transcripts are orphans that cleanup_orphans archives and records here later
-       (_record_late_archives adds them to this deletion, so a restore still brings them back).
+       (AuditLog.record_late_archives adds them to this deletion, so a restore still brings them back).
     5. ``restored`` when restore_session undoes it: the keys put back; the deletion is then
        no longer listed.
     """
@@ -4918,7 +4933,7 @@ class History:
         background: bool,
         reassign: bool = False,
     ) -> None:
-        """mark_history's work, which any failure may interrupt: the marks were queued before. Only
+        """History.mark's work, which any failure may interrupt: the marks were queued before. Only
         the holder of the delivery turn sends (so one pace holds for every sender): a call waits for
         the turn up to its budget, and without it leaves its marks in the outbox."""
         budget = DELIVERY_ROUND_SECONDS if background else self.config.history_budget
@@ -5056,7 +5071,7 @@ class History:
         return min(max(wait, rest), 60.0)
 
     def delivery_rounds(self, log: Callable[[str], None]) -> None:
-        """Rounds of mark_history over the outbox until it is empty, or until nothing was delivered
+        """Rounds of History.mark over the outbox until it is empty, or until nothing was delivered
         for DELIVERY_IDLE_SECONDS (the service down, or every mark rejected: the next call starts a
         new process)."""
         with suppress(OSError):
@@ -5253,22 +5268,30 @@ class MarkStatus(str, Enum):
 
     @property
     def rows_to_change(self) -> MarkStatus:
-        """The status of the rows this mark looks for: the ones it changes. Every member says its
-        own (a new one without an entry fails tests/test_history.py, not a delivery)."""
-        return {MarkStatus.ENDED: MarkStatus.ACTIVE, MarkStatus.ACTIVE: MarkStatus.ENDED}[self]
+        """The status of the rows this mark looks for: the ones it changes (MARK_RULES)."""
+        return MARK_RULES[self][0]
 
     @property
     def held_when_done(self) -> bool:
         """Whether the store holds the session once the change that queued this mark took effect
-        (it decides an unconfirmed mark after a crash)."""
-        return {MarkStatus.ENDED: False, MarkStatus.ACTIVE: True}[self]
+        (it decides an unconfirmed mark after a crash; MARK_RULES)."""
+        return MARK_RULES[self][1]
+
+
+#: Each mark status: the status of the rows it looks for (the ones it changes), and whether the
+#: store holds the session once the change that queued the mark took effect. Every member has its
+#: row (a new one without it fails tests/test_history.py, not a delivery).
+MARK_RULES: dict[MarkStatus, tuple[MarkStatus, bool]] = {
+    MarkStatus.ENDED: (MarkStatus.ACTIVE, False),
+    MarkStatus.ACTIVE: (MarkStatus.ENDED, True),
+}
 
 
 class Mark:
     """One status change for one session's history rows, made now or waiting in the outbox.
 
     A deletion queues its marks before it changes the index (``txn`` names it, ``confirmed`` is
-    False) and confirms them once the index is written; see _queue_marks.
+    False) and confirms them once the index is written; see Outbox.queue.
     """
 
     __slots__ = (
@@ -5318,7 +5341,7 @@ class Mark:
         # when it is queued. None for a mark queued by a release that did not record it.
         self.service_id: str | None = None
         self.service: str | None = None
-        # Sent by a process that stopped before it recorded the answer (_note_sending): its rows
+        # Sent by a process that stopped before it recorded the answer (Outbox.note_sending): its rows
         # are looked up again, and a row no longer waiting for the mark counts as marked.
         self.maybe_sent = False
 
@@ -5395,9 +5418,9 @@ class Mark:
 def _marks_of_records(records: list[dict[str, Any]]) -> tuple[list[Mark], list[dict[str, Any]]]:
     """The marks of the outbox's records, oldest first, and the records that are no mark at all.
 
-    A confirmation record (see _confirm_marks) confirms the marks of its deletion and drops the
-    ones it names; a delivery record (_note_delivered) drops the mark it names; a sending record
-    (_note_sending) without its delivery makes the mark ``maybe_sent``. All are folded in here,
+    A confirmation record (see Outbox.confirm) confirms the marks of its deletion and drops the
+    ones it names; a delivery record (Outbox.note_delivered) drops the mark it names; a sending record
+    (Outbox.note_sending) without its delivery makes the mark ``maybe_sent``. All are folded in here,
     and gone from the file after its next rewrite.
     """
     marks, unreadable = [], []
@@ -5513,7 +5536,7 @@ class Outbox:
 
         One small appended record does it (the outbox is not rewritten while the index may still be in
         memory). A failure is left for later: the marks stay unconfirmed and, past the grace, the
-        index decides (_pending_marks).
+        index decides (History.pending).
         """
         if self.config.history_off:
             return
@@ -5890,7 +5913,7 @@ def _record_delivery_failure(why: str) -> None:
 
 def deliver_in_background() -> None:
     """The delivery process of one state folder, started detached by a call that left marks
-    waiting (_start_deliverer): one at a time (a lock of its own), paced like every sender,
+    waiting (History.start_deliverer): one at a time (a lock of its own), paced like every sender,
     logging each round to history-delivery.log. Killed, it leaves the outbox whole."""
     try:
         config = Config.from_environment()
@@ -5908,7 +5931,7 @@ def deliver_in_background() -> None:
 class Pace:
     """When the next PATCH may go: SESSION_HISTORY_PACE's windows over every mark sent from this
     state folder, and the service's own Retry-After. Kept in history-pace.json: only the holder
-    of the delivery turn (_delivery_turn) sends, and it loads the file at the start of its turn
+    of the delivery turn (History.delivery_turn) sends, and it loads the file at the start of its turn
     and saves it at the end, so calls and the delivery process share one pace."""
 
     def __init__(

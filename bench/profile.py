@@ -23,20 +23,27 @@ sys.path.insert(0, str(HERE.parent))
 
 import run as bench  # noqa: E402
 
-PHASES = {  # function of session_manager -> what it does
-    "read_agent": "read, parse and group the index, list the folder",
+PHASES = {  # function or Class.method of session_manager -> what it does
+    "AgentStore.read": "read, parse and group the index, list the folder",
     "_session_item": "build the listing's items",
-    "append_audit_stream": "write the audit intent (each entry's text)",
+    "AuditLog.append_stream": "write the audit intent (each entry's text)",
     "rewrite_index": "hold the lock: check, change and write the index",
-    "_archive_session_transcripts": "rename the transcripts",
-    "mark_history": "history: look up rows and PATCH them",
+    "JsonStore.archive_session_transcripts": "rename the transcripts",
+    "History.mark": "history: look up rows and PATCH them",
 }
+
+
+def owner_of(sm: Any, name: str) -> tuple[Any, str]:
+    """Where a phase's function lives: the module, or the class of a ``Class.method``."""
+    *classes, attribute = name.split(".")
+    return (getattr(sm, classes[0]) if classes else sm), attribute
 
 
 def timed_phases(sm: Any) -> dict[str, float]:
     spent = dict.fromkeys(PHASES, 0.0)
     for name in PHASES:
-        original: Callable[..., Any] = getattr(sm, name)
+        owner, attribute = owner_of(sm, name)
+        original: Callable[..., Any] = getattr(owner, attribute)
 
         def wrapper(
             *args: Any, __original: Callable[..., Any] = original, __name: str = name, **kwargs: Any
@@ -47,7 +54,7 @@ def timed_phases(sm: Any) -> dict[str, float]:
             finally:
                 spent[__name] += time.perf_counter() - started
 
-        setattr(sm, name, wrapper)
+        setattr(owner, attribute, wrapper)
     return spent
 
 
@@ -91,7 +98,8 @@ def main() -> None:
             output = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
             total = time.perf_counter() - started
             for name in PHASES:
-                setattr(sm, name, getattr(sm, name).__kwdefaults__["__original"])
+                owner, attribute = owner_of(sm, name)
+                setattr(owner, attribute, getattr(owner, attribute).__kwdefaults__["__original"])
             print(f"\n{job}: {total:.2f} s in all ({len(output) / 1e6:.0f} MB of JSON output)")
             for name, seconds in spent.items():
                 if seconds:

@@ -478,7 +478,7 @@ def test_a_delivery_process_that_cannot_work_says_why_and_the_next_answer_report
     state.mkdir()
     monkeypatch.setenv("SESSION_MANAGER_STATE_DIR", str(state))
     stale = stale_tree(root, 1, 6)
-    with monkeypatch.context() as started:  # the process as _start_deliverer starts it
+    with monkeypatch.context() as started:  # the process as History.start_deliverer starts it
         started.chdir(state)
         for name, value in breaks.items():
             started.setenv(name, value)
