@@ -20,7 +20,7 @@ shared primitives and errors. Each item is a section's ``# --- `` header, then w
   sync_pending, reconcile_history
 - Names, limits and defaults -> INDEX_NAME, ANSWER_BUDGET_BYTES, TEST_HOOKS
 - The call's context: configuration, argument checks -> Call, Config
-- Listings and stats -> SessionCounts
+- Listings and stats -> SessionPage, SessionStats
 - Prunes -> Prune, _prune_answer
 - One deletion: the search for a session, its answer -> Search
 - Reconciling the history with the stores -> Reconciliation
@@ -49,10 +49,10 @@ AgentWalk reads the selected agents' stores one at a time; each store does what 
 (AgentStore.open chooses the kind, the one place that does); History delivers the marks. How a
 JSON-era delete works is JsonStore.remove_from_index; a SQLite-era one, SqliteStore.remove_through_gateway.
 
-Three ideas each have one place: the kind of store (AgentStore and its two subclasses; code
-outside them calls methods and never compares kinds), protection (the Protection table and
+Three ideas each have one place: the kind of store (AgentStore, its subclasses and STORE_KINDS;
+code outside them calls methods and never compares kinds), protection (the Protection table and
 AgentStore.protection_by_rules / transcript_protection, used by every path), and a mark's status
-(MarkStatus). docs/HOW_TO.md lists the places to touch to add one more of each.
+(MarkStatus and MARK_RULES). docs/HOW_TO.md lists the places to touch to add one more of each.
 
 The life of one deletion (AgentStore.remove): the audit intent records each entry's exact text;
 the history marks are queued in the outbox, unconfirmed; under the gateway's lock the commit
@@ -4507,12 +4507,13 @@ class AuditLog:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.folder = StateFolder(config)
 
     def append_stream(self, pieces: Iterable[str], sync: bool = False, separate: bool = False) -> None:
         """Append one record given in pieces (or, ``separate``, several) to the audit log."""
         try:
-            with StateFolder(self.config).lock(AUDIT_LOG_NAME):
-                _append_pieces(StateFolder(self.config).path(AUDIT_LOG_NAME), pieces, sync, separate)
+            with self.folder.lock(AUDIT_LOG_NAME):
+                _append_pieces(self.folder.path(AUDIT_LOG_NAME), pieces, sync, separate)
         except OSError as error:
             raise StoreWriteFailed(
                 f"cannot write the audit log in {self.config.state_dir}: {error.strerror or error}; "
@@ -4542,7 +4543,7 @@ class AuditLog:
             dropped = len(records) - len(kept)
             return (kept if dropped else None), dropped
 
-        return StateFolder(self.config).rewrite(AUDIT_LOG_NAME, trim)
+        return self.folder.rewrite(AUDIT_LOG_NAME, trim)
 
     def deletions(self) -> list[Deletion]:
         """Deletions in the audit log, oldest first, with their keys, entries and archive names."""
@@ -4825,6 +4826,7 @@ class History:
         self.call = call
         self.config = call.config
         self.outbox = Outbox(call.config)
+        self.folder = StateFolder(call.config)
 
     def agents_under_root(self) -> set[str]:
         """The agents whose rows a mark of no agent may end (only they were searched for the session)."""
@@ -4897,7 +4899,7 @@ class History:
         with ExitStack() as stack:
             try:
                 delivering = stack.enter_context(
-                    StateFolder(self.config).lock(HISTORY_OUTBOX_NAME + ".delivery", patience=patience)
+                    self.folder.lock(HISTORY_OUTBOX_NAME + ".delivery", patience=patience)
                 )
             except OSError as error:
                 report.configuration_error = (
@@ -4985,7 +4987,7 @@ class History:
         if not self.config.background_delivery:
             return False
         try:
-            with StateFolder(self.config).lock(DELIVERER_LOCK_NAME, wait=False) as free:
+            with self.folder.lock(DELIVERER_LOCK_NAME, wait=False) as free:
                 if not free:
                     return True
             import subprocess
@@ -5052,7 +5054,7 @@ class History:
 
     def delivery_log(self) -> Callable[[str], None]:
         """A writer of timestamped lines to history-delivery.log (one older file kept past 1 MiB)."""
-        path = StateFolder(self.config).path(DELIVERY_LOG_NAME)
+        path = self.folder.path(DELIVERY_LOG_NAME)
 
         def write(text: str) -> None:
             with suppress(OSError):
@@ -5462,6 +5464,7 @@ class Outbox:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.folder = StateFolder(config)
 
     def read(self) -> list[Mark]:
         """Marks waiting in the outbox, oldest first."""
@@ -5476,7 +5479,7 @@ class Outbox:
     def abandon(self, records: list[dict[str, Any]]) -> None:
         """Keep what leaves the outbox undelivered in the abandoned file, for an operator to look at."""
         if records:
-            _append_lines(StateFolder(self.config).path(HISTORY_ABANDONED_NAME), records)
+            _append_lines(self.folder.path(HISTORY_ABANDONED_NAME), records)
 
     def rewrite(self, change: OutboxChange) -> list[Mark]:
         """Change the outbox under its lock; returns the marks given up on, which go to the abandoned file.
@@ -5497,7 +5500,7 @@ class Outbox:
             folded = len(records) > len(marks) + len(unreadable)  # confirmations and deliveries, now in
             return (after if unreadable or folded or after != before else None), given_up
 
-        return StateFolder(self.config).rewrite(HISTORY_OUTBOX_NAME, rewrite)
+        return self.folder.rewrite(HISTORY_OUTBOX_NAME, rewrite)
 
     def queue(self, marks: list[Mark]) -> None:
         """Append a deletion's marks to the outbox, flushed, before its index is written.
@@ -5518,13 +5521,11 @@ class Outbox:
             mark.queued_at = mark.queued_at or moment
             mark.service_id, mark.service = mark.service_id or service_id, mark.service or shown
         try:
-            with StateFolder(self.config).lock(HISTORY_OUTBOX_NAME):
+            with self.folder.lock(HISTORY_OUTBOX_NAME):
                 records = (
                     json.dumps(mark.as_record()) for mark in marks
                 )  # streamed: a prune may queue 60,000
-                _append_pieces(
-                    StateFolder(self.config).path(HISTORY_OUTBOX_NAME), records, sync=True, separate=True
-                )
+                _append_pieces(self.folder.path(HISTORY_OUTBOX_NAME), records, sync=True, separate=True)
         except OSError as error:
             raise StoreWriteFailed(
                 f"cannot queue history marks in {self.config.state_dir}: {error.strerror or error}; "
@@ -5545,8 +5546,8 @@ class Outbox:
             mark.confirmed = True
         record = {"confirm": txn, "dropped": [m.outbox_id for m in marks if m.outbox_id not in confirmed]}
         try:
-            with StateFolder(self.config).lock(HISTORY_OUTBOX_NAME):
-                _append_lines(StateFolder(self.config).path(HISTORY_OUTBOX_NAME), [record])
+            with self.folder.lock(HISTORY_OUTBOX_NAME):
+                _append_lines(self.folder.path(HISTORY_OUTBOX_NAME), [record])
         except (OSError, SessionManagerError):
             pass
 
@@ -5555,10 +5556,8 @@ class Outbox:
         if mark.outbox_id is None:
             return
         try:
-            with StateFolder(self.config).lock(HISTORY_OUTBOX_NAME):
-                _append_lines(
-                    StateFolder(self.config).path(HISTORY_OUTBOX_NAME), [{event: mark.outbox_id}], sync=False
-                )
+            with self.folder.lock(HISTORY_OUTBOX_NAME):
+                _append_lines(self.folder.path(HISTORY_OUTBOX_NAME), [{event: mark.outbox_id}], sync=False)
         except (OSError, SessionManagerError):
             pass  # the settle at the end of the step records it too
 
