@@ -196,7 +196,7 @@ def cleanup_orphans(
         result.update({name: [] for name in CLEANUP_LISTS}, errors=walk.errors)
         removed = walk.clean(now, dry_run, retention, result)
         if not dry_run:
-            result["audit_records_expired"] = AuditLog(call.config).trim(now - timedelta(days=retention))
+            result["audit_records_expired"] = call.audit.trim(now - timedelta(days=retention))
         report = History(call).mark(removed) if not dry_run else HistoryReport()
         result["history"] = report.summary()
         growing = (*CLEANUP_LISTS, "errors", "history_gave_up")
@@ -214,7 +214,7 @@ def list_deleted(
     _check_count("offset", offset, 0, 10**9)
     full = _check_detail(detail)
     with Call.begin(connects=False) as call:
-        deletions = AuditLog(call.config).standing_deletions(agent)
+        deletions = call.audit.standing_deletions(agent)
         return _page_of_deletions(deletions, offset, page, full)
 
 
@@ -223,7 +223,7 @@ def restore_session(session_id: str, detail: str = "summary") -> dict[str, Any]:
     reference = _check_session_reference(session_id)
     full = _check_detail(detail)
     with Call.begin(connects=False) as call:
-        deletion = AuditLog(call.config).latest_deletion(reference)
+        deletion = call.audit.latest_deletion(reference)
         restored = deletion.undo(call)
         report = History(call).mark([restored.mark])
         return _fit_answer(restored.answer(report), RESTORE_GROWING, full, FULL_ON_REQUEST)
@@ -432,15 +432,18 @@ TEST_HOOKS = (
 
 
 class Call:
-    """One public function's call: its configuration, read once, and its one connection to the
-    SQLite-era gateway, opened when first needed, or why there is none (then the CLI does what
-    NoConnection.fallback allows). The delivery process's rounds are calls that never connect
-    (``connects``): the CLI serves them, as it did before the protocol."""
+    """One public function's call: its configuration, read once, the audit log and the outbox it
+    writes to, and its one connection to the SQLite-era gateway, opened when first needed, or why
+    there is none (then the CLI does what NoConnection.fallback allows). The delivery process's
+    rounds are calls that never connect (``connects``): the CLI serves them, as it did before the
+    protocol."""
 
     def __init__(self, config: Config, connects: bool = True) -> None:
         self.config = config
         self.connects = connects
         self.connection: GatewayClient | NoConnection | None = None
+        self.audit = AuditLog(config)
+        self.outbox = Outbox(config)
 
     @classmethod
     @contextmanager
@@ -1288,9 +1291,9 @@ class Search(NamedTuple):
             {"agent": f.paths.agent, "file": n, "reason": r} for f in leftovers for n, r in f.kept.items()
         ]
         deleted_before = any(
-            d.committed and reference in (d.session_id, *d.keys) for d in AuditLog(call.config).deletions()
+            d.committed and reference in (d.session_id, *d.keys) for d in call.audit.deletions()
         )
-        archived = {} if dry_run else self.archive_leftovers(call.config)
+        archived = {} if dry_run else self.archive_leftovers(call.audit)
         marks = [Mark(reference, agent)] if not _is_key(reference) and not dry_run else []
         report = History(call).mark(marks) if marks else HistoryReport()
         if not (deleted_before or would_archive or kept or archived):
@@ -1316,7 +1319,7 @@ class Search(NamedTuple):
             errors=[],
         )
 
-    def archive_leftovers(self, config: Config) -> dict[str, str]:
+    def archive_leftovers(self, audit: AuditLog) -> dict[str, str]:
         """Archive the transcripts that nothing claims, recorded in the audit log as late archives."""
         archived: dict[str, str] = {}
         moment = _utc_now()
@@ -1327,7 +1330,7 @@ class Search(NamedTuple):
                     made[name] = archive_transcript(found.paths, name, moment)
                 except FileNotFoundError:
                     pass
-            AuditLog(config).record_late_archives(found.paths.agent, made, "leftover")
+            audit.record_late_archives(found.paths.agent, made, "leftover")
             archived.update(made)
         return archived
 
@@ -2586,19 +2589,19 @@ class JsonStore(AgentStore):
         AuditTransaction's."""
         config = self.config
         fingerprints: dict[str, int] = {}
-        AuditLog(config).append_stream(_intent_pieces(transaction, planned, self.document, fingerprints))
+        self.call.audit.append_stream(_intent_pieces(transaction, planned, self.document, fingerprints))
         self.release_parsed_entries(planned)
         removals = [Removal(session) for session in planned]
-        Outbox(config).queue_removal_marks(transaction, removals)
+        self.call.outbox.queue_removal_marks(transaction, removals)
         marks = [removal.mark for removal in removals]
         change = self.index_change(transaction, removals, fingerprints, only_if_unchanged, recheck, moment)
         try:
             written: IndexDocument = rewrite_index(self.paths, config, change, earlier=self.document)
         except SessionManagerError:
-            Outbox(config).confirm(transaction.txn, marks, [])
-            AuditLog(config).append([transaction.record("abort", {})])
+            self.call.outbox.confirm(transaction.txn, marks, [])
+            self.call.audit.append([transaction.record("abort", {})])
             raise
-        Outbox(config).confirm(
+        self.call.outbox.confirm(
             transaction.txn, marks, [removal.mark for removal in removals if removal.removed_keys]
         )
         self.archive_removed_transcripts(transaction, written, removals, moment)
@@ -2653,7 +2656,7 @@ class JsonStore(AgentStore):
             archived[name] = archive
             items.append({"agent": paths.agent, "file": name, "archive": archive or None})
         if not dry_run:
-            AuditLog(self.config).record_late_archives(paths.agent, archived, "orphan")
+            self.call.audit.record_late_archives(paths.agent, archived, "orphan")
         return items, skipped
 
     def remove_keys_without_transcripts(
@@ -2703,7 +2706,7 @@ class JsonStore(AgentStore):
                     committed[fresh.session_id] = part
             if committed:
                 # Flushed to disk with the intent before it, ahead of the index that it describes.
-                AuditLog(self.config).append([transaction.record("commit", committed)], sync=True)
+                self.call.audit.append([transaction.record("commit", committed)], sync=True)
             for removal in removals:
                 for key in removal.removed_keys:
                     document.remove(key)
@@ -2725,7 +2728,7 @@ class JsonStore(AgentStore):
             if removal.removed_keys:
                 self.archive_session_transcripts(removal, still_referenced, moment)
                 archived[removal.session.session_id] = {"transcripts": removal.archived}
-        AuditLog(self.config).record_after_commit([transaction.record("archived", archived)], removals)
+        self.call.audit.record_after_commit([transaction.record("archived", archived)], removals)
 
     def restore_files_and_keys(
         self, deletion: Deletion, restorable: dict[str, Any]
@@ -3559,7 +3562,12 @@ class SqliteStore(AgentStore):
         return removals
 
     def begin_removal(self, planned: list[Session], reason: str) -> RemovalPart:
-        return SqliteStore.begin_gateway_part(self.config, self.paths, planned, reason)
+        """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
+        transaction = AuditTransaction.begin(self.paths.agent, reason, moment=_utc_now())
+        self.call.audit.append_stream(_intent_pieces(transaction, planned, None, {}))
+        removals = [Removal(session) for session in planned]
+        self.call.outbox.queue_removal_marks(transaction, removals)
+        return RemovalPart(self.paths, transaction, removals, waiting=True)
 
     @classmethod
     def finish_removals(
@@ -3640,20 +3648,9 @@ class SqliteStore(AgentStore):
         return SqliteListing(OpenClawCli(config).listing(agents), False, {})
 
     @classmethod
-    def begin_gateway_part(
-        cls, config: Config, paths: AgentPaths, planned: list[Session], reason: str
-    ) -> RemovalPart:
-        """Before the gateway deletes anything: the audit intent, and the marks queued unconfirmed."""
-        transaction = AuditTransaction.begin(paths.agent, reason, moment=_utc_now())
-        AuditLog(config).append_stream(_intent_pieces(transaction, planned, None, {}))
-        removals = [Removal(session) for session in planned]
-        Outbox(config).queue_removal_marks(transaction, removals)
-        return RemovalPart(paths, transaction, removals, waiting=True)
-
-    @classmethod
     def settle_gateway_part(
         cls,
-        config: Config,
+        call: Call,
         part: RemovalPart,
         answered: dict[str, dict[str, Any]],
         failure: GatewayUnavailable | None,
@@ -3670,18 +3667,18 @@ class SqliteStore(AgentStore):
             (known if all(key in answered for key in removal.session.keys) else unanswered).append(removal)
         if failure is not None and not known:
             if not failure.maybe_changed:
-                Outbox(config).confirm(transaction.txn, [r.mark for r in removals], [])
-                AuditLog(config).append([transaction.record("abort", {})])
+                call.outbox.confirm(transaction.txn, [r.mark for r in removals], [])
+                call.audit.append([transaction.record("abort", {})])
             return failure
         for removal in known:
             _gateway_outcome(part.paths, removal, [answered[key] for key in removal.session.keys])
-        AuditLog(config).record_after_commit(
+        call.audit.record_after_commit(
             [transaction.record("commit", _gateway_commit(known))], known, sync=True
         )
         done = [r.mark for r in known if r.removed_keys and not r.skipped]
-        Outbox(config).confirm(transaction.txn, [r.mark for r in known], done)
+        call.outbox.confirm(transaction.txn, [r.mark for r in known], done)
         archived = {r.session.session_id: {"transcripts": r.archived} for r in known if r.removed_keys}
-        AuditLog(config).record_after_commit([transaction.record("archived", archived)], known)
+        call.audit.record_after_commit([transaction.record("archived", archived)], known)
         for removal in unanswered:
             removal.skip_because(Skip.NO_ANSWER, str(failure))
         return None
@@ -3746,7 +3743,7 @@ class SqliteStore(AgentStore):
         failures: dict[str, SessionManagerError] = {}
         for part in parts:
             error = SqliteStore.settle_gateway_part(
-                config, part, answered, unproven.get(part.paths.agent, failure)
+                call, part, answered, unproven.get(part.paths.agent, failure)
             )
             if error is not None:
                 failures[part.paths.agent] = error
@@ -4799,19 +4796,18 @@ class Deletion:
     def undo(self, call: Call) -> Restored:
         """Put the deletion back in the store it was made in (its kind says whether it can), with its
         history mark queued before and confirmed after, and the restore recorded in the audit log."""
-        config = call.config
-        paths = config.agent_paths(self.agent)
+        paths = call.config.agent_paths(self.agent)
         _recorded_kind(self).check_undoable(self, paths)
         store = AgentStore.open(call, paths)
         store.check_restore(self)
-        mark = Outbox(config).queue_restore_mark(self)
+        mark = call.outbox.queue_restore_mark(self)
         try:
             keys, renamed, missing = store.restore(self)
         except SessionManagerError:
-            Outbox(config).confirm(str(mark.txn), [mark], [])
+            call.outbox.confirm(str(mark.txn), [mark], [])
             raise
-        Outbox(config).confirm(str(mark.txn), [mark], [mark])
-        errors = AuditLog(config).record_restore(self, keys)
+        call.outbox.confirm(str(mark.txn), [mark], [mark])
+        errors = call.audit.record_restore(self, keys)
         return Restored(self, keys, renamed, missing, errors, mark)
 
 
@@ -4825,7 +4821,7 @@ class History:
     def __init__(self, call: Call) -> None:
         self.call = call
         self.config = call.config
-        self.outbox = Outbox(call.config)
+        self.outbox = call.outbox
         self.folder = StateFolder(call.config)
 
     def agents_under_root(self) -> set[str]:
@@ -5172,7 +5168,7 @@ class History:
             for agent, parts in by_agent.items()
         ]
         with suppress(SessionManagerError):  # the marks are queued: the record is for the reader
-            AuditLog(self.config).append(records)
+            self.call.audit.append(records)
         return self.mark(marks)
 
     def held_by_agent(self, scope: list[AgentPaths]) -> dict[str, Holding]:
